@@ -1,0 +1,24 @@
+# Two commands matter: `make run` (the example flow on 127.0.0.1:8000) and `make test`.
+# Both create .venv and install the package on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/ivrkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/ivrkit
+
+.PHONY: install run test lint bench
+install: $(BIN)/ivrkit
+
+run: install
+	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python benchmarks/webhook_throughput.py

@@ -1,0 +1,84 @@
+"""ivrkit: code-first phone IVRs on Twilio.
+
+Write a call flow as a Python class; ivrkit validates it when it loads, compiles each state
+to TwiML, serves Twilio's webhooks and keeps each call's state in SQL.
+"""
+
+from ivrkit.app import create_app
+from ivrkit.call import Call, CallerInfo
+from ivrkit.config import Settings
+from ivrkit.errors import (
+    ConfigError,
+    FlowDefinitionError,
+    FlowLoadError,
+    FlowRuntimeError,
+    IvrkitError,
+)
+from ivrkit.flow import Flow
+from ivrkit.hours import BusinessHours
+from ivrkit.nodes import (
+    REPEAT,
+    Client,
+    Collect,
+    Conference,
+    Decision,
+    Dial,
+    End,
+    Enqueue,
+    Hangup,
+    Menu,
+    Number,
+    Pause,
+    Play,
+    Queue,
+    Record,
+    Redirect,
+    Reject,
+    Repeat,
+    Retries,
+    Return,
+    Say,
+    Sip,
+    SubFlow,
+    decision,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REPEAT",
+    "BusinessHours",
+    "Call",
+    "CallerInfo",
+    "Client",
+    "Collect",
+    "Conference",
+    "ConfigError",
+    "Decision",
+    "Dial",
+    "End",
+    "Enqueue",
+    "Flow",
+    "FlowDefinitionError",
+    "FlowLoadError",
+    "FlowRuntimeError",
+    "Hangup",
+    "IvrkitError",
+    "Menu",
+    "Number",
+    "Pause",
+    "Play",
+    "Queue",
+    "Record",
+    "Redirect",
+    "Reject",
+    "Repeat",
+    "Retries",
+    "Return",
+    "Say",
+    "Settings",
+    "Sip",
+    "SubFlow",
+    "create_app",
+    "decision",
+]

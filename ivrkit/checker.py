@@ -1,0 +1,68 @@
+"""`ivrkit check`: every finding in the flows named, as text, JSON or GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from ivrkit.errors import FlowDefinitionError, FlowLoadError, FlowRuntimeError
+from ivrkit.loader import flow_files, load_module_flows
+from ivrkit.runtime import FlowRegistry
+from ivrkit.validation import ERROR, Finding
+
+
+def collect_findings(paths: list[str]) -> tuple[list[Finding], list[str]]:
+    """Findings of every flow under ``paths``, and messages for modules that did not load."""
+    findings: list[Finding] = []
+    failures: list[str] = []
+    flows = []
+    for path in flow_files(paths):
+        try:
+            loaded = load_module_flows(path)
+        except FlowDefinitionError as error:
+            findings += error.findings
+            if not error.findings:
+                failures += error.problems
+            continue
+        except FlowLoadError as error:
+            failures.append(str(error))
+            continue
+        flows += loaded
+        for flow in loaded:
+            findings += flow.findings()
+    try:
+        FlowRegistry(flows)
+    except FlowRuntimeError as error:
+        failures.append(str(error))
+    return findings, failures
+
+
+def run_check(paths: list[str], *, output: str = "text", stream: TextIO | None = None) -> int:
+    stream = stream or sys.stdout
+    try:
+        findings, failures = collect_findings(paths)
+    except FlowLoadError as error:
+        print(f"ivrkit check: {error}", file=sys.stderr)
+        return 2
+    if output == "json":
+        json.dump({"findings": [f.to_dict() for f in findings], "failures": failures},
+                  stream, indent=2)
+        stream.write("\n")
+    elif output == "github":
+        for f in findings:
+            level = "error" if f.severity == ERROR else "warning"
+            stream.write(f"::{level} file={f.file},line={f.line},title={f.code}::"
+                         f"{f.flow}.{f.state}: {f.message} ({f.fix})\n")
+        for failure in failures:
+            stream.write(f"::error::{failure}\n")
+    else:
+        for f in findings:
+            stream.write(f.format() + "\n")
+        for failure in failures:
+            stream.write(failure + "\n")
+        errors = sum(f.severity == ERROR for f in findings) + len(failures)
+        warnings = sum(f.severity != ERROR for f in findings)
+        stream.write(f"{errors} error(s), {warnings} warning(s)\n")
+    has_errors = failures or any(f.severity == ERROR for f in findings)
+    return 1 if has_errors else 0

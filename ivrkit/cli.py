@@ -1,0 +1,155 @@
+"""The ``ivrkit`` command: serve flows, check them, and read the event log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ivrkit.config import Settings
+from ivrkit.errors import ConfigError, FlowDefinitionError, FlowLoadError, FlowRuntimeError
+from ivrkit.loader import load_flows
+from ivrkit.runtime import FlowRegistry
+
+FLOWS_ENV = "IVRKIT_FLOWS"
+
+
+def _load_or_exit(paths: list[str]) -> list:  # type: ignore[type-arg]
+    try:
+        flows = load_flows(paths)
+        FlowRegistry(flows)
+    except FlowDefinitionError as error:
+        print("ivrkit: the flows have errors; fix them and start again:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (FlowLoadError, FlowRuntimeError) as error:
+        print(f"ivrkit: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return flows
+
+
+def app_factory():  # type: ignore[no-untyped-def]
+    """Entry point for uvicorn workers: flows and settings come from the environment."""
+    from ivrkit.app import create_app
+
+    paths = os.environ[FLOWS_ENV].split(os.pathsep)
+    return create_app(_load_or_exit(paths), settings=Settings.from_env())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(
+            database_url=args.database_url, public_url=args.public_url,
+            host=args.host, port=args.port,
+            insecure_dev=True if args.insecure_dev else None,
+        )
+        settings.require_token()
+    except ConfigError as error:
+        print(f"ivrkit: {error}", file=sys.stderr)
+        return 2
+    flows = _load_or_exit(args.paths)
+    if args.workers > 1 and settings.database_url.startswith("sqlite"):
+        print("ivrkit: SQLite serves one process; for --workers > 1 set DATABASE_URL to "
+              "PostgreSQL (postgresql+asyncpg://user@host/db)", file=sys.stderr)
+        return 2
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    print(f"ivrkit: serving {len(flows)} flow(s) on http://{settings.host}:{settings.port} "
+          f"(database: {settings.database_url.split('://')[0]})")
+    for flow in flows:
+        print(f"  {flow.__name__}: paste into the Twilio console, Phone Numbers > your number > "
+              f"'A call comes in' (Webhook, HTTP POST):\n    {base}/voice/{flow.name}")
+        print(f"    and 'Call status changes': {base}/voice/{flow.name}/status")
+    if not settings.public_url:
+        print("  (Twilio must reach this server: set IVRKIT_PUBLIC_URL to the https URL of your "
+              "proxy or tunnel so signatures and callback URLs match)")
+    if settings.insecure_dev:
+        print("  WARNING: signature validation is OFF (--insecure-dev)")
+    os.environ[FLOWS_ENV] = os.pathsep.join(args.paths)
+    if settings.insecure_dev:
+        os.environ["IVRKIT_INSECURE_DEV"] = "1"
+    os.environ["IVRKIT_DATABASE_URL"] = settings.database_url
+    if settings.public_url:
+        os.environ["IVRKIT_PUBLIC_URL"] = settings.public_url
+
+    import uvicorn
+
+    uvicorn.run("ivrkit.cli:app_factory", factory=True, host=settings.host, port=settings.port,
+                workers=args.workers, log_level=settings.log_level, access_log=args.access_log,
+                proxy_headers=False)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ivrkit.checker import run_check
+
+    return run_check(args.paths, output=args.format)
+
+
+def _events(args: argparse.Namespace) -> int:
+    from ivrkit.store import create_store
+
+    settings = Settings.from_env(database_url=args.database_url)
+
+    async def export() -> int:
+        store = create_store(settings.database_url)
+        try:
+            found = await store.call_events(args.call_sid)
+        finally:
+            await store.close()
+        for item in found:
+            print(json.dumps({"kind": "webhook" if item.kind in ("start", "action") else item.kind,
+                              "event": item.kind, "step": item.step, "state": item.state,
+                              "fired": item.fired, "at": item.at.isoformat(),
+                              "params": item.params, "twiml": item.twiml}))
+        if not found:
+            print(f"ivrkit: no events for {args.call_sid}", file=sys.stderr)
+            return 1
+        return 0
+
+    return asyncio.run(export())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivrkit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve flows to Twilio with uvicorn")
+    serve.add_argument("paths", nargs="+", help="flow modules or folders of them")
+    serve.add_argument("--host", default=None, help="listen address (IVRKIT_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (IVRKIT_PORT, 8000)")
+    serve.add_argument("--database-url", default=None,
+                       help="DATABASE_URL (default sqlite+aiosqlite:///ivrkit.db)")
+    serve.add_argument("--public-url", default=None,
+                       help="https base URL Twilio uses to reach you (IVRKIT_PUBLIC_URL)")
+    serve.add_argument("--workers", type=int, default=1, help="processes (PostgreSQL only)")
+    serve.add_argument("--insecure-dev", action="store_true",
+                       help="DEVELOPMENT ONLY: accept webhooks without a valid signature")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check", help="check flows for mistakes before they go live")
+    check.add_argument("paths", nargs="+")
+    check.add_argument("--format", choices=("text", "json", "github"), default="text")
+    check.set_defaults(handler=_check)
+
+    events = commands.add_parser("events", help="a call's event log as JSON lines (for replay)")
+    events.add_argument("call_sid")
+    events.add_argument("--database-url", default=None)
+    events.set_defaults(handler=_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Settings from environment variables (CLI flags override them), in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ivrkit.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///ivrkit.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs to know about its environment.
+
+    ``insecure_dev`` turns off X-Twilio-Signature validation: only for a laptop and the
+    simulator without a token, never in production (it is logged loudly at start).
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    auth_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    trusted_proxies: frozenset[str] = frozenset()
+    insecure_dev: bool = False
+    max_body_bytes: int = 64 * 1024
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "database_url": env.get("IVRKIT_DATABASE_URL") or env.get("DATABASE_URL")
+            or DEFAULT_DATABASE_URL,
+            "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
+            "public_url": (env.get("IVRKIT_PUBLIC_URL") or "").rstrip("/") or None,
+            "trusted_proxies": frozenset(
+                p.strip() for p in env.get("IVRKIT_TRUSTED_PROXIES", "").split(",") if p.strip()),
+            "insecure_dev": env.get("IVRKIT_INSECURE_DEV", "").lower() in ("1", "true", "yes"),
+            "max_body_bytes": _int(env, "IVRKIT_MAX_BODY_BYTES", 64 * 1024),
+            "host": env.get("IVRKIT_HOST", "127.0.0.1"),
+            "port": _int(env, "IVRKIT_PORT", 8000),
+            "log_level": env.get("IVRKIT_LOG_LEVEL", "info").lower(),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
+            raise ConfigError("IVRKIT_PUBLIC_URL must start with https:// (or http://)")
+        return settings
+
+    def require_token(self) -> None:
+        """Refuse to serve unsigned traffic unless told so explicitly."""
+        if not self.auth_token and not self.insecure_dev:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked. "
+                "Set it (Twilio console > Account > API keys & tokens), or pass --insecure-dev "
+                "to run without signature checks on a development machine.")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None

@@ -1,0 +1,38 @@
+"""Masking personal data before it reaches logs or the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Parameters that carry a phone number, SIP address or client name of a person.
+PHONE_PARAMS = frozenset({
+    "From", "To", "Caller", "Called", "ForwardedFrom", "CallerName", "CalledVia",
+    "DialCallSid_From", "StirVerstat",
+})
+_SECRET_PARAMS = frozenset({"CallToken"})
+
+
+def mask_number(value: str) -> str:
+    """'+14155550123' -> '+1415*****23': enough to tell calls apart, not to dial back."""
+    if not value:
+        return value
+    if value.startswith(("client:", "sip:")):
+        scheme, _, rest = value.partition(":")
+        return f"{scheme}:{rest[:2]}***"
+    digits = sum(ch.isdigit() for ch in value)
+    if digits < 6:
+        return "*" * len(value)
+    keep_head = 5 if value.startswith("+") else 4
+    return value[:keep_head] + "*" * (len(value) - keep_head - 2) + value[-2:]
+
+
+def mask_params(params: Mapping[str, str]) -> dict[str, str]:
+    masked = {}
+    for name, value in params.items():
+        if name in PHONE_PARAMS:
+            masked[name] = mask_number(value)
+        elif name in _SECRET_PARAMS:
+            masked[name] = "***"
+        else:
+            masked[name] = value
+    return masked

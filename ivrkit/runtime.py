@@ -1,0 +1,247 @@
+"""One webhook's work on one call: fire the trigger, walk pass-through states, render TwiML.
+
+Pure with respect to storage: it reads and changes a :class:`CallRecord` in memory and the
+caller (the web app) saves it only when everything succeeded, so a failure saves nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivrkit import nodes as n
+from ivrkit import twiml
+from ivrkit.call import Call
+from ivrkit.errors import FlowRuntimeError
+from ivrkit.flow import Flow
+from ivrkit.inputs import Selection, select
+from ivrkit.records import CallRecord
+
+log = logging.getLogger("ivrkit.runtime")
+
+MAX_HOPS = 64
+
+
+@dataclass
+class TurnResult:
+    """What one webhook produced: the TwiML answer and the transitions fired."""
+
+    twiml: str
+    fired: list[str] = field(default_factory=list)
+
+
+class FlowRegistry:
+    """The loaded flows, by name and by the phone numbers they answer."""
+
+    def __init__(self, flows: list[type[Flow]]) -> None:
+        self.by_name: dict[str, type[Flow]] = {}
+        self.by_number: dict[str, type[Flow]] = {}
+        for flow in flows:
+            if flow.name in self.by_name and self.by_name[flow.name] is not flow:
+                raise FlowRuntimeError(f"two flows are named {flow.name!r}; set name = ... on one")
+            self.by_name[flow.name] = flow
+            numbers = [flow.number] if isinstance(flow.number, str) else list(flow.number or ())
+            for number in numbers:
+                self.by_number[number] = flow
+        self._check_subflows()
+
+    def _check_subflows(self) -> None:
+        for flow in self.by_name.values():
+            for node in flow.states().values():
+                if isinstance(node, n.SubFlow) and node.flow not in self.by_name:
+                    file, line = node.defined_at
+                    raise FlowRuntimeError(
+                        f"{file}:{line}: IVR010 error: {flow.__name__}.{node.name}: sub-flow "
+                        f'"{node.flow}" is not loaded (load its module too; loaded: '
+                        f"{', '.join(sorted(self.by_name))})")
+
+    def get(self, name: str) -> type[Flow]:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise FlowRuntimeError(f"no flow named {name!r}") from None
+
+    def for_number(self, number: str) -> type[Flow] | None:
+        return self.by_number.get(number)
+
+
+class Runtime:
+    """Runs flows over call records; shared by every request of the app."""
+
+    def __init__(self, registry: FlowRegistry, *, clock: Callable[[], datetime]) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    async def begin(self, record: CallRecord, params: Mapping[str, str], base_url: str
+                    ) -> TurnResult:
+        """The first webhook of a call: run from the flow's initial state."""
+        flow = self.registry.get(record.flow)
+        turn = _Turn(self, record, params, base_url)
+        record.step += 1
+        await turn.advance(flow, flow.initial_state())
+        return turn.finish()
+
+    async def resume(
+        self, record: CallRecord, params: Mapping[str, str], *, base_url: str, no_input: bool
+    ) -> TurnResult:
+        """A callback for the state the call waits in: select the trigger and move on."""
+        flow = self._current_flow(record)
+        node = flow.state(record.state)
+        turn = _Turn(self, record, params, base_url)
+        call = turn.call_for(flow, record.state)
+        selection: Selection = await select(flow, node, params, no_input=no_input,
+                                            counters=record.counters, call=call)
+        record.data.update(selection.data)
+        turn.notice = selection.notice
+        turn.full_prompt = selection.trigger in ("repeat", "reenter")
+        record.step += 1
+        state = turn.fire(flow, record.state, selection.trigger)
+        await turn.advance(flow, state)
+        return turn.finish()
+
+    def _current_flow(self, record: CallRecord) -> type[Flow]:
+        """The flow the call is in, moving it off a state a redeploy removed."""
+        flow = self.registry.get(record.flow)
+        if record.flow_version != flow.version():
+            if record.state not in flow.states():
+                moved = flow.migrations.get(record.state)
+                if moved is None or moved not in flow.states():
+                    raise FlowRuntimeError(
+                        f"{flow.__name__}: state {record.state!r} of version "
+                        f"{record.flow_version} no longer exists; add it to migrations")
+                log.info("call %s migrated %s -> %s (flow %s %s -> %s)", record.call_sid,
+                         record.state, moved, flow.name, record.flow_version, flow.version())
+                record.state = moved
+                record.counters = {}
+            record.flow_version = flow.version()
+        return flow
+
+
+class _Turn:
+    def __init__(self, runtime: Runtime, record: CallRecord, params: Mapping[str, str],
+                 base_url: str) -> None:
+        self.runtime = runtime
+        self.record = record
+        self.params = params
+        self.base_url = base_url
+        self.response = VoiceResponse()
+        self.fired: list[str] = []
+        self.notice: str | None = None
+        self.full_prompt = False
+        self.spoke = False
+
+    def call_for(self, flow: type[Flow], state: str) -> Call:
+        return Call.from_params(self.params, now=self.runtime.clock(), flow=flow.name,
+                                state=state, data=self.record.data)
+
+    def fire(self, flow: type[Flow], state: str, trigger: str) -> str:
+        dest = flow.machine().fire(state, trigger)
+        self.fired.append(f"{flow.name}:{state} -{trigger}-> {dest}")
+        if dest != state:
+            self.record.counters = {}
+        return dest
+
+    def finish(self) -> TurnResult:
+        self.record.last_twiml = str(self.response)
+        return TurnResult(self.record.last_twiml, self.fired)
+
+    async def advance(self, flow: type[Flow], state: str) -> None:
+        """Walk states that need no caller input until one waits or ends the call."""
+        for _ in range(MAX_HOPS):
+            node = flow.state(state)
+            self.record.flow = flow.name
+            self.record.state = state
+            if isinstance(node, n.Say | n.Play | n.Pause):
+                twiml.add_prompt(self.response, (node,), self.call_for(flow, state),
+                                 _voice(flow))
+                self.spoke = True
+                state = self.fire(flow, state, "next")
+            elif isinstance(node, n.Decision):
+                state = self.fire(flow, state, f"goto:{await self._decide(flow, node)}")
+            elif isinstance(node, n.SubFlow):
+                self.record.stack.append([flow.name, state])
+                self.record.counters = {}
+                flow = self.runtime.registry.get(node.flow)
+                self.fired.append(f"{self.record.stack[-1][0]}:{state} -enter-> "
+                                  f"{flow.name}:{flow.initial_state()}")
+                state = flow.initial_state()
+            elif isinstance(node, n.Return) and self.record.stack:
+                parent_name, parent_state = self.record.stack.pop()
+                flow = self.runtime.registry.get(parent_name)
+                state = self.fire(flow, parent_state, "returned")
+            elif node.ends_call:
+                self._render_end(flow, node, state)
+                return
+            else:
+                self._render_wait(flow, node, state)
+                return
+        raise FlowRuntimeError(f"{flow.__name__}: more than {MAX_HOPS} states without input")
+
+    async def _decide(self, flow: type[Flow], node: n.Decision) -> str:
+        result: Any = node.function(flow(), self.call_for(flow, node.name))
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, str) or result not in flow.states():
+            raise FlowRuntimeError(
+                f"{flow.__name__}.{node.name}: {node.function.__name__}() returned {result!r}, "
+                f"which is not a state of the flow")
+        return result
+
+    def _render_end(self, flow: type[Flow], node: n.Node, state: str) -> None:
+        call = self.call_for(flow, state)
+        if isinstance(node, n.End):
+            twiml.add_prompt(self.response, node.prompt, call, _voice(flow))
+            self.response.hangup()
+        elif isinstance(node, n.Reject):
+            self.response.reject(reason=node.reason)
+        elif isinstance(node, n.Redirect):
+            self.response.redirect(node.url, method=node.method)
+        else:  # Return from the top flow: nothing to go back to
+            self.response.hangup()
+
+    def _render_wait(self, flow: type[Flow], node: n.Node, state: str) -> None:
+        call = self.call_for(flow, state)
+        voice = _voice(flow)
+        links = twiml.Links(self.base_url, flow.name, self.record.step)
+        notice = (n.Say(self.notice),) if self.notice else ()
+        if isinstance(node, n.Menu):
+            retried = bool(self.record.counters) and not self.full_prompt
+            parts = notice + (node.short_prompt if retried else node.prompt)
+            twiml.gather(self.response, node, parts=parts, call=call, voice=voice, links=links,
+                         num_digits=_menu_digits(flow, node))
+        elif isinstance(node, n.Collect):
+            pending = self.record.counters.get("pending")
+            if pending is not None:
+                readback = node.confirm.format(value=", ".join(pending))  # type: ignore[union-attr]
+                twiml.gather(self.response, node, parts=notice + (n.Say(readback),), call=call,
+                             voice=voice, links=links, num_digits=1)
+            else:
+                retried = bool(self.record.counters) and not self.full_prompt
+                parts = notice + (node.short_prompt if retried else node.prompt)
+                fixed = node.digits[1] if node.digits and node.digits[0] == node.digits[1] else None
+                twiml.gather(self.response, node, parts=parts, call=call, voice=voice,
+                             links=links, num_digits=fixed)
+        elif isinstance(node, n.Dial):
+            twiml.dial(self.response, node, call=call, voice=voice, links=links)
+        elif isinstance(node, n.Record):
+            twiml.record(self.response, node, call=call, voice=voice, links=links)
+        elif isinstance(node, n.Enqueue):
+            twiml.enqueue(self.response, node, call=call, voice=voice, links=links)
+        else:
+            raise FlowRuntimeError(f"{flow.__name__}.{state}: cannot render {node!r}")
+
+
+def _voice(flow: type[Flow]) -> twiml.Voice:
+    return twiml.Voice(voice=flow.voice, language=flow.language)
+
+
+def _menu_digits(flow: type[Flow], node: n.Menu) -> int | None:
+    keys = list(node.choices) + list(flow.global_keys_for(node))
+    lengths = {len(key) for key in keys}
+    return lengths.pop() if len(lengths) == 1 else None

@@ -1,0 +1,89 @@
+"""X-Twilio-Signature validation and the public URL Twilio signed.
+
+Twilio signs the URL it requested; behind a TLS-terminating proxy the app sees another
+one, so the URL is rebuilt from a configured public base URL, or from X-Forwarded-* headers
+sent by a proxy we trust, never from headers anyone could send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from twilio.request_validator import RequestValidator
+
+
+class SignatureChecker:
+    """Checks signatures with twilio's RequestValidator, computing one HMAC when it can.
+
+    ``RequestValidator.validate`` always computes two (with and without the port); the
+    second is only needed when the first does not match.
+    """
+
+    def __init__(self, auth_token: str) -> None:
+        self._validator = RequestValidator(auth_token)
+
+    def valid(self, url: str, params: ImmutableMultiDict[str, str] | None,
+              signature: str) -> bool:
+        if not signature:
+            return False
+        if self._matches(url, params, signature):
+            return True
+        return self._matches(_port_variant(url), params, signature)
+
+    def _matches(self, url: str, params: ImmutableMultiDict[str, str] | None,
+                 signature: str) -> bool:
+        expected = self._validator.compute_signature(url, params or {})
+        return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+def _port_variant(url: str) -> str:
+    """The same URL with the default port added, or removed if it was there."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    host = parts.hostname or ""
+    netloc = host if parts.port else f"{host}:{default}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+class ProxyTrust:
+    """Which peers may tell us the public scheme and host through X-Forwarded-* headers."""
+
+    def __init__(self, proxies: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(p, strict=False) for p in proxies if p != "*"]
+        self._everyone = "*" in proxies
+
+    def trusts(self, peer: str | None) -> bool:
+        if self._everyone:
+            return True
+        if not peer or not self._networks:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+
+def public_base_url(request: Request, *, configured: str | None, proxies: ProxyTrust) -> str:
+    """scheme://host[:port] as Twilio sees this server."""
+    if configured:
+        return configured
+    scheme = request.url.scheme
+    host = request.headers.get("host") or request.url.netloc
+    if proxies.trusts(request.client.host if request.client else None):
+        scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+        host = request.headers.get("x-forwarded-host", host).split(",")[0].strip()
+    return f"{scheme}://{host}"
+
+
+def signed_url(request: Request, base_url: str) -> str:
+    """The exact URL Twilio requested: public base + raw path and query."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    path = path.split("?", 1)[0]
+    return f"{base_url}{path}?{query}" if query else f"{base_url}{path}"

@@ -1,0 +1,342 @@
+"""Call state and event log in SQL: SQLite (embedded default) or PostgreSQL (scale-out).
+
+Both stores give the same promise: :meth:`CallStore.session` serialises the webhooks of one
+call, and a change is saved (row and event together) only by :meth:`CallSession.save`.
+
+- PostgreSQL: a transaction holding ``SELECT ... FOR UPDATE`` on the call's row, so any
+  number of processes and hosts can share the database.
+- SQLite: one process owns the file. Calls are serialised by an in-process lock, rows of
+  live calls are kept in memory (this process is the only writer), and the writes of
+  concurrent webhooks are committed together, one transaction for many calls. Every webhook
+  still waits for its commit before it is answered, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ivrkit.records import CallEvent, CallRecord
+
+log = logging.getLogger("ivrkit.store")
+
+metadata = MetaData()
+
+calls = Table(
+    "ivrkit_calls",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("flow", String(100), nullable=False),
+    Column("flow_version", String(32), nullable=False),
+    Column("state", String(200), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("caller", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("counters", Text, nullable=False),
+    Column("stack", Text, nullable=False),
+    Column("last_twiml", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("ended_at", DateTime, nullable=True),
+    Column("duration", Integer, nullable=True),
+)
+
+events = Table(
+    "ivrkit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("call_sid", String(64), nullable=False, index=True),
+    Column("step", Integer, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("state", String(200), nullable=False),
+    Column("fired", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("twiml", Text, nullable=False),
+)
+
+_JSON_FIELDS = ("data", "counters", "stack")
+
+
+def _row_values(record: CallRecord) -> dict[str, Any]:
+    values = dict(vars(record))
+    for name in _JSON_FIELDS:
+        values[name] = json.dumps(values[name], separators=(",", ":"))
+    return values
+
+
+def _record_from_row(row: Any) -> CallRecord:
+    values = dict(row._mapping)
+    for name in _JSON_FIELDS:
+        values[name] = json.loads(values[name])
+    return CallRecord(**values)
+
+
+def _event_values(item: CallEvent) -> dict[str, Any]:
+    values = dict(vars(item))
+    values["params"] = json.dumps(item.params, separators=(",", ":"))
+    return values
+
+
+def _upsert(dialect: str) -> Any:
+    builder = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = builder(calls)
+    updated = {c.name: statement.excluded[c.name] for c in calls.columns
+               if c.name not in ("call_sid", "created_at")}
+    return statement.on_conflict_do_update(index_elements=["call_sid"], set_=updated)
+
+
+class CallSession:
+    """A locked view of one call: ``record`` is None for a call never seen."""
+
+    def __init__(self, record: CallRecord | None) -> None:
+        self.record = record
+        self.saved: CallRecord | None = None
+        self.log_events: list[CallEvent] = []
+
+    def save(self, record: CallRecord, *log_events: CallEvent) -> None:
+        """Keep this record and append these events when the session closes cleanly."""
+        self.saved = record
+        self.log_events.extend(log_events)
+
+    def log(self, *log_events: CallEvent) -> None:
+        """Append events without changing the call (a failure, a replayed retry)."""
+        self.log_events.extend(log_events)
+
+    @property
+    def dirty(self) -> bool:
+        return self.saved is not None or bool(self.log_events)
+
+
+class CallStore:
+    """Shared parts: engine, schema, event log queries."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def open(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def session(self, call_sid: str) -> Any:  # an async context manager of CallSession
+        raise NotImplementedError
+
+    async def load(self, call_sid: str) -> CallRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(calls).where(calls.c.call_sid == call_sid))).first()
+        return _record_from_row(row) if row else None
+
+    async def call_events(self, call_sid: str) -> list[CallEvent]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
+            )).all()
+        found = []
+        for row in rows:
+            values = dict(row._mapping)
+            values.pop("id")
+            values["params"] = json.loads(values["params"])
+            found.append(CallEvent(**values))
+        return found
+
+    async def recent_calls(self, limit: int = 20) -> list[CallRecord]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(calls).order_by(calls.c.updated_at.desc()).limit(limit))).all()
+        return [_record_from_row(row) for row in rows]
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def _write(self, conn: AsyncConnection, records: list[CallRecord],
+                     log_events: list[CallEvent]) -> None:
+        if records:
+            await conn.execute(_upsert(self.dialect), [_row_values(r) for r in records])
+        if log_events:
+            await conn.execute(insert(events), [_event_values(e) for e in log_events])
+
+
+class LockingStore(CallStore):
+    """PostgreSQL: one transaction per webhook, holding the call's row lock."""
+
+    @asynccontextmanager
+    async def session(self, call_sid: str) -> AsyncIterator[CallSession]:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                select(calls).where(calls.c.call_sid == call_sid).with_for_update()
+            )).first()
+            if row is None:
+                # First webhook: take the lock on a fresh row so a racing retry waits for us.
+                await conn.execute(
+                    pg_insert(calls).values(**_placeholder(call_sid)).on_conflict_do_nothing())
+                row = (await conn.execute(
+                    select(calls).where(calls.c.call_sid == call_sid).with_for_update()
+                )).first()
+            record = _record_from_row(row)
+            session = CallSession(None if record.step == 0 and not record.last_twiml else record)
+            yield session
+            if session.dirty:
+                await self._write(conn, [session.saved] if session.saved else [],
+                                  session.log_events)
+
+
+def _placeholder(call_sid: str) -> dict[str, Any]:
+    return _row_values(CallRecord(call_sid=call_sid, flow="", flow_version="", state=""))
+
+
+class EmbeddedStore(CallStore):
+    """SQLite in one process: in-memory lock and cache, grouped commits."""
+
+    def __init__(self, engine: AsyncEngine, *, cache_size: int = 10_000) -> None:
+        super().__init__(engine)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, int] = {}
+        self._cache: OrderedDict[str, CallRecord] = OrderedDict()
+        self._cache_size = cache_size
+        self._queue: list[tuple[CallRecord | None, list[CallEvent], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def open(self) -> None:
+        await super().open()
+        self._writer = asyncio.create_task(self._write_loop(), name="ivrkit-sqlite-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        await super().close()
+
+    @asynccontextmanager
+    async def session(self, call_sid: str) -> AsyncIterator[CallSession]:
+        lock = self._locks.get(call_sid)
+        if lock is None:
+            lock = self._locks[call_sid] = asyncio.Lock()
+        self._waiters[call_sid] = self._waiters.get(call_sid, 0) + 1
+        try:
+            async with lock:
+                record = self._cache.get(call_sid)
+                if record is None:
+                    record = await self.load(call_sid)
+                # The runtime changes the record in place: hand it a copy so a failure
+                # leaves the cached state untouched.
+                session = CallSession(_copy(record) if record else None)
+                yield session
+                if session.dirty:
+                    await self._commit(session.saved, session.log_events)
+                    if session.saved is not None:
+                        self._remember(session.saved)
+        finally:
+            self._waiters[call_sid] -= 1
+            if not self._waiters[call_sid]:
+                del self._waiters[call_sid]
+                del self._locks[call_sid]
+
+    def _remember(self, record: CallRecord) -> None:
+        self._cache[record.call_sid] = record
+        self._cache.move_to_end(record.call_sid)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _commit(self, record: CallRecord | None, log_events: list[CallEvent]) -> None:
+        if self._writer is None or self._writer.done():
+            raise RuntimeError("the SQLite writer is not running: was the store opened?")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((_copy(record) if record else None, log_events, done))
+        self._wake.set()
+        await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            latest: dict[str, CallRecord] = {}
+            log_events: list[CallEvent] = []
+            for record, items, _ in batch:
+                if record is not None:
+                    latest[record.call_sid] = record
+                log_events.extend(items)
+            try:
+                async with self.engine.begin() as conn:
+                    await self._write(conn, list(latest.values()), log_events)
+            except Exception as error:  # each waiting webhook answers with its own fallback
+                for record, _, done in batch:
+                    if record is not None:
+                        self._cache.pop(record.call_sid, None)
+                    if not done.done():
+                        done.set_exception(error)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
+def _copy(record: CallRecord) -> CallRecord:
+    return replace(record, data=json.loads(json.dumps(record.data)),
+                   counters=dict(record.counters), stack=[list(f) for f in record.stack])
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_store(database_url: str) -> CallStore:
+    """The right store for a URL: ``sqlite+aiosqlite:///file.db`` or ``postgresql+asyncpg://``."""
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+asyncpg://" + database_url[len("postgres://"):]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+asyncpg://" + database_url[len("postgresql://"):]
+    elif database_url.startswith("sqlite:///"):
+        database_url = "sqlite+aiosqlite:///" + database_url[len("sqlite:///"):]
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return EmbeddedStore(engine)
+    if database_url.startswith("postgresql"):
+        engine = create_async_engine(database_url, pool_size=20, max_overflow=10,
+                                     pool_pre_ping=False)
+        return LockingStore(engine)
+    raise ValueError(
+        f"unsupported DATABASE_URL scheme in {database_url.split('://')[0]!r}: "
+        "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")

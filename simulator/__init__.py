@@ -1,0 +1,98 @@
+"""ivrkit's Twilio simulator: plays Twilio's side of a phone call against any TwiML app.
+
+Drive it from Python (``run_call``, ``Phone``, the ``phone`` pytest fixture), from YAML scenario
+files, by replaying a recorded call, or as a load generator; ``ivrkit-sim`` wraps all of them.
+It never imports ``ivrkit``: any TwiML app over HTTP, or any ASGI app in-process, will do.
+"""
+
+from simulator.caller import (
+    Answer,
+    Caller,
+    DialOutcome,
+    DialPrompt,
+    EnqueuePrompt,
+    GatherPrompt,
+    HangUp,
+    InteractiveCaller,
+    Press,
+    QueueOutcome,
+    RecordOutcome,
+    RecordPrompt,
+    ScriptedCaller,
+    Speak,
+    Timeout,
+)
+from simulator.engine import ERROR_NOTICE, CallResult, Engine, parse_twiml
+from simulator.model import (
+    CallParams,
+    DialEvent,
+    EndEvent,
+    EnqueueEvent,
+    ErrorEvent,
+    Event,
+    GatherEvent,
+    HangupEvent,
+    InputEvent,
+    PauseEvent,
+    PlayEvent,
+    RecordEvent,
+    RedirectEvent,
+    RejectEvent,
+    RequestEvent,
+    SayEvent,
+    describe,
+    event_from_json,
+)
+from simulator.phone import CallEnded, LiveCall, Phone, SyncCall, WrongInput, run_call
+from simulator.signing import Signer, compute_signature, signing_url
+from simulator.transport import Transport
+
+__all__ = [
+    "ERROR_NOTICE",
+    "Answer",
+    "CallEnded",
+    "CallParams",
+    "CallResult",
+    "Caller",
+    "DialEvent",
+    "DialOutcome",
+    "DialPrompt",
+    "EndEvent",
+    "EnqueueEvent",
+    "EnqueuePrompt",
+    "Engine",
+    "ErrorEvent",
+    "Event",
+    "GatherEvent",
+    "GatherPrompt",
+    "HangUp",
+    "HangupEvent",
+    "InputEvent",
+    "InteractiveCaller",
+    "LiveCall",
+    "PauseEvent",
+    "Phone",
+    "PlayEvent",
+    "Press",
+    "QueueOutcome",
+    "RecordEvent",
+    "RecordOutcome",
+    "RecordPrompt",
+    "RedirectEvent",
+    "RejectEvent",
+    "RequestEvent",
+    "SayEvent",
+    "ScriptedCaller",
+    "Signer",
+    "Speak",
+    "SyncCall",
+    "Timeout",
+    "Transport",
+    "WrongInput",
+    "compute_signature",
+    "describe",
+    "event_from_json",
+    "parse_twiml",
+    "run_call",
+    "signing_url",
+]

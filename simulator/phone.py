@@ -1,0 +1,476 @@
+"""Placing calls from Python: ``run_call`` for a whole scripted call, ``Phone`` for calls driven
+step by step (``LiveCall``, and ``SyncCall`` for code without an event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from simulator.caller import (
+    Answer,
+    Caller,
+    DialOutcome,
+    DialPrompt,
+    EnqueuePrompt,
+    GatherPrompt,
+    HangUp,
+    Press,
+    QueueOutcome,
+    RecordOutcome,
+    RecordPrompt,
+    ScriptedCaller,
+    Speak,
+    Timeout,
+)
+from simulator.engine import CallResult, Engine
+from simulator.model import CallParams, ErrorEvent, Event, RequestEvent, SayEvent, describe
+from simulator.transport import Transport
+
+__all__ = ["CallEnded", "LiveCall", "Phone", "SyncCall", "WrongInput", "run_call"]
+
+T = TypeVar("T")
+
+
+async def run_call(
+    url: str,
+    caller: Caller | Iterable[Answer] = (),
+    *,
+    app: Any = None,
+    transport: Transport | None = None,
+    auth_token: str | None = None,
+    method: str = "POST",
+    params: CallParams | None = None,
+    fallback_url: str | None = None,
+    fallback_method: str = "POST",
+    status_callback: str | None = None,
+    status_callback_method: str = "POST",
+    status_callback_events: Iterable[str] = ("completed",),
+    max_requests: int = 100,
+    on_event: Callable[[Event], Any] | None = None,
+) -> CallResult:
+    """Place one call to ``url`` (or to ``app`` in-process) and run it to the end.
+
+    ``caller`` is a ``Caller`` or a list of steps for a ``ScriptedCaller``. Pass ``transport`` to
+    share one HTTP client between many calls (it is then not closed here).
+    """
+    if not isinstance(caller, Caller):
+        caller = ScriptedCaller(caller)
+    own = transport is None
+    if transport is None:
+        transport = Transport(app=app, auth_token=auth_token)
+    try:
+        engine = Engine(
+            session=transport.session(), caller=caller, url=url, method=method, params=params,
+            fallback_url=fallback_url, fallback_method=fallback_method,
+            status_callback=status_callback, status_callback_method=status_callback_method,
+            status_callback_events=status_callback_events, max_requests=max_requests,
+            listeners=[on_event] if on_event else (),
+        )
+        return await engine.run()
+    finally:
+        if own:
+            await transport.aclose()
+
+
+class CallEnded(AssertionError):
+    """The test asked the caller to act after the call ended."""
+
+
+class WrongInput(AssertionError):
+    """The test answered a different question than the one the call is waiting for."""
+
+
+_KIND_NAMES = {"gather": "Gather", "dial": "Dial", "record": "Record", "enqueue": "Enqueue"}
+_HOW = {
+    "gather": "press(...), speak(...) or timeout()",
+    "dial": 'dial("completed" | "busy" | "no-answer" | ...)',
+    "record": "record(seconds)",
+    "enqueue": 'queue("bridged" | "leave" | "hangup" | ...)',
+}
+
+
+class _Channel:
+    """A Caller that parks the engine at each input point until the test answers."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.paused: asyncio.Future[tuple[str, Any]] = loop.create_future()
+        self.answer: asyncio.Future[Any] | None = None
+        self.kind: str | None = None
+        self.prompt: Any = None
+
+    async def _park(self, kind: str, prompt: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        self.kind, self.prompt = kind, prompt
+        self.answer = loop.create_future()
+        if not self.paused.done():
+            self.paused.set_result((kind, prompt))
+        try:
+            return await self.answer
+        finally:
+            self.kind = self.prompt = None
+
+    async def gather(self, prompt: GatherPrompt) -> Any:
+        return await self._park("gather", prompt)
+
+    async def dial(self, prompt: DialPrompt) -> Any:
+        return await self._park("dial", prompt)
+
+    async def record(self, prompt: RecordPrompt) -> Any:
+        return await self._park("record", prompt)
+
+    async def enqueue(self, prompt: EnqueuePrompt) -> Any:
+        return await self._park("enqueue", prompt)
+
+
+class LiveCall:
+    """A call a test drives one input point at a time.
+
+    ``await call.start()`` runs until the first Gather/Dial/Record/Enqueue (or the end); each of
+    ``press``/``speak``/``timeout``/``dial``/``record``/``queue``/``hangup`` answers it and runs
+    to the next one. Inspect ``transcript``, ``heard``, ``requests``, ``status``, ``ended``.
+    """
+
+    def __init__(
+        self, *, transport: Transport, owns_transport: bool, url: str, **engine_options: Any
+    ) -> None:
+        self._transport = transport
+        self._owns_transport = owns_transport
+        self._url = url
+        self._options = engine_options
+        self.events: list[Event] = []
+        self.result: CallResult | None = None
+        self._channel: _Channel | None = None
+        self._task: asyncio.Task[CallResult] | None = None
+        self._closed = False
+
+    # --- driving -------------------------------------------------------------------------------
+
+    async def start(self) -> LiveCall:
+        if self._task is not None:
+            raise RuntimeError("start(): this call was already started; place a new call")
+        self._channel = _Channel()
+        engine = Engine(
+            session=self._transport.session(), caller=self._channel, url=self._url,
+            listeners=[self.events.append], **self._options,
+        )
+        self._task = asyncio.ensure_future(engine.run())
+        await self._until_pause()
+        return self
+
+    async def _until_pause(self) -> None:
+        assert self._channel is not None
+        assert self._task is not None
+        channel = self._channel
+        if channel.paused.done():
+            channel.paused = asyncio.get_running_loop().create_future()
+        await asyncio.wait({channel.paused, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            self.result = self._task.result()  # re-raises a crash inside the engine
+            await self._release()
+
+    async def _give(self, kind: str, answer: Any, what: str) -> LiveCall:
+        if self._task is None:
+            raise RuntimeError(f"{what}: call start() first")
+        channel = self._channel
+        assert channel is not None
+        if self.ended or channel.answer is None or channel.answer.done():
+            raise CallEnded(f"{what}: the call already ended ({self.status}).\n{self.transcript}")
+        if channel.kind != kind and kind != "any":
+            waiting = channel.kind or "nothing"
+            raise WrongInput(
+                f"{what}: the call is waiting at a {_KIND_NAMES.get(waiting, waiting)}, not a "
+                f"{_KIND_NAMES[kind]}; answer it with {_HOW.get(waiting, '?')}.\n{self.transcript}"
+            )
+        channel.answer.set_result(answer)
+        await self._until_pause()
+        return self
+
+    async def press(self, digits: str, *, after: int | None = None) -> LiveCall:
+        """Press keys at the waiting Gather (``"1234#"``); ``after=0`` barges into the prompt."""
+        return await self._give("gather", Press(digits, after), f"press({digits!r})")
+
+    async def speak(self, text: str, *, confidence: float = 0.9) -> LiveCall:
+        return await self._give("gather", Speak(text, confidence), f"speak({text!r})")
+
+    async def timeout(self) -> LiveCall:
+        """Stay silent: the waiting Gather times out."""
+        return await self._give("gather", Timeout(), "timeout()")
+
+    async def dial(
+        self, status: str = "completed", *, duration: int = 30, caller_hangs_up: bool = False
+    ) -> LiveCall:
+        outcome = DialOutcome(status, duration, caller_hangs_up)
+        return await self._give("dial", outcome, f"dial({status!r})")
+
+    async def record(
+        self, seconds: int = 5, *, key: str | None = None, hangup: bool = False
+    ) -> LiveCall:
+        outcome = RecordOutcome(seconds, key, hangup)
+        return await self._give("record", outcome, f"record({seconds})")
+
+    async def queue(
+        self, result: str = "bridged", *, wait_rounds: int = 1, duration: int = 60
+    ) -> LiveCall:
+        outcome = QueueOutcome(result, wait_rounds, duration)
+        return await self._give("enqueue", outcome, f"queue({result!r})")
+
+    async def hangup(self) -> LiveCall:
+        """Hang up at the current input point (no-op if the call already ended)."""
+        if self.ended:
+            return self
+        return await self._give("any", HangUp(), "hangup()")
+
+    # --- inspecting ----------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.result is not None
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return self.result.status
+        return "in-progress" if self.events else "queued"
+
+    @property
+    def waiting_for(self) -> str | None:
+        """``"gather"``, ``"dial"``, ``"record"``, ``"enqueue"`` or None."""
+        return None if self._channel is None or self.ended else self._channel.kind
+
+    @property
+    def prompt(self) -> Any:
+        """The GatherPrompt/DialPrompt/... the call is waiting at."""
+        return None if self._channel is None or self.ended else self._channel.prompt
+
+    @property
+    def said(self) -> list[str]:
+        return [e.text for e in self.events if isinstance(e, SayEvent)]
+
+    @property
+    def heard(self) -> str:
+        """All spoken text so far, one Say per line."""
+        return "\n".join(self.said)
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(describe(e) for e in self.events)
+
+    @property
+    def requests(self) -> list[RequestEvent]:
+        return [e for e in self.events if isinstance(e, RequestEvent)]
+
+    @property
+    def errors(self) -> list[ErrorEvent]:
+        return [e for e in self.events if isinstance(e, ErrorEvent)]
+
+    @property
+    def states(self) -> list[str]:
+        """Values of the ``state=`` query parameter of every request, in order."""
+        found = []
+        for request in self.requests:
+            found.extend(parse_qs(urlsplit(request.url).query).get("state", []))
+        return found
+
+    def assert_heard(self, text: str) -> None:
+        """Fail unless ``text`` was spoken (substring); the message shows the whole transcript."""
+        if text not in self.heard:
+            raise AssertionError(
+                f"expected to hear {text!r}; transcript so far:\n{self.transcript}"
+            )
+
+    def assert_not_heard(self, text: str) -> None:
+        if text in self.heard:
+            raise AssertionError(f"did not expect to hear {text!r}; transcript:\n{self.transcript}")
+
+    # --- cleanup -------------------------------------------------------------------------------
+
+    async def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._owns_transport:
+                await self._transport.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the call if it is still waiting, and free its HTTP client."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._release()
+
+    async def __aenter__(self) -> LiveCall:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SyncCall:
+    """``LiveCall`` for synchronous code: the call runs on its own event loop in a thread."""
+
+    def __init__(self, factory: Callable[[], LiveCall]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._call = self._run(self._make(factory))
+
+    @staticmethod
+    async def _make(factory: Callable[[], LiveCall]) -> LiveCall:
+        return factory()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start(self) -> SyncCall:
+        self._run(self._call.start())
+        return self
+
+    def press(self, digits: str, *, after: int | None = None) -> SyncCall:
+        self._run(self._call.press(digits, after=after))
+        return self
+
+    def speak(self, text: str, *, confidence: float = 0.9) -> SyncCall:
+        self._run(self._call.speak(text, confidence=confidence))
+        return self
+
+    def timeout(self) -> SyncCall:
+        self._run(self._call.timeout())
+        return self
+
+    def dial(self, status: str = "completed", **options: Any) -> SyncCall:
+        self._run(self._call.dial(status, **options))
+        return self
+
+    def record(self, seconds: int = 5, **options: Any) -> SyncCall:
+        self._run(self._call.record(seconds, **options))
+        return self
+
+    def queue(self, result: str = "bridged", **options: Any) -> SyncCall:
+        self._run(self._call.queue(result, **options))
+        return self
+
+    def hangup(self) -> SyncCall:
+        self._run(self._call.hangup())
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # Read-only views (transcript, heard, status, requests, assert_heard...) come straight
+        # from the LiveCall; they do not touch the event loop.
+        return getattr(self._call, name)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._call.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncCall:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Phone:
+    """Places calls with shared defaults: the target (``url`` or ASGI ``app``), caller numbers,
+    auth token (requests are signed only when one is given), limits."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        app: Any = None,
+        auth_token: str | None = None,
+        from_: str = "+15005550006",
+        to: str = "+15005550001",
+        client: httpx.AsyncClient | None = None,
+        max_requests: int = 100,
+    ) -> None:
+        self.url = url
+        self.app = app
+        self.auth_token = auth_token
+        self.from_ = from_
+        self.to = to
+        self.client = client
+        self.max_requests = max_requests
+        self._live: list[LiveCall] = []
+        self._sync: list[SyncCall] = []
+
+    def _factory(
+        self, url: str | None, app: Any, options: dict[str, Any]
+    ) -> Callable[[], LiveCall]:
+        app = app if app is not None else (self.app if url is None else None)
+        target = url or self.url or ("/" if app is not None else None)
+        if target is None:
+            raise ValueError("phone.call(): give a URL, an app=, or set Phone(url=...)")
+        token = options.pop("auth_token", self.auth_token)
+        params = options.pop("params", None) or CallParams(
+            from_=options.pop("from_", self.from_), to=options.pop("to", self.to),
+            extra=options.pop("extra", {}),
+        )
+        options.setdefault("max_requests", self.max_requests)
+
+        def make() -> LiveCall:
+            shared = self.client is not None and app is None
+            transport = Transport(app=app, client=self.client if shared else None, auth_token=token)
+            return LiveCall(
+                transport=transport, owns_transport=True, url=target, params=params, **options
+            )
+
+        return make
+
+    def call(self, url: str | None = None, *, app: Any = None, **options: Any) -> LiveCall:
+        """A new call (not started): ``await phone.call("/voice").start()``.
+
+        Options: from_, to, extra (more webhook params), params (a CallParams), auth_token,
+        method, fallback_url, fallback_method, status_callback, status_callback_method,
+        status_callback_events, max_requests.
+        """
+        call = self._factory(url, app, dict(options))()
+        self._live.append(call)
+        return call
+
+    def sync(self, url: str | None = None, *, app: Any = None, **options: Any) -> SyncCall:
+        """Same as ``call()`` for synchronous tests; returns a started ``SyncCall``."""
+        call = SyncCall(self._factory(url, app, dict(options)))
+        self._sync.append(call)
+        return call.start()
+
+    async def run(
+        self, url: str | None = None, *, steps: Iterable[Answer] = (), app: Any = None,
+        **options: Any,
+    ) -> CallResult:
+        """A whole scripted call: ``await phone.run("/voice", steps=[Press("1"), HangUp()])``."""
+        live = self._factory(url, app, dict(options))()
+        try:
+            engine = Engine(
+                session=live._transport.session(), caller=ScriptedCaller(steps), url=live._url,
+                **live._options,
+            )
+            return await engine.run()
+        finally:
+            await live.aclose()
+
+    async def aclose(self) -> None:
+        for call in self._live:
+            await call.aclose()
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        for sync_call in self._sync:
+            sync_call.close()

@@ -414,7 +414,8 @@ class Phone:
     def _factory(
         self, url: str | None, app: Any, options: dict[str, Any]
     ) -> Callable[[], LiveCall]:
-        app = app if app is not None else (self.app if url is None else None)
+        if app is None and self.app is not None and (url is None or url.startswith("/")):
+            app = self.app  # a bare path means the phone's in-process app
         target = url or self.url or ("/" if app is not None else None)
         if target is None:
             raise ValueError("phone.call(): give a URL, an app=, or set Phone(url=...)")

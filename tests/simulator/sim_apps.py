@@ -1,5 +1,5 @@
 """Helpers for the simulator tests: tiny TwiML apps that record what the simulator sent and
-checks every request's X-Twilio-Signature with twilio-python's own RequestValidator."""
+check every request's X-Twilio-Signature with twilio-python's own RequestValidator."""
 
 from __future__ import annotations
 

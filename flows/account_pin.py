@@ -25,8 +25,12 @@ class AccountPin(Flow):
         validate=known_account,
         confirm="You entered {value}. Press 1 if that is right, or 2 to enter it again.",
         save_as="account",
-        retries=Retries(no_input=3, no_match=3, give_up="transfer_help",
-                        no_match_prompt="Sorry, I could not find that account."),
+        retries=Retries(
+            no_input=3,
+            no_match=3,
+            give_up="transfer_help",
+            no_match_prompt="Sorry, I could not find that account.",
+        ),
         then="pin",
     )
     pin = Collect(
@@ -34,12 +38,15 @@ class AccountPin(Flow):
         digits=4,
         validate=pin_matches,
         save_as="pin_ok",
-        retries=Retries(no_input=3, no_match=3, give_up="locked",
-                        no_match_prompt="That PIN is not right."),
+        retries=Retries(
+            no_input=3, no_match=3, give_up="locked", no_match_prompt="That PIN is not right."
+        ),
         then="verified",
     )
     verified = Say("Thank you, you are verified.", then="done")
     done = Return()
-    locked = Say("For your security this account is now locked. Please visit acme dot com "
-                 "to unlock it.", then=Hangup("Goodbye."))
+    locked = Say(
+        "For your security this account is now locked. Please visit acme dot com to unlock it.",
+        then=Hangup("Goodbye."),
+    )
     transfer_help = Say("Let me get someone to help you.", then=Hangup())

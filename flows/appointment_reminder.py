@@ -6,7 +6,7 @@ from ivrkit import Call, Collect, Flow, Hangup, Menu, Retries, Say
 
 
 def _appointment(call: Call) -> str:
-    return call.data.get("appointment", "your appointment tomorrow at 10 a.m.")
+    return call.data.get("appointment", "your appointment tomorrow at 10 in the morning")
 
 
 def valid_date(value: str, call: Call) -> bool:
@@ -28,8 +28,10 @@ class AppointmentReminder(Flow):
     give_up = "no_answer_goodbye"
 
     reminder = Menu(
-        [Say(lambda call: f"Hello, this is Acme Dental reminding you of {_appointment(call)}."),
-         Say("To confirm press 1. To cancel press 2. To pick another day press 3.")],
+        [
+            Say(lambda call: f"Hello, this is Acme Dental reminding you of {_appointment(call)}."),
+            Say("To confirm press 1. To cancel press 2. To pick another day press 3."),
+        ],
         short_prompt="Press 1 to confirm, 2 to cancel, 3 for another day.",
         choices={"1": "confirmed", "2": "cancelled", "3": "new_date"},
         words={"confirm": "confirmed", "yes": "confirmed", "cancel": "cancelled"},
@@ -44,8 +46,10 @@ class AppointmentReminder(Flow):
         then="rescheduled",
     )
     confirmed = Say("Thank you, your appointment is confirmed.", then=Hangup("Goodbye."))
-    cancelled = Say("Your appointment is cancelled. Call us any time to book again.",
-                    then=Hangup("Goodbye."))
-    rescheduled = Say("Thank you. We will call you to confirm a time on that day.",
-                      then=Hangup("Goodbye."))
+    cancelled = Say(
+        "Your appointment is cancelled. Call us any time to book again.", then=Hangup("Goodbye.")
+    )
+    rescheduled = Say(
+        "Thank you. We will call you to confirm a time on that day.", then=Hangup("Goodbye.")
+    )
     no_answer_goodbye = Hangup("We will try again later. Goodbye.")

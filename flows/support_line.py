@@ -42,21 +42,31 @@ class SupportLine(Flow):
         words={"sales": "sales", "support": "support_hours", "message": "voicemail"},
         retries=Retries(no_input=3, no_match=3, give_up="operator"),
     )
-    sales = Dial("+15005550111", timeout=20, caller_id="+15005550006",
-                 on={"busy": "voicemail", "no-answer": "voicemail", "failed": "voicemail"})
+    sales = Dial(
+        "+15005550111",
+        timeout=20,
+        caller_id="+15005550006",
+        on={"busy": "voicemail", "no-answer": "voicemail", "failed": "voicemail"},
+    )
     support_queue = Enqueue(
         "support",
         prompt="All our agents are busy. Please hold.",
         hold=[Say("Your call is important to us."), Play(HOLD_MUSIC)],
-        on={"leave": "voicemail", "queue-full": "voicemail", "error": "voicemail",
-            "system-error": "voicemail"},
+        on={
+            "leave": "voicemail",
+            "queue-full": "voicemail",
+            "error": "voicemail",
+            "system-error": "voicemail",
+        },
     )
-    closed = Say("Support is open Monday to Friday 9 to 5, and Saturday 10 to 2.",
-                 then="voicemail")
+    closed = Say("Support is open Monday to Friday 9 to 5, and Saturday 10 to 2.", then="voicemail")
     voicemail = Record(
         "Please leave a message after the beep. Press pound when you are done.",
-        max_length=120, finish_on_key="#", save_as="voicemail",
-        then="thanks", on_empty="no_message",
+        max_length=120,
+        finish_on_key="#",
+        save_as="voicemail",
+        then="thanks",
+        on_empty="no_message",
     )
     thanks = Say("Thank you, we will call you back.", then=Hangup())
     no_message = Say("We did not get a message.", then="goodbye")

@@ -48,8 +48,9 @@ class Webhook:
 
     __slots__ = ("params", "base_url", "query")
 
-    def __init__(self, params: ImmutableMultiDict[str, str], base_url: str,
-                 query: dict[str, str]) -> None:
+    def __init__(
+        self, params: ImmutableMultiDict[str, str], base_url: str, query: dict[str, str]
+    ) -> None:
         self.params = params
         self.base_url = base_url
         self.query = query
@@ -62,8 +63,13 @@ class Webhook:
 class IvrApp:
     """The endpoints and what they share; ``create_app`` wraps it in Starlette."""
 
-    def __init__(self, flows: Sequence[type[Flow]], settings: Settings, store: CallStore,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        flows: Sequence[type[Flow]],
+        settings: Settings,
+        store: CallStore,
+        clock: Callable[[], datetime],
+    ) -> None:
         self.settings = settings
         self.registry = FlowRegistry(list(flows))
         self.runtime = Runtime(self.registry, clock=clock)
@@ -78,25 +84,30 @@ class IvrApp:
         if request.method == "POST":
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type != FORM_TYPE:
-                self._refuse(400, f"expected {FORM_TYPE}, got {content_type or 'no Content-Type'}",
-                             request)
+                self._refuse(
+                    400, f"expected {FORM_TYPE}, got {content_type or 'no Content-Type'}", request
+                )
             body = await self._read_body(request)
             try:
-                params = ImmutableMultiDict(parse_qsl(body.decode("utf-8"),
-                                                      keep_blank_values=True))
+                params = ImmutableMultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
             except UnicodeDecodeError:
                 self._refuse(400, "form body is not UTF-8", request)
         else:
             params = ImmutableMultiDict(query)
-        base_url = public_base_url(request, configured=self.settings.public_url,
-                                   proxies=self.proxies)
+        base_url = public_base_url(
+            request, configured=self.settings.public_url, proxies=self.proxies
+        )
         if self.checker is not None:
             signature = request.headers.get("x-twilio-signature", "")
             url = signed_url(request, base_url)
             signed_params = params if request.method == "POST" else None
             if not self.checker.valid(url, signed_params, signature):
-                self._refuse(403, "X-Twilio-Signature missing or wrong for "
-                             f"{url} (check TWILIO_AUTH_TOKEN and IVRKIT_PUBLIC_URL)", request)
+                self._refuse(
+                    403,
+                    "X-Twilio-Signature missing or wrong for "
+                    f"{url} (check TWILIO_AUTH_TOKEN and IVRKIT_PUBLIC_URL)",
+                    request,
+                )
         if needs_call_sid and not params.get("CallSid"):
             self._refuse(400, "CallSid is missing: is this a Twilio voice webhook?", request)
         return Webhook(params, base_url, query)
@@ -118,8 +129,9 @@ class IvrApp:
     @staticmethod
     def _refuse(status: int, reason: str, request: Request) -> None:
         peer = request.client.host if request.client else "?"
-        log.warning("refused %s %s from %s: %d %s", request.method, request.url.path, peer,
-                    status, reason)
+        log.warning(
+            "refused %s %s from %s: %d %s", request.method, request.url.path, peer, status, reason
+        )
         raise HTTPException(status, reason)
 
     # -- endpoints -----------------------------------------------------------------------------
@@ -145,8 +157,7 @@ class IvrApp:
         state = hook.query.get("state")
         step_text = hook.query.get("step", "")
         if not state or not step_text.isdigit():
-            self._refuse(400, "action URL needs state and step (was it built by ivrkit?)",
-                         request)
+            self._refuse(400, "action URL needs state and step (was it built by ivrkit?)", request)
         step = int(step_text)
         no_input = hook.query.get("input") == "none"
         sid = hook.call_sid
@@ -159,8 +170,9 @@ class IvrApp:
                 if step != record.step or state != record.state:
                     return self._replay(session, record, hook, step, state)
                 try:
-                    result = await self.runtime.resume(record, hook.params, base_url=hook.base_url,
-                                                       no_input=no_input)
+                    result = await self.runtime.resume(
+                        record, hook.params, base_url=hook.base_url, no_input=no_input
+                    )
                 except Exception:
                     log.exception("call %s: flow %s failed in state %s", sid, flow.name, state)
                     answer = self._apology(self.registry.get(record.flow))
@@ -168,8 +180,10 @@ class IvrApp:
                     return xml(answer)
                 record.status = _live_status(hook, record)
                 record.updated_at = utcnow()
-                session.save(record, self._event(record, "action", hook, result.twiml,
-                                                 state=state, result=result))
+                session.save(
+                    record,
+                    self._event(record, "action", hook, result.twiml, state=state, result=result),
+                )
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
                 return xml(result.twiml)
         except Exception:
@@ -192,8 +206,14 @@ class IvrApp:
                 if call_status in FINAL_STATUSES:
                     record.ended_at = utcnow()
                     record.duration = int(duration) if duration.isdigit() else record.duration
-                    log.info("call %s ended: %s after %ss in %s.%s", sid, call_status,
-                             duration or "?", record.flow, record.state)
+                    log.info(
+                        "call %s ended: %s after %ss in %s.%s",
+                        sid,
+                        call_status,
+                        duration or "?",
+                        record.flow,
+                        record.state,
+                    )
                 record.updated_at = utcnow()
                 session.save(record, self._event(record, "status", hook, ""))
         except Exception:
@@ -214,12 +234,14 @@ class IvrApp:
                 if record is None:
                     return Response(status_code=204)
                 saved = dict(record.data.get(save_as) or {})
-                saved.update({
-                    "url": hook.params.get("RecordingUrl", saved.get("url", "")),
-                    "sid": hook.params.get("RecordingSid", saved.get("sid", "")),
-                    "status": hook.params.get("RecordingStatus", ""),
-                    "duration": int(hook.params.get("RecordingDuration", "0") or 0),
-                })
+                saved.update(
+                    {
+                        "url": hook.params.get("RecordingUrl", saved.get("url", "")),
+                        "sid": hook.params.get("RecordingSid", saved.get("sid", "")),
+                        "status": hook.params.get("RecordingStatus", ""),
+                        "duration": int(hook.params.get("RecordingDuration", "0") or 0),
+                    }
+                )
                 record.data[save_as] = saved
                 record.updated_at = utcnow()
                 session.save(record, self._event(record, "recording", hook, ""))
@@ -234,10 +256,16 @@ class IvrApp:
         hook = await self.webhook(request)
         node = flow.states().get(hook.query.get("state", ""))
         if not isinstance(node, n.Enqueue):
-            return xml(twiml.hold_music(n.Enqueue("hold"), call=self._call(hook, flow),
-                                        voice=twiml.Voice()))
-        return xml(twiml.hold_music(node, call=self._call(hook, flow),
-                                    voice=twiml.Voice(flow.voice, flow.language)))
+            return xml(
+                twiml.hold_music(
+                    n.Enqueue("hold"), call=self._call(hook, flow), voice=twiml.Voice()
+                )
+            )
+        return xml(
+            twiml.hold_music(
+                node, call=self._call(hook, flow), voice=twiml.Voice(flow.voice, flow.language)
+            )
+        )
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -245,8 +273,9 @@ class IvrApp:
         except Exception as error:
             log.error("health check: database unreachable: %s", type(error).__name__)
             return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok",
-                             "flows": sorted(self.registry.by_name)})
+        return JSONResponse(
+            {"status": "ok", "database": "ok", "flows": sorted(self.registry.by_name)}
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -257,10 +286,14 @@ class IvrApp:
                 if session.record is not None:
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")
-                record = CallRecord(call_sid=sid, flow=flow.name, flow_version=flow.version(),
-                                    state=flow.initial_state(),
-                                    caller=mask_number(hook.params.get("From", "")),
-                                    status=hook.params.get("CallStatus", "ringing"))
+                record = CallRecord(
+                    call_sid=sid,
+                    flow=flow.name,
+                    flow_version=flow.version(),
+                    state=flow.initial_state(),
+                    caller=mask_number(hook.params.get("From", "")),
+                    status=hook.params.get("CallStatus", "ringing"),
+                )
                 try:
                     result = await self.runtime.begin(record, hook.params, hook.base_url)
                 except Exception:
@@ -268,23 +301,39 @@ class IvrApp:
                     answer = self._apology(flow)
                     session.log(self._event(record, "error", hook, answer, state="(start)"))
                     return xml(answer)
-                session.save(record, self._event(record, "start", hook, result.twiml,
-                                                 state="(start)", result=result))
-                log.info("call %s from %s started %s (version %s)", sid, record.caller,
-                         flow.name, flow.version())
+                session.save(
+                    record,
+                    self._event(
+                        record, "start", hook, result.twiml, state="(start)", result=result
+                    ),
+                )
+                log.info(
+                    "call %s from %s started %s (version %s)",
+                    sid,
+                    record.caller,
+                    flow.name,
+                    flow.version(),
+                )
                 return xml(result.twiml)
         except Exception:
             log.exception("call %s: storage failed at call start", sid)
             return xml(self._apology(flow))
 
-    def _replay(self, session: Any, record: CallRecord, hook: Webhook, step: int,
-                state: str) -> Response:
+    def _replay(
+        self, session: Any, record: CallRecord, hook: Webhook, step: int, state: str
+    ) -> Response:
         """A webhook already handled (a retry) or out of date: repeat the last answer."""
         if step == record.step - 1 or step == 0:
             log.info("call %s: step %d handled already; repeating its answer", hook.call_sid, step)
         else:
-            log.warning("call %s: out-of-date callback (state %s step %d; call is at %s step %d)",
-                        hook.call_sid, state, step, record.state, record.step)
+            log.warning(
+                "call %s: out-of-date callback (state %s step %d; call is at %s step %d)",
+                hook.call_sid,
+                state,
+                step,
+                record.state,
+                record.step,
+            )
         session.log(self._event(record, "replay", hook, record.last_twiml, state=state))
         return xml(record.last_twiml or twiml.empty())
 
@@ -294,21 +343,35 @@ class IvrApp:
     def _flow_or_404(self, name: str) -> type[Flow]:
         flow = self.registry.by_name.get(name)
         if flow is None:
-            raise HTTPException(404, f"no flow named {name!r}; loaded: "
-                                f"{', '.join(sorted(self.registry.by_name))}")
+            raise HTTPException(
+                404, f"no flow named {name!r}; loaded: {', '.join(sorted(self.registry.by_name))}"
+            )
         return flow
 
     def _call(self, hook: Webhook, flow: type[Flow]) -> Call:
-        return Call.from_params(hook.params, now=self.runtime.clock(), flow=flow.name,
-                                state="", data={})
+        return Call.from_params(
+            hook.params, now=self.runtime.clock(), flow=flow.name, state="", data={}
+        )
 
     @staticmethod
-    def _event(record: CallRecord, kind: str, hook: Webhook, answer: str, *, state: str = "",
-               result: TurnResult | None = None) -> CallEvent:
-        return CallEvent(call_sid=record.call_sid, step=record.step, kind=kind,
-                         state=state or record.state,
-                         fired="; ".join(result.fired) if result else "",
-                         params=mask_params(hook.params), twiml=answer)
+    def _event(
+        record: CallRecord,
+        kind: str,
+        hook: Webhook,
+        answer: str,
+        *,
+        state: str = "",
+        result: TurnResult | None = None,
+    ) -> CallEvent:
+        return CallEvent(
+            call_sid=record.call_sid,
+            step=record.step,
+            kind=kind,
+            state=state or record.state,
+            fired="; ".join(result.fired) if result else "",
+            params=mask_params(hook.params),
+            twiml=answer,
+        )
 
 
 def _live_status(hook: Webhook, record: CallRecord) -> str:
@@ -336,8 +399,10 @@ def create_app(
     store = store or create_store(settings.database_url)
     ivr = IvrApp(flows, settings, store, clock or (lambda: datetime.now(UTC)))
     if settings.insecure_dev:
-        log.warning("X-Twilio-Signature validation is OFF (insecure dev mode): anyone who can "
-                    "reach this server can drive calls. Never run like this in production.")
+        log.warning(
+            "X-Twilio-Signature validation is OFF (insecure dev mode): anyone who can "
+            "reach this server can drive calls. Never run like this in production."
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -356,7 +421,8 @@ def create_app(
         Route("/voice/{flow}/recording", ivr.recording, methods=["POST"]),
         Route("/voice/{flow}/hold", ivr.hold, methods=["POST", "GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
+    )
     app.state.ivr = ivr
     return app

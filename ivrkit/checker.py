@@ -46,14 +46,17 @@ def run_check(paths: list[str], *, output: str = "text", stream: TextIO | None =
         print(f"ivrkit check: {error}", file=sys.stderr)
         return 2
     if output == "json":
-        json.dump({"findings": [f.to_dict() for f in findings], "failures": failures},
-                  stream, indent=2)
+        json.dump(
+            {"findings": [f.to_dict() for f in findings], "failures": failures}, stream, indent=2
+        )
         stream.write("\n")
     elif output == "github":
         for f in findings:
             level = "error" if f.severity == ERROR else "warning"
-            stream.write(f"::{level} file={f.file},line={f.line},title={f.code}::"
-                         f"{f.flow}.{f.state}: {f.message} ({f.fix})\n")
+            stream.write(
+                f"::{level} file={f.file},line={f.line},title={f.code}::"
+                f"{f.flow}.{f.state}: {f.message} ({f.fix})\n"
+            )
         for failure in failures:
             stream.write(f"::error::{failure}\n")
     else:

@@ -44,8 +44,10 @@ def app_factory():  # type: ignore[no-untyped-def]
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
-            database_url=args.database_url, public_url=args.public_url,
-            host=args.host, port=args.port,
+            database_url=args.database_url,
+            public_url=args.public_url,
+            host=args.host,
+            port=args.port,
             insecure_dev=True if args.insecure_dev else None,
         )
         settings.require_token()
@@ -54,19 +56,28 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     flows = _load_or_exit(args.paths)
     if args.workers > 1 and settings.database_url.startswith("sqlite"):
-        print("ivrkit: SQLite serves one process; for --workers > 1 set DATABASE_URL to "
-              "PostgreSQL (postgresql+asyncpg://user@host/db)", file=sys.stderr)
+        print(
+            "ivrkit: SQLite serves one process; for --workers > 1 set DATABASE_URL to "
+            "PostgreSQL (postgresql+asyncpg://user@host/db)",
+            file=sys.stderr,
+        )
         return 2
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
-    print(f"ivrkit: serving {len(flows)} flow(s) on http://{settings.host}:{settings.port} "
-          f"(database: {settings.database_url.split('://')[0]})")
+    print(
+        f"ivrkit: serving {len(flows)} flow(s) on http://{settings.host}:{settings.port} "
+        f"(database: {settings.database_url.split('://')[0]})"
+    )
     for flow in flows:
-        print(f"  {flow.__name__}: paste into the Twilio console, Phone Numbers > your number > "
-              f"'A call comes in' (Webhook, HTTP POST):\n    {base}/voice/{flow.name}")
+        print(
+            f"  {flow.__name__}: paste into the Twilio console, Phone Numbers > your number > "
+            f"'A call comes in' (Webhook, HTTP POST):\n    {base}/voice/{flow.name}"
+        )
         print(f"    and 'Call status changes': {base}/voice/{flow.name}/status")
     if not settings.public_url:
-        print("  (Twilio must reach this server: set IVRKIT_PUBLIC_URL to the https URL of your "
-              "proxy or tunnel so signatures and callback URLs match)")
+        print(
+            "  (Twilio must reach this server: set IVRKIT_PUBLIC_URL to the https URL of your "
+            "proxy or tunnel so signatures and callback URLs match)"
+        )
     if settings.insecure_dev:
         print("  WARNING: signature validation is OFF (--insecure-dev)")
     os.environ[FLOWS_ENV] = os.pathsep.join(args.paths)
@@ -78,9 +89,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    uvicorn.run("ivrkit.cli:app_factory", factory=True, host=settings.host, port=settings.port,
-                workers=args.workers, log_level=settings.log_level, access_log=args.access_log,
-                proxy_headers=False)
+    uvicorn.run(
+        "ivrkit.cli:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=args.access_log,
+        proxy_headers=False,
+    )
     return 0
 
 
@@ -102,10 +120,20 @@ def _events(args: argparse.Namespace) -> int:
         finally:
             await store.close()
         for item in found:
-            print(json.dumps({"kind": "webhook" if item.kind in ("start", "action") else item.kind,
-                              "event": item.kind, "step": item.step, "state": item.state,
-                              "fired": item.fired, "at": item.at.isoformat(),
-                              "params": item.params, "twiml": item.twiml}))
+            print(
+                json.dumps(
+                    {
+                        "kind": "webhook" if item.kind in ("start", "action") else item.kind,
+                        "event": item.kind,
+                        "step": item.step,
+                        "state": item.state,
+                        "fired": item.fired,
+                        "at": item.at.isoformat(),
+                        "params": item.params,
+                        "twiml": item.twiml,
+                    }
+                )
+            )
         if not found:
             print(f"ivrkit: no events for {args.call_sid}", file=sys.stderr)
             return 1
@@ -122,13 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("paths", nargs="+", help="flow modules or folders of them")
     serve.add_argument("--host", default=None, help="listen address (IVRKIT_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (IVRKIT_PORT, 8000)")
-    serve.add_argument("--database-url", default=None,
-                       help="DATABASE_URL (default sqlite+aiosqlite:///ivrkit.db)")
-    serve.add_argument("--public-url", default=None,
-                       help="https base URL Twilio uses to reach you (IVRKIT_PUBLIC_URL)")
+    serve.add_argument(
+        "--database-url", default=None, help="DATABASE_URL (default sqlite+aiosqlite:///ivrkit.db)"
+    )
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        help="https base URL Twilio uses to reach you (IVRKIT_PUBLIC_URL)",
+    )
     serve.add_argument("--workers", type=int, default=1, help="processes (PostgreSQL only)")
-    serve.add_argument("--insecure-dev", action="store_true",
-                       help="DEVELOPMENT ONLY: accept webhooks without a valid signature")
+    serve.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="DEVELOPMENT ONLY: accept webhooks without a valid signature",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(handler=_serve)
 
@@ -146,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return int(args.handler(args))
 
 

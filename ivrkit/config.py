@@ -33,12 +33,14 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {
-            "database_url": env.get("IVRKIT_DATABASE_URL") or env.get("DATABASE_URL")
+            "database_url": env.get("IVRKIT_DATABASE_URL")
+            or env.get("DATABASE_URL")
             or DEFAULT_DATABASE_URL,
             "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
             "public_url": (env.get("IVRKIT_PUBLIC_URL") or "").rstrip("/") or None,
             "trusted_proxies": frozenset(
-                p.strip() for p in env.get("IVRKIT_TRUSTED_PROXIES", "").split(",") if p.strip()),
+                p.strip() for p in env.get("IVRKIT_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
             "insecure_dev": env.get("IVRKIT_INSECURE_DEV", "").lower() in ("1", "true", "yes"),
             "max_body_bytes": _int(env, "IVRKIT_MAX_BODY_BYTES", 64 * 1024),
             "host": env.get("IVRKIT_HOST", "127.0.0.1"),
@@ -57,7 +59,8 @@ class Settings:
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked. "
                 "Set it (Twilio console > Account > API keys & tokens), or pass --insecure-dev "
-                "to run without signature checks on a development machine.")
+                "to run without signature checks on a development machine."
+            )
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,10 +1,10 @@
 """Exceptions raised by ivrkit.
 
-    IvrkitError
-    ├── FlowDefinitionError   a flow is wrong as written; raised when it is loaded
-    ├── FlowLoadError         a flow module cannot be found or imported
-    ├── FlowRuntimeError      a flow's own code misbehaved during a call
-    └── ConfigError           settings are missing or contradict each other
+IvrkitError
+├── FlowDefinitionError   a flow is wrong as written; raised when it is loaded
+├── FlowLoadError         a flow module cannot be found or imported
+├── FlowRuntimeError      a flow's own code misbehaved during a call
+└── ConfigError           settings are missing or contradict each other
 """
 
 from __future__ import annotations

@@ -144,7 +144,9 @@ def _declared_nodes(cls: type[Flow]) -> dict[str, n.Node]:
                 states[attr] = value
             elif callable(value) and hasattr(value, "__ivrkit_decision__"):
                 state, targets = value.__ivrkit_decision__
-                literal, is_open = _returned_literals(value) if targets is None else (targets, False)
+                literal, is_open = (
+                    _returned_literals(value) if targets is None else (targets, False)
+                )
                 node = n.Decision(value, literal)
                 node.name = state
                 states[state] = node
@@ -238,8 +240,11 @@ def _transitions(cls: type[Flow]) -> list[tuple[str, str, str]]:
                     found.append((f"press:{key}", source, dest))
         if isinstance(node, n.Decision) and source in cls.__ivrkit_open__:
             known = {t for t, s, _ in found if s == source}
-            found += [(f"goto:{state}", source, state) for state in cls.__ivrkit_states__
-                      if f"goto:{state}" not in known]
+            found += [
+                (f"goto:{state}", source, state)
+                for state in cls.__ivrkit_states__
+                if f"goto:{state}" not in known
+            ]
     return found
 
 

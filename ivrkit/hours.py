@@ -51,5 +51,4 @@ class BusinessHours:
         if local.date() in self.holidays:
             return False
         now = local.time()
-        return any(opens <= now < closes
-                   for opens, closes in self._table.get(local.weekday(), []))  # type: ignore[attr-defined]
+        return any(opens <= now < closes for opens, closes in self._table.get(local.weekday(), []))  # type: ignore[attr-defined]

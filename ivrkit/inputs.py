@@ -16,8 +16,18 @@ from ivrkit.call import Call
 
 _NOT_WORD = re.compile(r"[^\w\s]")
 _SPOKEN_DIGITS = {
-    "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "for": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+    "zero": "0",
+    "oh": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "for": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
 }
 
 
@@ -37,8 +47,9 @@ def _normalise_speech(text: str) -> str:
 def spoken_digits(text: str) -> str:
     """'one two 3 4' -> '1234': callers say numbers in words and figures."""
     words = _normalise_speech(text).split()
-    return "".join(_SPOKEN_DIGITS.get(word, word) for word in words if
-                   word in _SPOKEN_DIGITS or word.isdigit())
+    return "".join(
+        _SPOKEN_DIGITS.get(word, word) for word in words if word in _SPOKEN_DIGITS or word.isdigit()
+    )
 
 
 def _miss(kind: str, node: n.Menu | n.Collect, counters: dict[str, Any]) -> Selection:
@@ -69,17 +80,32 @@ async def select(
         status = params.get("DialCallStatus", "")
         status = status if status in n.DIAL_STATUSES else "failed"
         duration = params.get("DialCallDuration")
-        return Selection(f"dial:{status}", data={"last_dial": {
-            "status": status, "duration": int(duration) if duration and duration.isdigit() else 0}})
+        return Selection(
+            f"dial:{status}",
+            data={
+                "last_dial": {
+                    "status": status,
+                    "duration": int(duration) if duration and duration.isdigit() else 0,
+                }
+            },
+        )
     if isinstance(node, n.Record):
         url = params.get("RecordingUrl", "")
         duration = params.get("RecordingDuration", "0")
         seconds = int(duration) if duration.isdigit() else 0
         if no_input or not url or seconds == 0:
             return Selection("empty")
-        return Selection("recorded", data={node.save_as: {
-            "url": url, "duration": seconds, "sid": params.get("RecordingSid", ""),
-            "finished_on": params.get("Digits", "")}})
+        return Selection(
+            "recorded",
+            data={
+                node.save_as: {
+                    "url": url,
+                    "duration": seconds,
+                    "sid": params.get("RecordingSid", ""),
+                    "finished_on": params.get("Digits", ""),
+                }
+            },
+        )
     if isinstance(node, n.Enqueue):
         result = params.get("QueueResult", "")
         result = result if result in n.QUEUE_RESULTS else "error"
@@ -88,7 +114,11 @@ async def select(
 
 
 def _menu(
-    flow: Any, node: n.Menu, params: Mapping[str, str], *, no_input: bool,
+    flow: Any,
+    node: n.Menu,
+    params: Mapping[str, str],
+    *,
+    no_input: bool,
     counters: dict[str, Any],
 ) -> Selection:
     digits = params.get("Digits", "").strip()
@@ -97,12 +127,12 @@ def _menu(
         return _miss("no_input", node, counters)
     if digits:
         if digits in node.choices:
-            return Selection("repeat" if isinstance(node.choices[digits], n.Repeat)
-                             else f"press:{digits}")
+            return Selection(
+                "repeat" if isinstance(node.choices[digits], n.Repeat) else f"press:{digits}"
+            )
         global_target = flow.global_keys_for(node).get(digits)
         if global_target is not None:
-            return Selection("repeat" if isinstance(global_target, n.Repeat)
-                             else f"press:{digits}")
+            return Selection("repeat" if isinstance(global_target, n.Repeat) else f"press:{digits}")
         return _miss("no_match", node, counters)
     padded = f" {speech} "
     for word in node.words:
@@ -115,8 +145,12 @@ def _menu(
 
 
 async def _collect(
-    node: n.Collect, params: Mapping[str, str], *, no_input: bool,
-    counters: dict[str, Any], call: Call,
+    node: n.Collect,
+    params: Mapping[str, str],
+    *,
+    no_input: bool,
+    counters: dict[str, Any],
+    call: Call,
 ) -> Selection:
     digits = params.get("Digits", "").strip()
     speech = params.get("SpeechResult", "")

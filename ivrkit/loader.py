@@ -30,8 +30,11 @@ def load_module_flows(path: Path) -> list[type[Flow]]:
     package_root = resolved.parent.parent
     if str(package_root) not in sys.path:
         sys.path.insert(0, str(package_root))  # lets flows/x.py import flows.y
-    module_name = f"{resolved.parent.name}.{resolved.stem}" if (
-        resolved.parent / "__init__.py").exists() else f"_ivrkit_flows.{resolved.stem}"
+    module_name = (
+        f"{resolved.parent.name}.{resolved.stem}"
+        if (resolved.parent / "__init__.py").exists()
+        else f"_ivrkit_flows.{resolved.stem}"
+    )
     module = sys.modules.get(module_name)
     if module is None or getattr(module, "__file__", None) != str(resolved):
         spec = importlib.util.spec_from_file_location(module_name, resolved)
@@ -46,11 +49,18 @@ def load_module_flows(path: Path) -> list[type[Flow]]:
             raise
         except Exception as error:
             sys.modules.pop(module_name, None)
-            raise FlowLoadError(f"{path}: import failed: {type(error).__name__}: {error}") \
-                from error
-    return [value for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, Flow) and value is not Flow
-            and value.__module__ == module.__name__ and not value.__dict__.get("abstract")]
+            raise FlowLoadError(
+                f"{path}: import failed: {type(error).__name__}: {error}"
+            ) from error
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Flow)
+        and value is not Flow
+        and value.__module__ == module.__name__
+        and not value.__dict__.get("abstract")
+    ]
 
 
 def load_flows(paths: list[str]) -> list[type[Flow]]:

@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # Parameters that carry a phone number, SIP address or client name of a person.
-PHONE_PARAMS = frozenset({
-    "From", "To", "Caller", "Called", "ForwardedFrom", "CallerName", "CalledVia",
-    "DialCallSid_From", "StirVerstat",
-})
+PHONE_PARAMS = frozenset(
+    {
+        "From",
+        "To",
+        "Caller",
+        "Called",
+        "ForwardedFrom",
+        "CallerName",
+        "CalledVia",
+        "DialCallSid_From",
+        "StirVerstat",
+    }
+)
 _SECRET_PARAMS = frozenset({"CallToken"})
 
 

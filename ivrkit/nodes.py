@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 Target = Union[str, "Node"]
 """Where an outcome leads: a state name, or a node declared inline (e.g. ``Hangup()``)."""
 
-TextSource = Union[str, Callable[["Call"], str]]
+TextSource = str | Callable[["Call"], str]
 """Prompt text: fixed, or computed from the call when the prompt is rendered."""
 
 _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
@@ -140,7 +140,7 @@ class Pause(Node):
 
 
 PromptPart = Say | Play | Pause
-PromptLike = Union[str, PromptPart, Sequence[str | PromptPart], None]
+PromptLike = str | PromptPart | Sequence[str | PromptPart] | None
 
 
 def prompt_parts(prompt: PromptLike) -> tuple[PromptPart, ...]:
@@ -398,7 +398,7 @@ class Queue:
     name: str
 
 
-DialTarget = Union[str, Number, Client, Sip, Conference, Queue]
+DialTarget = str | Number | Client | Sip | Conference | Queue
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
 _DIAL_MUST_HANDLE = ("busy", "no-answer", "failed")
 
@@ -550,8 +550,13 @@ QUEUE_RESULTS = (
     "queue-full",
     "system-error",
 )
-_QUEUE_ENDS_CALL = ("bridged", "bridging-in-process", "hangup", "redirected",
-                    "redirected-from-bridged")
+_QUEUE_ENDS_CALL = (
+    "bridged",
+    "bridging-in-process",
+    "hangup",
+    "redirected",
+    "redirected-from-bridged",
+)
 
 
 class Enqueue(Node):

@@ -59,7 +59,8 @@ class FlowRegistry:
                     raise FlowRuntimeError(
                         f"{file}:{line}: IVR010 error: {flow.__name__}.{node.name}: sub-flow "
                         f'"{node.flow}" is not loaded (load its module too; loaded: '
-                        f"{', '.join(sorted(self.by_name))})")
+                        f"{', '.join(sorted(self.by_name))})"
+                    )
 
     def get(self, name: str) -> type[Flow]:
         try:
@@ -78,8 +79,9 @@ class Runtime:
         self.registry = registry
         self.clock = clock
 
-    async def begin(self, record: CallRecord, params: Mapping[str, str], base_url: str
-                    ) -> TurnResult:
+    async def begin(
+        self, record: CallRecord, params: Mapping[str, str], base_url: str
+    ) -> TurnResult:
         """The first webhook of a call: run from the flow's initial state."""
         flow = self.registry.get(record.flow)
         turn = _Turn(self, record, params, base_url)
@@ -95,8 +97,9 @@ class Runtime:
         node = flow.state(record.state)
         turn = _Turn(self, record, params, base_url)
         call = turn.call_for(flow, record.state)
-        selection: Selection = await select(flow, node, params, no_input=no_input,
-                                            counters=record.counters, call=call)
+        selection: Selection = await select(
+            flow, node, params, no_input=no_input, counters=record.counters, call=call
+        )
         record.data.update(selection.data)
         turn.notice = selection.notice
         turn.full_prompt = selection.trigger in ("repeat", "reenter")
@@ -114,9 +117,17 @@ class Runtime:
                 if moved is None or moved not in flow.states():
                     raise FlowRuntimeError(
                         f"{flow.__name__}: state {record.state!r} of version "
-                        f"{record.flow_version} no longer exists; add it to migrations")
-                log.info("call %s migrated %s -> %s (flow %s %s -> %s)", record.call_sid,
-                         record.state, moved, flow.name, record.flow_version, flow.version())
+                        f"{record.flow_version} no longer exists; add it to migrations"
+                    )
+                log.info(
+                    "call %s migrated %s -> %s (flow %s %s -> %s)",
+                    record.call_sid,
+                    record.state,
+                    moved,
+                    flow.name,
+                    record.flow_version,
+                    flow.version(),
+                )
                 record.state = moved
                 record.counters = {}
             record.flow_version = flow.version()
@@ -124,8 +135,9 @@ class Runtime:
 
 
 class _Turn:
-    def __init__(self, runtime: Runtime, record: CallRecord, params: Mapping[str, str],
-                 base_url: str) -> None:
+    def __init__(
+        self, runtime: Runtime, record: CallRecord, params: Mapping[str, str], base_url: str
+    ) -> None:
         self.runtime = runtime
         self.record = record
         self.params = params
@@ -137,8 +149,13 @@ class _Turn:
         self.spoke = False
 
     def call_for(self, flow: type[Flow], state: str) -> Call:
-        return Call.from_params(self.params, now=self.runtime.clock(), flow=flow.name,
-                                state=state, data=self.record.data)
+        return Call.from_params(
+            self.params,
+            now=self.runtime.clock(),
+            flow=flow.name,
+            state=state,
+            data=self.record.data,
+        )
 
     def fire(self, flow: type[Flow], state: str, trigger: str) -> str:
         dest = flow.machine().fire(state, trigger)
@@ -158,8 +175,7 @@ class _Turn:
             self.record.flow = flow.name
             self.record.state = state
             if isinstance(node, n.Say | n.Play | n.Pause):
-                twiml.add_prompt(self.response, (node,), self.call_for(flow, state),
-                                 _voice(flow))
+                twiml.add_prompt(self.response, (node,), self.call_for(flow, state), _voice(flow))
                 self.spoke = True
                 state = self.fire(flow, state, "next")
             elif isinstance(node, n.Decision):
@@ -168,8 +184,10 @@ class _Turn:
                 self.record.stack.append([flow.name, state])
                 self.record.counters = {}
                 flow = self.runtime.registry.get(node.flow)
-                self.fired.append(f"{self.record.stack[-1][0]}:{state} -enter-> "
-                                  f"{flow.name}:{flow.initial_state()}")
+                self.fired.append(
+                    f"{self.record.stack[-1][0]}:{state} -enter-> "
+                    f"{flow.name}:{flow.initial_state()}"
+                )
                 state = flow.initial_state()
             elif isinstance(node, n.Return) and self.record.stack:
                 parent_name, parent_state = self.record.stack.pop()
@@ -190,7 +208,8 @@ class _Turn:
         if not isinstance(result, str) or result not in flow.states():
             raise FlowRuntimeError(
                 f"{flow.__name__}.{node.name}: {node.function.__name__}() returned {result!r}, "
-                f"which is not a state of the flow")
+                f"which is not a state of the flow"
+            )
         return result
 
     def _render_end(self, flow: type[Flow], node: n.Node, state: str) -> None:
@@ -213,20 +232,41 @@ class _Turn:
         if isinstance(node, n.Menu):
             retried = bool(self.record.counters) and not self.full_prompt
             parts = notice + (node.short_prompt if retried else node.prompt)
-            twiml.gather(self.response, node, parts=parts, call=call, voice=voice, links=links,
-                         num_digits=_menu_digits(flow, node))
+            twiml.gather(
+                self.response,
+                node,
+                parts=parts,
+                call=call,
+                voice=voice,
+                links=links,
+                num_digits=_menu_digits(flow, node),
+            )
         elif isinstance(node, n.Collect):
             pending = self.record.counters.get("pending")
             if pending is not None:
                 readback = node.confirm.format(value=", ".join(pending))  # type: ignore[union-attr]
-                twiml.gather(self.response, node, parts=notice + (n.Say(readback),), call=call,
-                             voice=voice, links=links, num_digits=1)
+                twiml.gather(
+                    self.response,
+                    node,
+                    parts=notice + (n.Say(readback),),
+                    call=call,
+                    voice=voice,
+                    links=links,
+                    num_digits=1,
+                )
             else:
                 retried = bool(self.record.counters) and not self.full_prompt
                 parts = notice + (node.short_prompt if retried else node.prompt)
                 fixed = node.digits[1] if node.digits and node.digits[0] == node.digits[1] else None
-                twiml.gather(self.response, node, parts=parts, call=call, voice=voice,
-                             links=links, num_digits=fixed)
+                twiml.gather(
+                    self.response,
+                    node,
+                    parts=parts,
+                    call=call,
+                    voice=voice,
+                    links=links,
+                    num_digits=fixed,
+                )
         elif isinstance(node, n.Dial):
             twiml.dial(self.response, node, call=call, voice=voice, links=links)
         elif isinstance(node, n.Record):

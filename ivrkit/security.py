@@ -27,16 +27,16 @@ class SignatureChecker:
     def __init__(self, auth_token: str) -> None:
         self._validator = RequestValidator(auth_token)
 
-    def valid(self, url: str, params: ImmutableMultiDict[str, str] | None,
-              signature: str) -> bool:
+    def valid(self, url: str, params: ImmutableMultiDict[str, str] | None, signature: str) -> bool:
         if not signature:
             return False
         if self._matches(url, params, signature):
             return True
         return self._matches(_port_variant(url), params, signature)
 
-    def _matches(self, url: str, params: ImmutableMultiDict[str, str] | None,
-                 signature: str) -> bool:
+    def _matches(
+        self, url: str, params: ImmutableMultiDict[str, str] | None, signature: str
+    ) -> bool:
         expected = self._validator.compute_signature(url, params or {})
         return hmac.compare_digest(expected.encode(), signature.encode())
 

@@ -68,8 +68,9 @@ calls = Table(
 events = Table(
     "ivrkit_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("call_sid", String(64), nullable=False, index=True),
     Column("step", Integer, nullable=False),
     Column("at", DateTime, nullable=False),
@@ -106,8 +107,11 @@ def _event_values(item: CallEvent) -> dict[str, Any]:
 def _upsert(dialect: str) -> Any:
     builder = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = builder(calls)
-    updated = {c.name: statement.excluded[c.name] for c in calls.columns
-               if c.name not in ("call_sid", "created_at")}
+    updated = {
+        c.name: statement.excluded[c.name]
+        for c in calls.columns
+        if c.name not in ("call_sid", "created_at")
+    }
     return statement.on_conflict_do_update(index_elements=["call_sid"], set_=updated)
 
 
@@ -157,9 +161,11 @@ class CallStore:
 
     async def call_events(self, call_sid: str) -> list[CallEvent]:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
-            )).all()
+            rows = (
+                await conn.execute(
+                    select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
+                )
+            ).all()
         found = []
         for row in rows:
             values = dict(row._mapping)
@@ -170,16 +176,18 @@ class CallStore:
 
     async def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(calls).order_by(calls.c.updated_at.desc()).limit(limit))).all()
+            rows = (
+                await conn.execute(select(calls).order_by(calls.c.updated_at.desc()).limit(limit))
+            ).all()
         return [_record_from_row(row) for row in rows]
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
-    async def _write(self, conn: AsyncConnection, records: list[CallRecord],
-                     log_events: list[CallEvent]) -> None:
+    async def _write(
+        self, conn: AsyncConnection, records: list[CallRecord], log_events: list[CallEvent]
+    ) -> None:
         if records:
             await conn.execute(_upsert(self.dialect), [_row_values(r) for r in records])
         if log_events:
@@ -192,22 +200,28 @@ class LockingStore(CallStore):
     @asynccontextmanager
     async def session(self, call_sid: str) -> AsyncIterator[CallSession]:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                select(calls).where(calls.c.call_sid == call_sid).with_for_update()
-            )).first()
+            row = (
+                await conn.execute(
+                    select(calls).where(calls.c.call_sid == call_sid).with_for_update()
+                )
+            ).first()
             if row is None:
                 # First webhook: take the lock on a fresh row so a racing retry waits for us.
                 await conn.execute(
-                    pg_insert(calls).values(**_placeholder(call_sid)).on_conflict_do_nothing())
-                row = (await conn.execute(
-                    select(calls).where(calls.c.call_sid == call_sid).with_for_update()
-                )).first()
+                    pg_insert(calls).values(**_placeholder(call_sid)).on_conflict_do_nothing()
+                )
+                row = (
+                    await conn.execute(
+                        select(calls).where(calls.c.call_sid == call_sid).with_for_update()
+                    )
+                ).first()
             record = _record_from_row(row)
             session = CallSession(None if record.step == 0 and not record.last_twiml else record)
             yield session
             if session.dirty:
-                await self._write(conn, [session.saved] if session.saved else [],
-                                  session.log_events)
+                await self._write(
+                    conn, [session.saved] if session.saved else [], session.log_events
+                )
 
 
 def _placeholder(call_sid: str) -> dict[str, Any]:
@@ -309,8 +323,12 @@ class EmbeddedStore(CallStore):
 
 
 def _copy(record: CallRecord) -> CallRecord:
-    return replace(record, data=json.loads(json.dumps(record.data)),
-                   counters=dict(record.counters), stack=[list(f) for f in record.stack])
+    return replace(
+        record,
+        data=json.loads(json.dumps(record.data)),
+        counters=dict(record.counters),
+        stack=[list(f) for f in record.stack],
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -324,19 +342,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_store(database_url: str) -> CallStore:
     """The right store for a URL: ``sqlite+aiosqlite:///file.db`` or ``postgresql+asyncpg://``."""
     if database_url.startswith("postgres://"):
-        database_url = "postgresql+asyncpg://" + database_url[len("postgres://"):]
+        database_url = "postgresql+asyncpg://" + database_url[len("postgres://") :]
     elif database_url.startswith("postgresql://"):
-        database_url = "postgresql+asyncpg://" + database_url[len("postgresql://"):]
+        database_url = "postgresql+asyncpg://" + database_url[len("postgresql://") :]
     elif database_url.startswith("sqlite:///"):
-        database_url = "sqlite+aiosqlite:///" + database_url[len("sqlite:///"):]
+        database_url = "sqlite+aiosqlite:///" + database_url[len("sqlite:///") :]
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return EmbeddedStore(engine)
     if database_url.startswith("postgresql"):
-        engine = create_async_engine(database_url, pool_size=20, max_overflow=10,
-                                     pool_pre_ping=False)
+        engine = create_async_engine(
+            database_url, pool_size=20, max_overflow=10, pool_pre_ping=False
+        )
         return LockingStore(engine)
     raise ValueError(
         f"unsupported DATABASE_URL scheme in {database_url.split('://')[0]!r}: "
-        "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")
+        "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+    )

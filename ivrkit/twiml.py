@@ -29,8 +29,10 @@ class Links:
     step: int
 
     def _url(self, endpoint: str, state: str, extra: str = "") -> str:
-        return (f"{self.base_url}/voice/{quote(self.flow)}/{endpoint}"
-                f"?state={quote(state, safe='')}&step={self.step}{extra}")
+        return (
+            f"{self.base_url}/voice/{quote(self.flow)}/{endpoint}"
+            f"?state={quote(state, safe='')}&step={self.step}{extra}"
+        )
 
     def action(self, state: str) -> str:
         return self._url("action", state)
@@ -109,8 +111,11 @@ def gather(
 
 def dial(response: VoiceResponse, node: n.Dial, *, call: Call, voice: Voice, links: Links) -> None:
     add_prompt(response, node.prompt, call, voice)
-    attrs: dict[str, Any] = {"action": links.action(node.name), "method": "POST",
-                             "timeout": node.timeout}
+    attrs: dict[str, Any] = {
+        "action": links.action(node.name),
+        "method": "POST",
+        "timeout": node.timeout,
+    }
     if node.caller_id:
         attrs["caller_id"] = node.caller_id
     if node.time_limit:
@@ -130,8 +135,11 @@ def dial(response: VoiceResponse, node: n.Dial, *, call: Call, voice: Voice, lin
         elif isinstance(target, n.Sip):
             verb.sip(target.uri, username=target.username, password=target.password)
         elif isinstance(target, n.Conference):
-            verb.conference(target.room, start_conference_on_enter=target.start_on_enter,
-                            end_conference_on_exit=target.end_on_exit)
+            verb.conference(
+                target.room,
+                start_conference_on_enter=target.start_on_enter,
+                end_conference_on_exit=target.end_on_exit,
+            )
         elif isinstance(target, n.Queue):
             verb.queue(target.name)
 
@@ -194,5 +202,3 @@ def apology(message: str, transfer_to: str | None) -> str:
 
 def empty() -> str:
     return str(VoiceResponse())
-
-

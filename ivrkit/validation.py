@@ -37,7 +37,9 @@ class Finding:
     def format(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         state = f".{self.state}" if self.state else ""
-        return f"{where}: {self.code} {self.severity}: {self.flow}{state}: {self.message} ({self.fix})"
+        return (
+            f"{where}: {self.code} {self.severity}: {self.flow}{state}: {self.message} ({self.fix})"
+        )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -102,12 +104,22 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
     states: dict[str, n.Node] = flow.__ivrkit_states__
     initial = flow.__ivrkit_initial__
     if not states:
-        report.add("IVR002", ERROR, None, "has no states",
-                   'declare states as class attributes, e.g. welcome = Say("Hi", then=Hangup())')
+        report.add(
+            "IVR002",
+            ERROR,
+            None,
+            "has no states",
+            'declare states as class attributes, e.g. welcome = Say("Hi", then=Hangup())',
+        )
         return report.findings
     if initial not in states:
-        report.add("IVR002", ERROR, None, f'initial state "{initial}" does not exist',
-                   f"set initial to one of the states{did_you_mean(initial, states)}")
+        report.add(
+            "IVR002",
+            ERROR,
+            None,
+            f'initial state "{initial}" does not exist',
+            f"set initial to one of the states{did_you_mean(initial, states)}",
+        )
 
     for node in states.values():
         _check_targets(report, node, states)
@@ -124,12 +136,26 @@ def _check_targets(report: _Reporter, node: n.Node, states: dict[str, n.Node]) -
     for trigger, target in node.outcomes():
         if isinstance(target, str) and target not in states:
             code = "IVR009" if isinstance(node, n.Decision) else "IVR001"
-            what = "can return" if isinstance(node, n.Decision) else f"{_outcome_words(trigger)} goes to"
-            report.add(code, ERROR, node, f'{what} unknown state "{target}"{did_you_mean(target, states)}',
-                       "name an existing state or declare the missing one")
+            what = (
+                "can return"
+                if isinstance(node, n.Decision)
+                else f"{_outcome_words(trigger)} goes to"
+            )
+            report.add(
+                code,
+                ERROR,
+                node,
+                f'{what} unknown state "{target}"{did_you_mean(target, states)}',
+                "name an existing state or declare the missing one",
+            )
         if target is None and not isinstance(node, n.Dial | n.Enqueue):
-            report.add("IVR004", ERROR, node, f"{_outcome_words(trigger)} leads nowhere",
-                       'add then="<next state>" or then=Hangup()')
+            report.add(
+                "IVR004",
+                ERROR,
+                node,
+                f"{_outcome_words(trigger)} leads nowhere",
+                'add then="<next state>" or then=Hangup()',
+            )
 
 
 def _outcome_words(trigger: str) -> str:
@@ -152,27 +178,50 @@ def _check_node(report: _Reporter, flow: type[Flow], node: n.Node) -> None:
     if isinstance(node, n.Menu | n.Collect):
         give_up = flow.give_up_target(node)
         if give_up is None:
-            report.add("IVR003", ERROR, node, "has no give-up target for when retries run out",
-                       'add retries=Retries(give_up="operator") or set give_up on the flow')
+            report.add(
+                "IVR003",
+                ERROR,
+                node,
+                "has no give-up target for when retries run out",
+                'add retries=Retries(give_up="operator") or set give_up on the flow',
+            )
         elif isinstance(give_up, str) and give_up not in flow.__ivrkit_states__:
-            report.add("IVR001", ERROR, node,
-                       f'give-up goes to unknown state "{give_up}"'
-                       f"{did_you_mean(give_up, flow.__ivrkit_states__)}",
-                       "name an existing state")
+            report.add(
+                "IVR001",
+                ERROR,
+                node,
+                f'give-up goes to unknown state "{give_up}"'
+                f"{did_you_mean(give_up, flow.__ivrkit_states__)}",
+                "name an existing state",
+            )
     if isinstance(node, n.Menu):
         seen_words: set[str] = set()
         length = node.key_length()
         for key in node.choices:
             if node.finish_on_key and node.finish_on_key in key:
-                report.add("IVR008", ERROR, node,
-                           f'choice "{key}" contains the finish key "{node.finish_on_key}"',
-                           "pick another key or set finish_on_key")
+                report.add(
+                    "IVR008",
+                    ERROR,
+                    node,
+                    f'choice "{key}" contains the finish key "{node.finish_on_key}"',
+                    "pick another key or set finish_on_key",
+                )
             if node.input == "speech":
-                report.add("IVR008", ERROR, node, f'choice "{key}" cannot be pressed: input is speech',
-                           'use input="dtmf speech"')
+                report.add(
+                    "IVR008",
+                    ERROR,
+                    node,
+                    f'choice "{key}" cannot be pressed: input is speech',
+                    'use input="dtmf speech"',
+                )
         if length is None:
-            report.add("IVR008", WARNING, node, "choices have different lengths, so callers must "
-                       "press the finish key or wait", "give every key the same number of digits")
+            report.add(
+                "IVR008",
+                WARNING,
+                node,
+                "choices have different lengths, so callers must press the finish key or wait",
+                "give every key the same number of digits",
+            )
         for word in node.words:
             if word in seen_words:
                 report.add("IVR008", ERROR, node, f'word "{word}" is listed twice', "remove one")
@@ -180,16 +229,31 @@ def _check_node(report: _Reporter, flow: type[Flow], node: n.Node) -> None:
     if isinstance(node, n.Dial):
         missing = node.unhandled_statuses()
         if missing:
-            report.add("IVR005", ERROR, node, f"no outcome for {', '.join(missing)}",
-                       'add on={"*": "voicemail"} or map each status to a state')
+            report.add(
+                "IVR005",
+                ERROR,
+                node,
+                f"no outcome for {', '.join(missing)}",
+                'add on={"*": "voicemail"} or map each status to a state',
+            )
     if isinstance(node, n.Enqueue):
         missing = [r for r in n.QUEUE_RESULTS if node.target_for(r) is None]
         if missing:
-            report.add("IVR012", ERROR, node, f"no outcome for {', '.join(missing)}",
-                       'add then="<state>" or on={"*": "<state>"}')
+            report.add(
+                "IVR012",
+                ERROR,
+                node,
+                f"no outcome for {', '.join(missing)}",
+                'add then="<state>" or on={"*": "<state>"}',
+            )
     if isinstance(node, n.Decision) and node.targets == ():
-        report.add("IVR009", WARNING, node, "returns no state name ivrkit can see",
-                   "return string literals or pass targets=[...] to @decision")
+        report.add(
+            "IVR009",
+            WARNING,
+            node,
+            "returns no state name ivrkit can see",
+            "return string literals or pass targets=[...] to @decision",
+        )
 
 
 def _successors(flow: type[Flow], node: n.Node, *, open_decisions: bool = True) -> list[str]:
@@ -198,8 +262,7 @@ def _successors(flow: type[Flow], node: n.Node, *, open_decisions: bool = True) 
         targets.append(flow.give_up_target(node))
         if isinstance(node, n.Menu) and node.global_keys:
             targets += list(flow.global_keys.values())
-    found = [name for t in targets
-             if (name := flow.target_name(t, node.name)) is not None]  # type: ignore[arg-type]
+    found = [name for t in targets if (name := flow.target_name(t, node.name)) is not None]  # type: ignore[arg-type]
     if open_decisions and isinstance(node, n.Decision) and node.name in flow.__ivrkit_open__:
         found += list(flow.__ivrkit_states__)
     return found
@@ -217,12 +280,19 @@ def _check_reachable(
                 todo.append(target)
     for name, node in states.items():
         if name not in seen and name not in flow.entry_points:
-            report.add("IVR006", WARNING, node, "no path from the initial state reaches it",
-                       "route a choice or outcome to it, or delete it")
+            report.add(
+                "IVR006",
+                WARNING,
+                node,
+                "no path from the initial state reaches it",
+                "route a choice or outcome to it, or delete it",
+            )
     _check_reject(report, flow, states, initial)
 
 
-def _check_reject(report: _Reporter, flow: type[Flow], states: dict[str, n.Node], initial: str) -> None:
+def _check_reject(
+    report: _Reporter, flow: type[Flow], states: dict[str, n.Node], initial: str
+) -> None:
     # Reject is only valid before anything answered the call: every path must be silent.
     silent = {initial}
     todo = [initial]
@@ -235,15 +305,24 @@ def _check_reject(report: _Reporter, flow: type[Flow], states: dict[str, n.Node]
                     todo.append(target)
     for node in states.values():
         if isinstance(node, n.Reject) and node.name not in silent:
-            report.add("IVR011", WARNING, node, "Twilio only rejects calls before they are answered",
-                       "reach Reject straight from the initial state (or a decision), or use Hangup")
+            report.add(
+                "IVR011",
+                WARNING,
+                node,
+                "Twilio only rejects calls before they are answered",
+                "reach Reject straight from the initial state (or a decision), or use Hangup",
+            )
 
 
-def _check_passthrough_loops(report: _Reporter, flow: type[Flow], states: dict[str, n.Node]) -> None:
+def _check_passthrough_loops(
+    report: _Reporter, flow: type[Flow], states: dict[str, n.Node]
+) -> None:
     # A cycle of states that never wait for the caller would spin inside one webhook.
-    passthrough = {name for name, node in states.items()
-                   if not node.waits_for_caller and not node.ends_call
-                   and not isinstance(node, n.SubFlow)}
+    passthrough = {
+        name
+        for name, node in states.items()
+        if not node.waits_for_caller and not node.ends_call and not isinstance(node, n.SubFlow)
+    }
     color: dict[str, int] = {}
 
     def visit(name: str, path: list[str]) -> None:
@@ -252,10 +331,14 @@ def _check_passthrough_loops(report: _Reporter, flow: type[Flow], states: dict[s
             if target not in passthrough:
                 continue
             if color.get(target) == 1:
-                cycle = path[path.index(target):] + [target] if target in path else [name, target]
-                report.add("IVR007", ERROR, states[target],
-                           f"{' -> '.join(cycle)} loops without waiting for the caller",
-                           "put a Menu, Record, Dial or Hangup in the loop")
+                cycle = path[path.index(target) :] + [target] if target in path else [name, target]
+                report.add(
+                    "IVR007",
+                    ERROR,
+                    states[target],
+                    f"{' -> '.join(cycle)} loops without waiting for the caller",
+                    "put a Menu, Record, Dial or Hangup in the loop",
+                )
             elif target not in color:
                 visit(target, path + [target])
         color[name] = 2

@@ -93,7 +93,8 @@ async def test_subflow_returns_to_parent(serve):
             "Account 5678: your balance is 10 dollars.",
         ]
         record = await app.state.ivr.store.load(call.sid)
-        assert record.flow == "banking" and record.stack == []
+        assert record.flow == "banking"
+        assert record.stack == []
 
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)

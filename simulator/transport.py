@@ -252,14 +252,11 @@ class Session:
             signed = transport.signer.sign(url, params) if transport.signer else None
         if signed is not None:
             headers["X-Twilio-Signature"] = signed
-        timeout = httpx.Timeout(
-            connect=overrides.connect_ms / 1000, read=overrides.read_ms / 1000,
-            write=overrides.read_ms / 1000, pool=None,
-        )
         request = transport.client.build_request(
-            method, url, content=content, headers=headers, timeout=timeout
+            method, url, content=content, headers=headers, timeout=_timeout(overrides)
         )
-        self.cookies.set_cookie_header(request)
+        if self.cookies.jar:  # the cookie jar is slow; most apps set no cookies
+            self.cookies.set_cookie_header(request)
         # In-process apps ignore httpx timeouts, so the total cap (and rt) is enforced here.
         cap = min(overrides.total_ms, overrides.read_ms) / 1000
         started = time.perf_counter()
@@ -293,5 +290,19 @@ class Session:
                 method, url, params, status,
                 round((time.perf_counter() - started) * 1000, 3),
             ))
-        self.cookies.extract_cookies(response)
+        if "set-cookie" in response.headers:
+            self.cookies.extract_cookies(response)
         return response
+
+
+_timeouts: dict[Overrides, httpx.Timeout] = {}
+
+
+def _timeout(overrides: Overrides) -> httpx.Timeout:
+    timeout = _timeouts.get(overrides)
+    if timeout is None:
+        timeout = _timeouts[overrides] = httpx.Timeout(
+            connect=overrides.connect_ms / 1000, read=overrides.read_ms / 1000,
+            write=overrides.read_ms / 1000, pool=None,
+        )
+    return timeout

@@ -121,3 +121,50 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def demo_ivr(*, greeting: str = "Thanks for calling Acme.", token: str | None = TOKEN) -> TwimlApp:
+    """A small IVR in the style real apps are written in: a menu, sales (Dial), voicemail
+    (Record), a support queue (Enqueue), retries by Redirect."""
+
+    def voice(seen: Seen) -> str:
+        return twiml(
+            f"<Say>{greeting}</Say>"
+            '<Gather action="/ivr?state=menu" numDigits="1" timeout="5">'
+            "<Say>For sales press 1. For support press 2. To leave a message press 3.</Say>"
+            "</Gather>"
+            "<Say>We did not hear a choice.</Say><Redirect>/voice?retry=1</Redirect>"
+        )
+
+    def ivr(seen: Seen) -> str:
+        state = seen.query.get("state")
+        params = seen.params
+        if state == "menu":
+            digit = params.get("Digits")
+            if digit == "1":
+                return twiml("<Say>Connecting you to sales.</Say>"
+                             '<Dial action="/ivr?state=sales_done" timeout="20">+15550111</Dial>')
+            if digit == "2":
+                return twiml('<Enqueue waitUrl="/hold" action="/ivr?state=queue_done">support'
+                             "</Enqueue>")
+            if digit == "3":
+                return twiml("<Say>Leave a message after the beep.</Say>"
+                             '<Record action="/ivr?state=saved" maxLength="60"/>')
+            return twiml("<Say>That is not a valid choice.</Say><Redirect>/voice</Redirect>")
+        if state == "sales_done":
+            if params.get("DialCallStatus") == "completed":
+                return twiml("<Say>Thanks, goodbye.</Say><Hangup/>")
+            return twiml("<Say>Sales is busy. Leave a message after the beep.</Say>"
+                         '<Record action="/ivr?state=saved" maxLength="60"/>')
+        if state == "queue_done":
+            return twiml(f"<Say>Queue result {params.get('QueueResult')}.</Say>")
+        if state == "saved":
+            return twiml(f"<Say>Got {params.get('RecordingDuration')} seconds. Goodbye.</Say>")
+        return twiml("<Say>Unknown state.</Say>")
+
+    return TwimlApp({
+        "/voice": voice,
+        "/ivr": ivr,
+        "/hold": twiml("<Say>Please hold.</Say>"),
+        "/status": "",
+    }, token=token)

@@ -1,0 +1,256 @@
+"""``ivrkit-sim``: call a TwiML app from the terminal, run scenario files, replay, load.
+
+Exit status: 0 when everything passed (the call ended without a Twilio-side error, every scenario
+passed, the replay matched), 1 otherwise, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from simulator.caller import (
+    Answer,
+    DialOutcome,
+    InteractiveCaller,
+    Press,
+    QueueOutcome,
+    RecordOutcome,
+    ScriptedCaller,
+    Speak,
+    Timeout,
+)
+from simulator.model import CallParams, Event, describe
+
+__all__ = ["build_parser", "main"]
+
+
+def _press(value: str) -> Answer:
+    return Timeout() if value.lower() == "timeout" else Press(value)
+
+
+def _speak(value: str) -> Answer:
+    return Speak(value)
+
+
+def _dial(value: str) -> Answer:
+    status, _, seconds = value.partition(":")
+    return DialOutcome(status, int(seconds) if seconds else 30)
+
+
+def _record(value: str) -> Answer:
+    """``7`` (7 s then silence), ``7#`` (then press #), ``7h`` (then hang up)."""
+    digits = "".join(ch for ch in value if ch.isdigit())
+    rest = value[len(digits):]
+    if not digits or value[: len(digits)] != digits or len(rest) > 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: use SECONDS, SECONDS + key (7#) or 7h")
+    if rest == "h":
+        return RecordOutcome(int(digits), hangup=True)
+    return RecordOutcome(int(digits), key=rest or None)
+
+
+def _queue(value: str) -> Answer:
+    result, _, rounds = value.partition(":")
+    return QueueOutcome(result, wait_rounds=int(rounds) if rounds else 1)
+
+
+def _share(value: str) -> float:
+    text = value.strip().rstrip("%")
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a share like 10% or 0.1") from None
+    share = number / 100 if value.strip().endswith("%") or number > 1 else number
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be between 0% and 100%")
+    return share
+
+
+def _token(args: argparse.Namespace, err: TextIO) -> str | None:
+    token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None
+    if token is None:
+        err.write("ivrkit-sim: no auth token (--auth-token or TWILIO_AUTH_TOKEN): "
+                  "requests are sent without X-Twilio-Signature\n")
+    return token
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ivrkit-sim", description="Play Twilio's side of phone calls against a TwiML app."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    call = commands.add_parser(
+        "call", help="place one call: interactive in a terminal, or scripted with --press...",
+        description="Without --press/--speak/--dial/--record/--queue the call is interactive "
+                    "(on a terminal). Each --press/--speak answers the next Gather, in order; "
+                    "--dial/--record/--queue answer the next Dial/Record/Enqueue; when the script "
+                    "runs out the caller hangs up.",
+    )
+    call.add_argument("url", help="the Voice URL, e.g. http://127.0.0.1:8000/voice")
+    script = call.add_argument_group("scripted caller")
+    script.add_argument("--press", dest="gathers", action="append", type=_press, default=[],
+                        metavar="KEYS", help="keys for the next Gather (1234#), or 'timeout'")
+    script.add_argument("--speak", dest="gathers", action="append", type=_speak,
+                        metavar="TEXT", help="speech for the next Gather")
+    script.add_argument("--dial", dest="dials", action="append", type=_dial, default=[],
+                        metavar="STATUS[:SECONDS]", help="completed, busy, no-answer, failed...")
+    script.add_argument("--record", dest="records", action="append", type=_record, default=[],
+                        metavar="SECONDS[KEY|h]", help="speak N s, then a key (7#) or hang up (7h)")
+    script.add_argument("--queue", dest="queues", action="append", type=_queue, default=[],
+                        metavar="RESULT[:ROUNDS]", help="bridged, leave, hangup... (QueueResult)")
+    _call_options(call)
+    call.add_argument("--json", action="store_true", help="one JSON object per line per event")
+
+    run = commands.add_parser("run", help="run a YAML scenario file")
+    run.add_argument("scenarios", metavar="SCENARIO.yaml")
+    run.add_argument("--url", help="call this URL instead of the file's")
+    run.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
+
+    replay = commands.add_parser(
+        "replay", help="replay a recorded call (--json output or ivrkit event log) and diff"
+    )
+    replay.add_argument("recording", metavar="RECORDING")
+    replay.add_argument("url")
+    replay.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
+
+    load = commands.add_parser("load", help="many scripted callers at once; latency and errors")
+    load.add_argument("url")
+    load.add_argument("--calls", type=int, default=100)
+    load.add_argument("--concurrency", type=int, default=10)
+    load.add_argument("--wrong-input", type=_share, default=0.0, metavar="SHARE",
+                      help="callers pressing a key the menu does not offer, e.g. 10%%")
+    load.add_argument("--no-input", type=_share, default=0.0, metavar="SHARE")
+    load.add_argument("--hangup", type=_share, default=0.0, metavar="SHARE")
+    load.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="start no new call after this many seconds")
+    load.add_argument("--max-requests", type=int, default=50, help="per call (default 50)")
+    load.add_argument("--method", default="POST", choices=["POST", "GET"])
+    load.add_argument("--seed", type=int, default=None)
+    load.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
+    load.add_argument("--json", action="store_true")
+    return parser
+
+
+def _call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="from_", default="+15005550006")
+    parser.add_argument("--to", default="+15005550001")
+    parser.add_argument("--account-sid", default="AC" + "0" * 32)
+    parser.add_argument("--method", default="POST", choices=["POST", "GET"])
+    parser.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN; none = unsigned")
+    parser.add_argument("--status-callback", metavar="URL")
+    parser.add_argument("--fallback-url", metavar="URL")
+    parser.add_argument("--max-requests", type=int, default=100,
+                        help="end the call after this many requests (loop guard, default 100)")
+
+
+async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.phone import run_call
+
+    steps: list[Answer] = [*args.gathers, *args.dials, *args.records, *args.queues]
+    interactive = not steps and sys.stdin.isatty() and not args.json
+    caller: Any = InteractiveCaller(out=out) if interactive else ScriptedCaller(steps)
+
+    def show(event: Event) -> None:
+        if args.json:
+            out.write(json.dumps(event.to_json()) + "\n")
+        else:
+            out.write(describe(event) + "\n")
+        out.flush()
+
+    result = await run_call(
+        args.url, caller, auth_token=_token(args, err), method=args.method,
+        params=CallParams(from_=args.from_, to=args.to, account_sid=args.account_sid),
+        fallback_url=args.fallback_url, status_callback=args.status_callback,
+        max_requests=args.max_requests, on_event=show,
+    )
+    return 0 if result.ok else 1
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.scenario import ScenarioError, load_scenarios, run_scenarios
+
+    try:
+        scenario_file = load_scenarios(args.scenarios)
+        token = args.auth_token or scenario_file.options.get("auth_token")
+        if not token and not os.environ.get("TWILIO_AUTH_TOKEN"):
+            err.write("ivrkit-sim: no auth token: requests are sent unsigned\n")
+        report = await run_scenarios(scenario_file, url=args.url, auth_token=token, out=out)
+    except (ScenarioError, OSError) as exc:
+        err.write(f"ivrkit-sim: {exc}\n")
+        return 2
+    return 0 if report.ok else 1
+
+
+async def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.replay import load_recording, replay
+
+    try:
+        recording = load_recording(args.recording)
+    except (ValueError, OSError) as exc:
+        err.write(f"ivrkit-sim: {exc}\n")
+        return 2
+    report = await replay(recording, args.url, auth_token=_token(args, err))
+    if report.ok:
+        out.write(f"replay matches: {len(report.expected)} steps heard and visited the same\n")
+        return 0
+    out.write("replay differs (- recorded, + replayed):\n")
+    out.write("\n".join(report.diff) + "\n")
+    return 1
+
+
+def _progress_bar(err: TextIO) -> Any:
+    if not err.isatty():
+        return None
+
+    def draw(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        err.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} calls")
+        if done == total:
+            err.write("\n")
+        err.flush()
+
+    return draw
+
+
+async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.load import run_load
+
+    try:
+        report = await run_load(
+            args.url, calls=args.calls, concurrency=args.concurrency,
+            wrong_input=args.wrong_input, no_input=args.no_input, hangup=args.hangup,
+            auth_token=_token(args, err), method=args.method, max_seconds=args.duration,
+            max_requests=args.max_requests, seed=args.seed, progress=_progress_bar(err),
+        )
+    except ValueError as exc:
+        err.write(f"ivrkit-sim: {exc}\n")
+        return 2
+    out.write((json.dumps(report.to_json()) if args.json else report.format_text()) + "\n")
+    return 0 if report.completed == report.calls and not report.crashed else 1
+
+
+_COMMANDS = {"call": _call, "run": _run, "replay": _replay, "load": _load}
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        return asyncio.run(_COMMANDS[args.command](args, out, err))
+    except KeyboardInterrupt:
+        err.write("\nivrkit-sim: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

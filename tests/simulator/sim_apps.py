@@ -53,6 +53,7 @@ class TwimlApp:
     def __init__(self, routes: dict[str, Handler], *, token: str | None = TOKEN) -> None:
         self.routes = routes
         self.seen: list[Seen] = []
+        self.answers: list[tuple[Seen, str]] = []  # (request, TwiML text answered)
         self.bad_signatures: list[str] = []
         self.validator = RequestValidator(token) if token else None
         self.app = Starlette(routes=[Route("/{path:path}", self.endpoint, methods=["GET", "POST"])])
@@ -78,12 +79,14 @@ class TwimlApp:
         if handler is None:
             return Response("not found", status_code=404)
         if isinstance(handler, str):
+            self.answers.append((seen, handler))
             return Response(handler, media_type="text/xml")
         result = handler(seen)
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, Response):
             return result
+        self.answers.append((seen, result))
         return Response(result, media_type="text/xml")
 
     def paths(self) -> list[str]:

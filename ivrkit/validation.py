@@ -6,7 +6,9 @@ Errors stop a flow from loading (and so `ivrkit serve` from starting); warnings 
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -58,7 +60,14 @@ RULES = {
     "IVR010": "sub-flow that does not exist",
     "IVR011": "reject after the call was answered",
     "IVR012": "enqueue without an outcome for leave / queue-full / error",
+    "IVR013": "retry loop with no limit: a silent caller goes round forever",
+    "IVR014": "menu with no no-input or no-match notice",
+    "IVR015": "redirect to this flow's own webhook",
+    "IVR016": "states from which the call can never end",
 }
+
+MAX_SENSIBLE_RETRIES = 10
+"""More attempts than this is a loop in all but name: nobody listens to a menu ten times."""
 
 
 def relative_path(path: str) -> str:
@@ -125,9 +134,13 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
         _check_targets(report, node, states)
         _check_node(report, flow, node)
 
+    _check_global_keys(report, flow, states)
     _check_passthrough_loops(report, flow, states)
+    _check_silent_loops(report, flow, states)
+    _check_traps(report, flow, states)
     if initial in states:
         _check_reachable(report, flow, states, initial)
+        _check_self_redirect(report, flow, states, initial)
     report.findings.sort(key=lambda f: (f.severity != ERROR, f.line))
     return report.findings
 
@@ -194,7 +207,20 @@ def _check_node(report: _Reporter, flow: type[Flow], node: n.Node) -> None:
                 f"{did_you_mean(give_up, flow.__ivrkit_states__)}",
                 "name an existing state",
             )
+    if isinstance(node, n.Menu | n.Collect):
+        _check_retries(report, node)
     if isinstance(node, n.Menu):
+        _check_duplicate_keys(report, node)
+        for key, target in node.choices.items():
+            if flow.target_name(target, node.name) == node.name and target is not n.REPEAT:
+                report.add(
+                    "IVR013",
+                    WARNING,
+                    node,
+                    f'choice "{key}" goes back to {node.name} itself, replaying it without '
+                    "counting a retry",
+                    "use REPEAT to replay the menu on purpose, or send the key elsewhere",
+                )
         seen_words: set[str] = set()
         length = node.key_length()
         for key in node.choices:
@@ -246,6 +272,8 @@ def _check_node(report: _Reporter, flow: type[Flow], node: n.Node) -> None:
                 f"no outcome for {', '.join(missing)}",
                 'add then="<state>" or on={"*": "<state>"}',
             )
+    if isinstance(node, n.Decision) and node.targets:
+        _check_decision_literals(report, flow, node)
     if isinstance(node, n.Decision) and node.targets == ():
         report.add(
             "IVR009",
@@ -271,15 +299,16 @@ def _successors(flow: type[Flow], node: n.Node, *, open_decisions: bool = True) 
 def _check_reachable(
     report: _Reporter, flow: type[Flow], states: dict[str, n.Node], initial: str
 ) -> None:
-    seen = {initial}
-    todo = [initial]
+    # Entry points are roots too; inline states (then=Hangup()) are reported with their owner.
+    seen = {initial, *(name for name in flow.entry_points if name in states)}
+    todo = list(seen)
     while todo:
         for target in _successors(flow, states[todo.pop()]):
             if target in states and target not in seen:
                 seen.add(target)
                 todo.append(target)
     for name, node in states.items():
-        if name not in seen and name not in flow.entry_points:
+        if name not in seen and name.isidentifier():
             report.add(
                 "IVR006",
                 WARNING,
@@ -346,3 +375,240 @@ def _check_passthrough_loops(
     for name in passthrough:
         if name not in color:
             visit(name, [name])
+
+
+def _check_retries(report: _Reporter, node: n.Menu | n.Collect) -> None:
+    retries = node.retries
+    for what, count in (("no_input", retries.no_input), ("no_match", retries.no_match)):
+        if count > MAX_SENSIBLE_RETRIES:
+            report.add(
+                "IVR013",
+                WARNING,
+                node,
+                f"Retries({what}={count}) asks the caller {count} times before giving up",
+                f"keep {what} at {MAX_SENSIBLE_RETRIES} or fewer (3 is usual)",
+            )
+    if retries.no_input_prompt is None:
+        report.add(
+            "IVR014",
+            WARNING,
+            node,
+            "no no-input notice: after silence the caller hears the prompt again with no "
+            "word that nothing was heard",
+            'set Retries(no_input_prompt="Sorry, I didn\'t hear anything.")',
+        )
+    if retries.no_match_prompt is None:
+        report.add(
+            "IVR014",
+            WARNING,
+            node,
+            "no no-match notice: a wrong entry replays the prompt with no word of what went wrong",
+            'set Retries(no_match_prompt="Sorry, that is not a valid choice.")',
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(file: str) -> ast.Module | None:
+    try:
+        with open(file, encoding="utf-8") as source:
+            return ast.parse(source.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _declaration(node: n.Node) -> ast.Call | None:
+    """The ``Menu(...)`` call expression that declared a node, read from its source file."""
+    file, line = node.defined_at
+    tree = _parsed(file)
+    if tree is None:
+        return None
+    name = type(node).__name__
+    for expr in ast.walk(tree):
+        if (
+            isinstance(expr, ast.Call)
+            and expr.lineno <= line <= (expr.end_lineno or expr.lineno)
+            and getattr(expr.func, "id", getattr(expr.func, "attr", None)) == name
+        ):
+            return expr
+    return None
+
+
+def _check_duplicate_keys(report: _Reporter, node: n.Menu) -> None:
+    # A dict literal keeps the last of two equal keys silently; only the source shows both.
+    call = _declaration(node)
+    if call is None:
+        return
+    for keyword in call.keywords:
+        if keyword.arg not in ("choices", "words") or not isinstance(keyword.value, ast.Dict):
+            continue
+        seen: set[str] = set()
+        for key in keyword.value.keys:
+            if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
+                continue
+            value = key.value if keyword.arg == "choices" else key.value.lower().strip()
+            if value in seen:
+                what = "choice" if keyword.arg == "choices" else "word"
+                report.add(
+                    "IVR008",
+                    ERROR,
+                    node,
+                    f'{what} "{value}" is listed twice; only the last one can be entered',
+                    f'remove one of the two "{value}" entries',
+                )
+            seen.add(value)
+
+
+def _check_decision_literals(report: _Reporter, flow: type[Flow], node: n.Decision) -> None:
+    from ivrkit.flow import _returned_literals  # the flow module imports this one
+
+    literals, _ = _returned_literals(node.function)
+    for name in literals:
+        if name not in node.targets:
+            where = "" if name in flow.__ivrkit_states__ else " and is not a state"
+            report.add(
+                "IVR009",
+                ERROR,
+                node,
+                f'can return "{name}", which is not in its targets{where}'
+                f"{did_you_mean(name, node.targets)}",
+                f'add "{name}" to targets=[...] of @decision or return one of them',
+            )
+
+
+def _check_global_keys(report: _Reporter, flow: type[Flow], states: dict[str, n.Node]) -> None:
+    for key, target in flow.global_keys.items():
+        if isinstance(target, str) and target not in states:
+            report.add(
+                "IVR001",
+                ERROR,
+                None,
+                f'global key "{key}" goes to unknown state "{target}"'
+                f"{did_you_mean(target, states)}",
+                "name an existing state in global_keys",
+            )
+    for node in states.values():
+        if not isinstance(node, n.Menu):
+            continue
+        keys = flow.global_keys_for(node)
+        for key in keys:
+            if node.finish_on_key and node.finish_on_key in key:
+                report.add(
+                    "IVR008",
+                    ERROR,
+                    node,
+                    f'global key "{key}" contains the finish key "{node.finish_on_key}", '
+                    "so it can never be entered here",
+                    "set another finish_on_key on the menu, or global_keys=False",
+                )
+        if node.key_length() == 1 and any(len(key) > 1 for key in keys):
+            report.add(
+                "IVR008",
+                WARNING,
+                node,
+                "a multi-digit global key turns this one-digit menu into one that waits for "
+                "the finish key",
+                "make every global key one digit",
+            )
+
+
+def _silent_successors(flow: type[Flow], node: n.Node) -> list[str]:
+    """Where the call goes next when the caller does nothing at all."""
+    targets: list[object] = []
+    if isinstance(node, n.Say | n.Play | n.Pause | n.SubFlow | n.Decision):
+        targets = [t for _, t in node.outcomes()]
+    elif isinstance(node, n.Menu | n.Collect):
+        targets = [flow.give_up_target(node)]
+    elif isinstance(node, n.Record):
+        targets = [node.on_empty or node.then]
+    return [name for t in targets if (name := flow.target_name(t, node.name)) is not None]  # type: ignore[arg-type]
+
+
+def _check_silent_loops(report: _Reporter, flow: type[Flow], states: dict[str, n.Node]) -> None:
+    # Each Gather counts its retries, but a give-up that leads back to the same Gather starts
+    # the count again: a silent caller (or an answering machine) is then asked forever.
+    asking = [name for name, node in states.items() if isinstance(node, n.Menu | n.Collect)]
+    for start in asking:
+        path = [start]
+        seen = {start}
+        state = start
+        while True:
+            following = [t for t in _silent_successors(flow, states[state]) if t in states]
+            if not following:
+                break
+            state = following[0]
+            if state == start:
+                via_code = any(isinstance(states[s], n.Decision) for s in path)
+                report.add(
+                    "IVR013",
+                    WARNING if via_code else ERROR,
+                    states[start],
+                    f"a silent caller goes round {' -> '.join(path + [start])} forever: each "
+                    "give-up starts the retry count again",
+                    "give up to a state that ends the call (Hangup, voicemail, an operator)",
+                )
+                break
+            if state in seen:
+                break  # a loop elsewhere; reported from its own first Gather
+            seen.add(state)
+            path.append(state)
+
+
+def _check_traps(report: _Reporter, flow: type[Flow], states: dict[str, n.Node]) -> None:
+    # States that cannot reach an end: the caller can only hang up on us.
+    predecessors: dict[str, set[str]] = {name: set() for name in states}
+    for name, node in states.items():
+        for target in _successors(flow, node):
+            if target in predecessors:
+                predecessors[target].add(name)
+    can_end = {name for name, node in states.items() if node.ends_call}
+    todo = list(can_end)
+    while todo:
+        for source in predecessors[todo.pop()]:
+            if source not in can_end:
+                can_end.add(source)
+                todo.append(source)
+    trapped = [name for name in states if name not in can_end]
+    if trapped:
+        first = states[trapped[0]]
+        report.add(
+            "IVR016",
+            ERROR,
+            first,
+            f"no path from {', '.join(trapped)} ever ends the call",
+            "route a choice, give-up or outcome from them to a Hangup, a voicemail or an operator",
+        )
+
+
+def _check_self_redirect(
+    report: _Reporter, flow: type[Flow], states: dict[str, n.Node], initial: str
+) -> None:
+    own = f"/voice/{flow.name}"
+    waiting_free = {initial}
+    todo = [initial]
+    while todo:
+        node = states[todo.pop()]
+        if node.waits_for_caller:
+            continue
+        for target in _successors(flow, node):
+            if target in states and target not in waiting_free:
+                waiting_free.add(target)
+                todo.append(target)
+    for node in states.values():
+        if not isinstance(node, n.Redirect):
+            continue
+        path = node.url.split("?", 1)[0].rstrip("/")
+        if not (path.endswith(own) or path.endswith(f"{own}/action")):
+            continue
+        forever = node.name in waiting_free
+        report.add(
+            "IVR015",
+            ERROR if forever else WARNING,
+            node,
+            f"redirects to this flow's own webhook {node.url!r}: the call starts again from "
+            + (
+                "the top without waiting for the caller, so Twilio requests it forever"
+                if forever
+                else "the top as a new call, losing its retry counts"
+            ),
+            f'go to the state itself (then="{initial}") instead of redirecting',
+        )

@@ -23,6 +23,7 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.engine import ERROR_NOTICE, CallResult, Engine, parse_twiml
+from simulator.load import LoadCaller, LoadReport, menu_choices, run_load
 from simulator.model import (
     CallParams,
     DialEvent,
@@ -44,11 +45,19 @@ from simulator.model import (
     event_from_json,
 )
 from simulator.phone import CallEnded, LiveCall, Phone, SyncCall, WrongInput, run_call
+from simulator.replay import Recording, ReplayReport, load_recording, replay
+from simulator.scenario import (
+    Scenario,
+    ScenarioError,
+    ScenarioFile,
+    ScenarioReport,
+    load_scenarios,
+    run_scenarios,
+)
 from simulator.signing import Signer, compute_signature, signing_url
 from simulator.transport import Transport
 
 __all__ = [
-    "ERROR_NOTICE",
     "Answer",
     "CallEnded",
     "CallParams",
@@ -57,10 +66,11 @@ __all__ = [
     "DialEvent",
     "DialOutcome",
     "DialPrompt",
+    "ERROR_NOTICE",
     "EndEvent",
+    "Engine",
     "EnqueueEvent",
     "EnqueuePrompt",
-    "Engine",
     "ErrorEvent",
     "Event",
     "GatherEvent",
@@ -70,6 +80,8 @@ __all__ = [
     "InputEvent",
     "InteractiveCaller",
     "LiveCall",
+    "LoadCaller",
+    "LoadReport",
     "PauseEvent",
     "Phone",
     "PlayEvent",
@@ -78,10 +90,16 @@ __all__ = [
     "RecordEvent",
     "RecordOutcome",
     "RecordPrompt",
+    "Recording",
     "RedirectEvent",
     "RejectEvent",
+    "ReplayReport",
     "RequestEvent",
     "SayEvent",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioFile",
+    "ScenarioReport",
     "ScriptedCaller",
     "Signer",
     "Speak",
@@ -92,7 +110,13 @@ __all__ = [
     "compute_signature",
     "describe",
     "event_from_json",
+    "load_recording",
+    "load_scenarios",
+    "menu_choices",
     "parse_twiml",
+    "replay",
     "run_call",
+    "run_load",
+    "run_scenarios",
     "signing_url",
 ]

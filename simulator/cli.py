@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="RESULT[:ROUNDS]", help="bridged, leave, hangup... (QueueResult)")
     _call_options(call)
     call.add_argument("--json", action="store_true", help="one JSON object per line per event")
+    call.add_argument("-i", "--interactive", action="store_true",
+                      help="ask for every input on stdin even when it is not a terminal")
 
     run = commands.add_parser("run", help="run a YAML scenario file")
     run.add_argument("scenarios", metavar="SCENARIO.yaml")
@@ -153,7 +155,7 @@ async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from simulator.phone import run_call
 
     steps: list[Answer] = [*args.gathers, *args.dials, *args.records, *args.queues]
-    interactive = not steps and sys.stdin.isatty() and not args.json
+    interactive = args.interactive or (not steps and sys.stdin.isatty() and not args.json)
     caller: Any = InteractiveCaller(out=out) if interactive else ScriptedCaller(steps)
 
     def show(event: Event) -> None:

@@ -457,8 +457,7 @@ class Engine:
     async def _verb_redirect(self, verb: ET.Element, document: Document) -> _Next:
         target = _text(verb)
         if not target:
-            raise_error = TwimlError(12200, "<Redirect> needs a URL as its text")
-            self.emit(ErrorEvent(raise_error.code, str(raise_error)))
+            self.emit(ErrorEvent(12200, "<Redirect> needs a URL as its text"))
             raise _End("completed", "error")
         url = urljoin(document.url, target)
         self.emit(RedirectEvent(url))

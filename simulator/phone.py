@@ -161,9 +161,17 @@ class LiveCall:
             session=self._transport.session(), caller=self._channel, url=self._url,
             listeners=[self.events.append], **self._options,
         )
-        self._task = asyncio.ensure_future(engine.run())
+        self._task = asyncio.ensure_future(self._drive(engine))
         await self._until_pause()
         return self
+
+    async def _drive(self, engine: Engine) -> CallResult:
+        try:
+            return await engine.run()
+        finally:
+            # Also when the test's event loop cancels a call left waiting: free the client
+            # while the loop can still close its sockets.
+            await self._release()
 
     async def _until_pause(self) -> None:
         assert self._channel is not None

@@ -123,3 +123,29 @@ async def test_phone_run_whole_script(phone):
     result = await phone.run("/voice", app=menu_app(), steps=[Press("9"), Press("1")])
     assert "Sorry." in result.heard
     assert result.reason == "caller-hangup"  # no Dial outcome scripted
+
+
+async def test_call_left_waiting_over_http_is_cleaned_up(phone, serve):
+    from sim_apps import demo_ivr
+
+    server = serve(demo_ivr())
+    call = await phone.call(f"{server.url}/voice").start()
+    assert call.waiting_for == "gather"
+    # No hangup: the fixture and the event loop's teardown must close the HTTP client.
+
+
+def test_sync_call_left_waiting_over_http_is_cleaned_up(phone, serve):
+    import gc
+
+    from sim_apps import demo_ivr
+
+    gc.collect()  # an unclosed socket from the test above would warn (= fail) here
+    server = serve(demo_ivr())
+    call = phone.sync(f"{server.url}/voice")
+    assert call.waiting_for == "gather"
+
+
+def test_nothing_leaked_by_the_tests_above():
+    import gc
+
+    gc.collect()

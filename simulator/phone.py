@@ -426,17 +426,18 @@ class Phone:
             app = self.app  # a bare path means the phone's in-process app
         target = url or self.url or ("/" if app is not None else None)
         if target is None:
-            raise ValueError("phone.call(): give a URL, an app=, or set Phone(url=...)")
+            raise ValueError("phone.call(): give a URL, an app=, or set phone.url / phone.app")
         token = options.pop("auth_token", self.auth_token)
         params = options.pop("params", None) or CallParams(
             from_=options.pop("from_", self.from_), to=options.pop("to", self.to),
             extra=options.pop("extra", {}),
         )
         options.setdefault("max_requests", self.max_requests)
+        client = options.pop("client", self.client)
 
         def make() -> LiveCall:
-            shared = self.client is not None and app is None
-            transport = Transport(app=app, client=self.client if shared else None, auth_token=token)
+            shared = client is not None and app is None
+            transport = Transport(app=app, client=client if shared else None, auth_token=token)
             return LiveCall(
                 transport=transport, owns_transport=True, url=target, params=params, **options
             )
@@ -447,8 +448,9 @@ class Phone:
         """A new call (not started): ``await phone.call("/voice").start()``.
 
         Options: from_, to, extra (more webhook params), params (a CallParams), auth_token,
-        method, fallback_url, fallback_method, status_callback, status_callback_method,
-        status_callback_events, max_requests.
+        client (an httpx.AsyncClient to reuse, e.g. one whose ASGI app's lifespan is running;
+        bare paths join its base_url), method, fallback_url, fallback_method, status_callback,
+        status_callback_method, status_callback_events, max_requests.
         """
         call = self._factory(url, app, dict(options))()
         self._live.append(call)

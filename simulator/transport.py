@@ -136,9 +136,13 @@ class Transport:
         self.signer = Signer(auth_token) if auth_token else None
 
     def absolute(self, url: str) -> str:
-        """In-process apps accept bare paths (``/voice``); they are served at http://testserver."""
-        if self.app is not None and url.startswith("/"):
-            return ASGI_BASE_URL + url
+        """Bare paths (``/voice``) go to the in-process app at http://testserver, or to the given
+        client's ``base_url``; signatures need the absolute URL."""
+        if url.startswith("/"):
+            if self.app is not None:
+                return ASGI_BASE_URL + url
+            if str(self.client.base_url):
+                return str(self.client.base_url.join(url))
         return url
 
     def session(self) -> Session:

@@ -149,3 +149,18 @@ def test_nothing_leaked_by_the_tests_above():
     import gc
 
     gc.collect()
+
+
+async def test_reuse_a_client_with_base_url(phone):
+    import httpx
+
+    app = menu_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://ivr.example.com") as client:
+        call = await phone.call("/voice", client=client).start()
+        await call.press("1")
+        await call.dial("completed")
+        assert not client.is_closed  # a borrowed client is left open for its owner
+    assert call.ended
+    assert call.requests[0].url == "https://ivr.example.com/voice"
+    assert not app.bad_signatures  # signed for the https URL without a port

@@ -1,4 +1,4 @@
-"""The ``ivrkit`` command: serve flows, check them, and read the event log."""
+"""The ``ivrkit`` command: serve flows, check, draw and catalogue them, and read the event log."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from ivrkit.config import Settings
-from ivrkit.errors import ConfigError, FlowDefinitionError, FlowLoadError, FlowRuntimeError
+from ivrkit.errors import (
+    ConfigError,
+    FlowDefinitionError,
+    FlowLoadError,
+    FlowRuntimeError,
+    IvrkitError,
+)
 from ivrkit.loader import load_flows
 from ivrkit.runtime import FlowRegistry
 
@@ -108,6 +114,83 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args.paths, output=args.format)
 
 
+def _graph(args: argparse.Namespace) -> int:
+    from ivrkit import graph
+
+    try:
+        if args.diff:
+            old, new = (graph.build_graph(graph.load_target(spec)) for spec in args.diff)
+            change = graph.diff(old, new)
+            data = (change.mermaid() if args.format == "mermaid" else change.text()).encode()
+        else:
+            if not args.flow:
+                print(
+                    "ivrkit graph: name a flow (path.py or path.py:Class) or --diff OLD NEW",
+                    file=sys.stderr,
+                )
+                return 2
+            flows = graph.load_target(args.flow)
+            data = graph.render(graph.build_graph(flows), args.format, name=flows[0].name)
+    except FlowDefinitionError as error:
+        print("ivrkit graph: the flow has errors; run ivrkit check:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except IvrkitError as error:
+        print(f"ivrkit graph: {error}", file=sys.stderr)
+        return 2
+    return _output(data, args.output, binary=args.format == "png" and not args.diff)
+
+
+def _output(data: bytes, path: str | None, *, binary: bool = False) -> int:
+    if path:
+        with open(path, "wb") as file:
+            file.write(data)
+        print(f"ivrkit: wrote {path}", file=sys.stderr)
+    elif binary:
+        if sys.stdout.isatty():
+            print("ivrkit: PNG is binary; write it to a file with -o FILE", file=sys.stderr)
+            return 2
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from ivrkit import prompts
+
+    try:
+        flows = prompts.load_flows_quietly(args.paths)
+    except IvrkitError as error:
+        print(f"ivrkit prompts: {error}", file=sys.stderr)
+        return 2
+    rows = prompts.catalogue(flows)
+    text = prompts.to_json(rows) if args.format == "json" else prompts.to_csv(rows)
+    _output(text.encode(), args.output)
+    missing = [row for row in rows if row.missing]
+    for row in missing:
+        print(
+            f"ivrkit prompts: {row.flow}.{row.state}: no {row.kind} in {row.missing}",
+            file=sys.stderr,
+        )
+    return 1 if missing and args.strict else 0
+
+
+def _new(args: argparse.Namespace) -> int:
+    from ivrkit import scaffold
+
+    try:
+        written = scaffold.create(args.name, root=args.root)
+    except (ValueError, FileExistsError) as error:
+        print(f"ivrkit new: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"created {path}")
+    print(f"next: ivrkit check {written[0]} && pytest {written[1]}")
+    return 0
+
+
 def _events(args: argparse.Namespace) -> int:
     from ivrkit.store import create_store
 
@@ -171,6 +254,37 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+")
     check.add_argument("--format", choices=("text", "json", "github"), default="text")
     check.set_defaults(handler=_check)
+
+    graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT, SVG or PNG")
+    graph.add_argument("flow", nargs="?", help="path/to/flows.py or path/to/flows.py:ClassName")
+    graph.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "svg", "png"),
+        default="mermaid",
+        help="mermaid and dot need nothing installed; svg and png need Graphviz",
+    )
+    graph.add_argument("-o", "--output", help="write to this file instead of stdout")
+    graph.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="states and transitions NEW adds to and removes from OLD (text, or mermaid)",
+    )
+    graph.set_defaults(handler=_graph)
+
+    prompts = commands.add_parser("prompts", help="every prompt, with language and voice")
+    prompts.add_argument("paths", nargs="+")
+    prompts.add_argument("--format", choices=("csv", "json"), default="csv")
+    prompts.add_argument("-o", "--output", help="write to this file instead of stdout")
+    prompts.add_argument(
+        "--strict", action="store_true", help="exit 1 when a declared language is missing"
+    )
+    prompts.set_defaults(handler=_prompts)
+
+    new = commands.add_parser("new", help="write a new flow module and its test")
+    new.add_argument("name", help="snake_case module name, e.g. billing_line")
+    new.add_argument("--root", default=".", help="project folder holding flows/ and tests/")
+    new.set_defaults(handler=_new)
 
     events = commands.add_parser("events", help="a call's event log as JSON lines (for replay)")
     events.add_argument("call_sid")

@@ -1,0 +1,210 @@
+"""Requests/s and latency of the whole webhook path against a bare Starlette baseline.
+
+Each simulated call makes the four webhooks of a real one on flows/support_line.py
+(incoming call -> press 3 -> recording done -> status callback), every one signed and
+validated, its state loaded, transitioned, rendered and saved with an event row. The same
+wrk load (2 threads, 64 connections) is pointed at a bare Starlette app that answers a fixed
+TwiML menu, in the same run on the same machine; the script prints both and the ratio.
+
+    python benchmarks/webhook_throughput.py [--duration 10] [--connections 64]
+        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-" + "0" * 20
+LUA = r"""
+local lines = {}
+local index = 0
+function init(args)
+  -- each thread takes its own share of the lines (so of the calls), keeping their order
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n % 2 == id then table.insert(lines, line) end
+    n = n + 1
+  end
+end
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+request = function()
+  index = index + 1
+  if index > #lines then index = 1 end
+  local path, body, sig = lines[index]:match("([^\t]+)\t([^\t]*)\t([^\t]+)")
+  return wrk.format("POST", path, {["Content-Type"]="application/x-www-form-urlencoded",
+                                   ["X-Twilio-Signature"]=sig}, body)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call_requests(base: str, calls: int, block: int) -> list[str]:
+    """Signed requests, each call's steps a block apart so they arrive in order."""
+    validator = RequestValidator(TOKEN)
+    lines: list[str] = []
+    for first in range(0, calls, block):
+        sids = ["CA" + secrets.token_hex(16) for _ in range(min(block, calls - first))]
+        steps = [
+            ("/voice/support_line", {}),
+            ("/voice/support_line/action?state=main_menu&step=1", {"Digits": "3"}),
+            ("/voice/support_line/action?state=voicemail&step=2",
+             {"RecordingUrl": "https://api.twilio.com/rec/RE1", "RecordingDuration": "12",
+              "RecordingSid": "RE" + "1" * 32, "Digits": "#"}),
+            ("/voice/support_line/status", {"CallStatus": "completed", "CallDuration": "40"}),
+        ]
+        for path, extra in steps:
+            for sid in sids:
+                params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32,
+                          "From": "+14155550100", "To": "+15005550006",
+                          "Caller": "+14155550100", "Called": "+15005550006",
+                          "CallStatus": "in-progress", "Direction": "inbound",
+                          "ApiVersion": "2010-04-01", "FromCity": "SAN FRANCISCO",
+                          "FromState": "CA", "FromCountry": "US", **extra}
+                signature = validator.compute_signature(base + path, params)
+                lines.append(f"{path}\t{urlencode(params)}\t{signature}")
+    return lines
+
+
+def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"server did not start: {' '.join(command)}")
+
+
+def run_wrk(port: int, data: Path, script: Path, duration: int, connections: int) -> dict:
+    threads = 2
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+               "-s", str(script), f"http://127.0.0.1:{port}", "--", str(data)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def percentile(label: str) -> float:
+        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+
+
+def measure(name: str, command: list[str], env: dict[str, str], port: int, data: Path,
+            script: Path, args: argparse.Namespace) -> dict:
+    process = start_server(command, env, port)
+    try:
+        run_wrk(port, data, script, 2, args.connections)  # warm-up
+        result = run_wrk(port, data, script, args.duration, args.connections)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    result["name"] = name
+    print(f"{name:<34} {result['rps']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   "
+          f"p99 {result['p99']:6.2f} ms   non-2xx {result['non_2xx']}   "
+          f"socket errors {result['socket_errors']}", flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=40_000)
+    parser.add_argument("--postgres", default=os.environ.get("IVRKIT_BENCH_POSTGRES"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
+        return 2
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, {platform.platform()}")
+    print(f"load: wrk 2 threads, {args.connections} connections, {args.duration}s per server")
+    workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
+    script = workdir / "calls.lua"
+    script.write_text(LUA)
+    python = sys.executable
+    uvicorn = [python, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+
+    results = []
+    port = free_port()
+    data = workdir / "bare.tsv"
+    data.write_text("\n".join(call_requests(f"http://127.0.0.1:{port}", 2000, 256)) + "\n")
+    results.append(measure("bare Starlette, fixed TwiML", [*uvicorn, "--port", str(port),
+                           "--app-dir", str(ROOT / "benchmarks"), "bare_app:app"],
+                           dict(os.environ), port, data, script, args))
+
+    targets = [("ivrkit support_line, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}")]
+    if args.postgres:
+        targets.append(("ivrkit support_line, PostgreSQL", args.postgres))
+    for name, url in targets:
+        if url.startswith("postgresql"):
+            _reset_postgres(url)
+        port = free_port()
+        data = workdir / f"{name.split()[-1]}.tsv"
+        data.write_text("\n".join(call_requests(f"http://127.0.0.1:{port}", args.calls,
+                                                4 * args.connections)) + "\n")
+        env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN, "IVRKIT_DATABASE_URL": url,
+               "IVRKIT_LOG_LEVEL": "warning"}
+        results.append(measure(name, [python, "-m", "ivrkit.cli", "serve",
+                                      "flows/support_line.py", "--port", str(port)],
+                               env, port, data, script, args))
+
+    bare = results[0]["rps"]
+    print()
+    for result in results[1:]:
+        print(f"{result['name']}: {result['rps'] / bare:.2f} x the bare app's requests/s "
+              f"(goal >= 0.5), p99 {result['p99']:.1f} ms (goal < 25 ms)")
+    if len(results) == 3:
+        print(f"PostgreSQL / SQLite requests/s: {results[2]['rps'] / results[1]['rps']:.2f} "
+              f"(goal: within 1.5x, i.e. >= 0.67)")
+    return 0
+
+
+def _reset_postgres(url: str) -> None:
+    import asyncio
+
+    from ivrkit.store import create_store, metadata
+
+    async def reset() -> None:
+        store = create_store(url)
+        async with store.engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+        await store.close()
+
+    asyncio.run(reset())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -252,6 +252,10 @@ def main(
     except KeyboardInterrupt:
         err.write("\nivrkit-sim: interrupted\n")
         return 130
+    except BrokenPipeError:  # e.g. `ivrkit-sim call ... --json | head`
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -146,6 +146,9 @@ def _call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="POST", choices=["POST", "GET"])
     parser.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN; none = unsigned")
     parser.add_argument("--status-callback", metavar="URL")
+    parser.add_argument("--status-callback-event", dest="status_events", action="append",
+                        choices=["initiated", "ringing", "answered", "completed"],
+                        help="events sent to --status-callback (repeatable; default completed)")
     parser.add_argument("--fallback-url", metavar="URL")
     parser.add_argument("--max-requests", type=int, default=100,
                         help="end the call after this many requests (loop guard, default 100)")
@@ -169,6 +172,7 @@ async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.url, caller, auth_token=_token(args, err), method=args.method,
         params=CallParams(from_=args.from_, to=args.to, account_sid=args.account_sid),
         fallback_url=args.fallback_url, status_callback=args.status_callback,
+        status_callback_events=args.status_events or ("completed",),
         max_requests=args.max_requests, on_event=show,
     )
     return 0 if result.ok else 1

@@ -175,8 +175,14 @@ class CallResult:
         return [e for e in self.events if isinstance(e, ErrorEvent)]
 
     @property
-    def heard(self) -> list[str]:
+    def said(self) -> list[str]:
+        """Each Say's text, in order."""
         return [e.text for e in self.events if isinstance(e, SayEvent)]
+
+    @property
+    def heard(self) -> str:
+        """All spoken text, one Say per line (substring checks: ``"Goodbye" in result.heard``)."""
+        return "\n".join(self.said)
 
     @property
     def transcript(self) -> str:
@@ -310,6 +316,7 @@ class Engine:
 
     async def _load(self, method: str, url: str, params: dict[str, str]) -> Document:
         """Fetch a document for the call; on failure try the fallback URL, else end the call."""
+        status = self.call_status
         result = await self._request(method, url, params)
         try:
             return self._document(result)
@@ -319,7 +326,9 @@ class Engine:
         if self.fallback_url:
             fallback_params = dict(params)
             fallback_params.update(ErrorCode=str(failed_code), ErrorUrl=failed_url)
-            result = await self._request(self.fallback_method, self.fallback_url, fallback_params)
+            result = await self._request(
+                self.fallback_method, self.fallback_url, fallback_params, status=status
+            )
             try:
                 return self._document(result)
             except TwimlError as error:

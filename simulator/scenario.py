@@ -205,7 +205,7 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
 def check(expect: Expectation, result: CallResult) -> list[str]:
     """What did not match, one message each (empty when the scenario passed)."""
     failures = []
-    spoken = "\n".join(result.heard)
+    spoken = result.heard
     for text in expect.heard:
         if text not in spoken:
             failures.append(f"expected to hear {text!r}")

@@ -58,7 +58,7 @@ async def test_gather_timeout_falls_through_without_request(make_app):
     })
     result = await call(app, [Timeout()])
     assert app.paths() == ["/voice"]
-    assert result.heard == ["Press something", "We did not get that"]
+    assert result.said == ["Press something", "We did not get that"]
     assert result.events[-1].reason == "end-of-document"
 
 
@@ -139,7 +139,7 @@ async def test_keys_cut_the_prompt_when_pressed_early(make_app):
         "/next": twiml("<Hangup/>"),
     })
     result = await call(app, [Press("1#", after=1)])
-    assert result.heard == ["One"]
+    assert result.said == ["One"]
 
 
 async def test_relative_redirect_resolves_against_current_document(make_app):
@@ -215,7 +215,7 @@ async def test_dial_without_action_continues_the_document(make_app):
     app = make_app({"/voice": twiml("<Dial>+15550111</Dial><Say>After the dial</Say>")})
     result = await call(app, [DialOutcome("busy")])
     assert app.paths() == ["/voice"]
-    assert result.heard == ["After the dial"]
+    assert result.said == ["After the dial"]
     dial = next(e for e in result.events if e.type == "dial")
     assert dial.targets == ["+15550111"]
     assert dial.status == "busy"
@@ -266,7 +266,7 @@ async def test_enqueue_wait_url_gets_queue_params_and_leave_resumes(make_app):
     assert hold.params["QueuePosition"] == "1"
     assert hold.params["QueueSid"].startswith("QU")
     assert {"QueueTime", "AvgQueueTime", "CurrentQueueSize", "MaxQueueSize"} <= set(hold.params)
-    assert result.heard == ["Please hold", "Back from the queue"]
+    assert result.said == ["Please hold", "Back from the queue"]
     enqueue = next(e for e in result.events if e.type == "enqueue")
     assert (enqueue.queue, enqueue.result) == ("support", "leave")
 
@@ -289,14 +289,14 @@ async def test_nested_verbs_twilio_refuses_are_12200(make_app):
         app = make_app({"/voice": twiml(f"<Gather>{inner}</Gather>")})
         result = await call(app)
         assert [e.code for e in result.errors] == [12200], inner
-        assert result.heard == [ERROR_NOTICE]
+        assert result.said == [ERROR_NOTICE]
 
 
 async def test_unknown_verb_is_reported_and_skipped(make_app):
     app = make_app({"/voice": twiml("<say>lower case</say><Say>Real</Say>")})
     result = await call(app)
     assert [e.code for e in result.errors] == [12200]
-    assert result.heard == ["Real"]
+    assert result.said == ["Real"]
 
 
 async def test_bad_content_type_is_12300(make_app):
@@ -304,7 +304,7 @@ async def test_bad_content_type_is_12300(make_app):
                                                  media_type="application/json")})
     result = await call(app)
     assert [e.code for e in result.errors] == [12300]
-    assert result.heard == [ERROR_NOTICE]
+    assert result.said == [ERROR_NOTICE]
     assert not result.ok
 
 
@@ -330,14 +330,14 @@ async def test_comments_ignored(make_app):
     app = make_app({"/voice": twiml("<!-- a note --><Say>Hi</Say>")})
     result = await call(app)
     assert result.ok
-    assert result.heard == ["Hi"]
+    assert result.said == ["Hi"]
 
 
 async def test_plain_text_that_is_not_twiml_is_spoken_then_hangup(make_app):
     app = make_app({"/voice": lambda s: Response("Hello there", media_type="text/plain")})
     result = await call(app)
     assert result.ok
-    assert result.heard == ["Hello there"]
+    assert result.said == ["Hello there"]
 
 
 async def test_body_over_64k_is_11750(make_app):
@@ -350,7 +350,7 @@ async def test_500_answer_is_11200(make_app):
     app = make_app({"/voice": lambda s: Response("boom", status_code=500)})
     result = await call(app)
     assert [e.code for e in result.errors] == [11200]
-    assert result.heard == [ERROR_NOTICE]
+    assert result.said == [ERROR_NOTICE]
     assert app.paths() == ["/voice"]  # rp defaults to ct: no retry on 5xx
 
 
@@ -383,7 +383,8 @@ async def test_fallback_url_gets_error_code_and_continues(make_app):
     assert fallback.path == "/fallback"
     assert fallback.params["ErrorCode"] == "11200"
     assert fallback.params["ErrorUrl"] == "http://testserver/voice"
-    assert result.heard == ["Fallback speaking"]
+    assert fallback.params["CallStatus"] == "ringing"  # still the first event of the call
+    assert result.said == ["Fallback speaking"]
 
 
 async def test_request_loop_limit_ends_the_call(make_app):
@@ -415,14 +416,14 @@ async def test_reject_after_another_verb_is_refused(make_app):
 async def test_hangup_verb_ends_and_later_verbs_unreachable(make_app):
     app = make_app({"/voice": twiml("<Say>Bye</Say><Hangup/><Say>never</Say>")})
     result = await call(app)
-    assert result.heard == ["Bye"]
+    assert result.said == ["Bye"]
     assert result.reason == "hangup"
 
 
 async def test_say_loop_zero_is_capped(make_app):
     app = make_app({"/voice": twiml('<Say loop="0">la</Say>')})
     result = await call(app)
-    assert len(result.heard) == 1000
+    assert len(result.said) == 1000
 
 
 async def test_status_callback_params(make_app):
@@ -474,7 +475,7 @@ async def test_302_is_followed_without_resending_digits(make_app):
     assert app.seen[1].params["Digits"] == "4"
     assert app.seen[2].method == "GET"
     assert "Digits" not in app.seen[2].params
-    assert result.heard == ["Second menu"]
+    assert result.said == ["Second menu"]
 
 
 async def test_too_many_redirects_is_11215(make_app):

@@ -56,6 +56,7 @@ __all__ = ["ERROR_NOTICE", "CallResult", "Engine", "parse_twiml"]
 ERROR_NOTICE = "We are sorry, an application error has occurred. Goodbye."
 MAX_BODY = 64 * 1024
 LOOP_CAP = 1000
+SAY_LIMIT = 4096  # characters, basic voices (Polly 3000, Google 5000: not told apart)
 MAX_WAIT_ROUNDS = 20
 TWIML_TYPES = frozenset({"text/xml", "application/xml", "text/html"})
 WORDS_PER_SECOND = 2.5
@@ -66,7 +67,7 @@ _DIAL_NOUNS = frozenset(
     {"Number", "Client", "Sip", "Conference", "Queue", "Application", "WhatsApp", "Sim"}
 )
 _WAIT_VERBS = frozenset({"Play", "Say", "Pause", "Hangup", "Redirect", "Leave", "Gather"})
-_SILENT_VERBS = frozenset({"Start", "Stop", "Connect", "Refer", "Pay", "Prompt", "Echo", "Sms"})
+_SILENT_VERBS = frozenset({"Start", "Stop", "Refer", "Pay", "Prompt", "Echo", "Sms"})
 _NO_CHILDREN = frozenset(
     {"Say", "Play", "Pause", "Hangup", "Reject", "Redirect", "Leave", "Record", "Enqueue"}
 )
@@ -393,7 +394,7 @@ class Engine:
                     self.emit(ErrorEvent(12200, f"unknown verb <{verb.tag}> skipped; TwiML names "
                                          "are case-sensitive (e.g. <Say>, <Gather>)"))
                 continue
-            step = await handler(self, verb, document)
+            step: _Next | None = await handler(self, verb, document)
             self.verbs_run += 1
             if self._pending_answered:
                 self._pending_answered = False
@@ -437,6 +438,11 @@ class Engine:
 
     async def _verb_say(self, verb: ET.Element, document: Document) -> None:
         self._answer()
+        length = len(_text(verb))
+        if length > SAY_LIMIT:
+            self.emit(ErrorEvent(13521, f"<Say> of {length} characters skipped; Twilio accepts "
+                                 f"at most {SAY_LIMIT} (split the text into several <Say>)"))
+            return
         for event in self._say(verb):
             self.emit(event)
 
@@ -474,6 +480,15 @@ class Engine:
 
     async def _verb_leave(self, verb: ET.Element, document: Document) -> None:
         return None  # outside a queue there is nothing to leave
+
+    async def _verb_connect(self, verb: ET.Element, document: Document) -> _Next | None:
+        # Streams, ConversationRelay, rooms are not simulated: the connection ends at once,
+        # then Twilio requests the action if there is one, else runs the next verb.
+        self._answer()
+        action = verb.get("action")
+        if not action:
+            return None
+        return _Next(verb.get("method", "POST"), urljoin(document.url, action))
 
     async def _verb_gather(self, verb: ET.Element, document: Document) -> _Next | None:
         self._answer()
@@ -713,4 +728,5 @@ class Engine:
         "Redirect": _verb_redirect,
         "Hangup": _verb_hangup,
         "Reject": _verb_reject,
+        "Connect": _verb_connect,
     }

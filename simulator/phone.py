@@ -179,7 +179,8 @@ class LiveCall:
         channel = self._channel
         if channel.paused.done():
             channel.paused = asyncio.get_running_loop().create_future()
-        await asyncio.wait({channel.paused, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        waits: set[asyncio.Future[Any]] = {channel.paused, self._task}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
             self.result = self._task.result()  # re-raises a crash inside the engine
             await self._release()

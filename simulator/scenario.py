@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from simulator.caller import (
     Answer,

@@ -520,3 +520,20 @@ async def test_virtual_clock_counts_pauses_without_sleeping(make_app):
     assert loop.time() - started < 2
     assert result.duration >= 120  # the first Pause delays the answer, so it is not billed
     assert result.duration < 600
+
+
+async def test_connect_requests_its_action_or_continues(make_app):
+    app = make_app({
+        "/voice": twiml('<Connect><Stream url="wss://x"/></Connect><Say>After connect</Say>'
+                        '<Connect action="/done"><Stream url="wss://x"/></Connect>'),
+        "/done": twiml("<Say>Done</Say>"),
+    })
+    result = await call(app)
+    assert result.said == ["After connect", "Done"]
+
+
+async def test_say_over_4096_characters_is_13521(make_app):
+    app = make_app({"/voice": twiml("<Say>" + "word " * 1000 + "</Say><Say>Short</Say>")})
+    result = await call(app)
+    assert [e.code for e in result.errors] == [13521]
+    assert result.said == ["Short"]

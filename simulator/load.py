@@ -32,7 +32,7 @@ from simulator.caller import (
 )
 from simulator.engine import Engine
 from simulator.model import CallParams, ErrorEvent, Event, RequestEvent
-from simulator.transport import Transport
+from simulator.transport import Transport, skip_missing_sniffio
 
 __all__ = ["BEHAVIOURS", "LoadCaller", "LoadReport", "menu_choices", "run_load"]
 
@@ -186,6 +186,7 @@ async def run_load(
     """
     if calls < 0 or concurrency < 1:
         raise ValueError("calls must be >= 0 and concurrency >= 1")
+    skip_missing_sniffio()  # also for a client passed in
     rng = random.Random(seed)
     plan = _mix(calls, {"wrong-input": wrong_input, "no-input": no_input, "hangup": hangup}, rng)
     report = LoadReport(calls=calls, concurrency=concurrency,

@@ -90,8 +90,8 @@ def call_requests(base: str, calls: int, block: int) -> list[str]:
 
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    log = open(Path(tempfile.gettempdir()) / "ivrkit-bench-server.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -100,7 +100,7 @@ def start_server(command: list[str], env: dict[str, str], port: int) -> subproce
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"server did not start: {' '.join(command)}")
+    raise SystemExit(f"server did not start: {' '.join(command)} (see {log.name})")
 
 
 def run_wrk(port: int, data: Path, script: Path, duration: int, connections: int) -> dict:

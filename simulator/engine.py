@@ -130,9 +130,10 @@ def parse_twiml(body: bytes) -> ET.Element:
     if root.tag != "Response":
         raise TwimlError(12100, f"root element is <{root.tag}>; TwiML must start with <Response>")
     _check_nesting(root)
-    if len(_parse_cache) > 512:
-        _parse_cache.clear()
-    _parse_cache[body] = root
+    if len(body) <= 16384:  # typical menus; big documents are rare and not worth the memory
+        if len(_parse_cache) > 512:
+            _parse_cache.clear()
+        _parse_cache[body] = root
     return root
 
 

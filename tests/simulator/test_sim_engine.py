@@ -537,3 +537,19 @@ async def test_say_over_4096_characters_is_13521(make_app):
     result = await call(app)
     assert [e.code for e in result.errors] == [13521]
     assert result.said == ["Short"]
+
+
+async def test_audio_answer_is_played_then_hangup(make_app):
+    app = make_app({"/voice": lambda s: Response(b"RIFF....", media_type="audio/wav")})
+    result = await call(app)
+    assert result.ok
+    plays = [e for e in result.events if e.type == "play"]
+    assert [p.url for p in plays] == ["http://testserver/voice"]
+    assert result.reason == "end-of-document"
+
+
+async def test_play_digits_and_pause_advance_the_clock(make_app):
+    app = make_app({"/voice": twiml('<Play digits="1WW2"/><Pause length="3"/><Hangup/>')})
+    result = await call(app)
+    assert [e.type for e in result.events[1:-1]] == ["play", "pause", "hangup"]
+    assert result.duration == 6  # 1 + 1 + 0.5 + 0.5 s of digits, then 3 s of pause

@@ -15,6 +15,7 @@ from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from ivrkit import coverage as _coverage
 from ivrkit import nodes as n
 from ivrkit import twiml
 from ivrkit.call import Call
@@ -50,6 +51,8 @@ class FlowRegistry:
             for number in numbers:
                 self.by_number[number] = flow
         self._check_subflows()
+        if _coverage.RECORDER is not None:
+            _coverage.RECORDER.register(flows)
 
     def _check_subflows(self) -> None:
         for flow in self.by_name.values():
@@ -159,6 +162,8 @@ class _Turn:
 
     def fire(self, flow: type[Flow], state: str, trigger: str) -> str:
         dest = flow.machine().fire(state, trigger)
+        if _coverage.RECORDER is not None:
+            _coverage.RECORDER.took(flow, state, trigger, dest)
         self.fired.append(f"{flow.name}:{state} -{trigger}-> {dest}")
         if dest != state:
             self.record.counters = {}
@@ -172,6 +177,8 @@ class _Turn:
         """Walk states that need no caller input until one waits or ends the call."""
         for _ in range(MAX_HOPS):
             node = flow.state(state)
+            if _coverage.RECORDER is not None:
+                _coverage.RECORDER.visited(flow, state)
             self.record.flow = flow.name
             self.record.state = state
             if isinstance(node, n.Say | n.Play | n.Pause):
@@ -183,7 +190,9 @@ class _Turn:
             elif isinstance(node, n.SubFlow):
                 self.record.stack.append([flow.name, state])
                 self.record.counters = {}
-                flow = self.runtime.registry.get(node.flow)
+                parent, flow = flow, self.runtime.registry.get(node.flow)
+                if _coverage.RECORDER is not None:
+                    _coverage.RECORDER.took(parent, state, "enter", flow.name)
                 self.fired.append(
                     f"{self.record.stack[-1][0]}:{state} -enter-> "
                     f"{flow.name}:{flow.initial_state()}"

@@ -58,6 +58,7 @@ from simulator.signing import Signer, compute_signature, signing_url
 from simulator.transport import Transport
 
 __all__ = [
+    "ERROR_NOTICE",
     "Answer",
     "CallEnded",
     "CallParams",
@@ -66,7 +67,6 @@ __all__ = [
     "DialEvent",
     "DialOutcome",
     "DialPrompt",
-    "ERROR_NOTICE",
     "EndEvent",
     "Engine",
     "EnqueueEvent",

@@ -161,7 +161,7 @@ def _prompts(args: argparse.Namespace) -> int:
     from ivrkit import prompts
 
     try:
-        flows = prompts.load_flows_quietly(args.paths)
+        flows = load_flows(args.paths)
     except IvrkitError as error:
         print(f"ivrkit prompts: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ class Flow:
     apology: ClassVar[str] = DEFAULT_APOLOGY
     voice: ClassVar[str | None] = None
     language: ClassVar[str | None] = None
+    languages: ClassVar[tuple[str, ...]] = ()
+    """Languages every prompt must be written in; ``ivrkit prompts`` flags the gaps."""
     migrations: ClassVar[Mapping[str, str]] = {}
     """Old state name -> new state name, for calls in progress when a state was removed."""
     entry_points: ClassVar[tuple[str, ...]] = ()

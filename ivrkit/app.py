@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.datastructures import ImmutableMultiDict
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -48,9 +47,7 @@ class Webhook:
 
     __slots__ = ("params", "base_url", "query")
 
-    def __init__(
-        self, params: ImmutableMultiDict[str, str], base_url: str, query: dict[str, str]
-    ) -> None:
+    def __init__(self, params: dict[str, str], base_url: str, query: dict[str, str]) -> None:
         self.params = params
         self.base_url = base_url
         self.query = query
@@ -80,7 +77,8 @@ class IvrApp:
     # -- request parsing and security ----------------------------------------------------------
 
     async def webhook(self, request: Request, *, needs_call_sid: bool = True) -> Webhook:
-        query = dict(parse_qsl(request.scope.get("query_string", b"").decode("latin-1")))
+        raw_query = request.scope.get("query_string", b"").decode("latin-1")
+        query = dict(parse_qsl(raw_query)) if raw_query else {}
         if request.method == "POST":
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type != FORM_TYPE:
@@ -89,25 +87,26 @@ class IvrApp:
                 )
             body = await self._read_body(request)
             try:
-                params = ImmutableMultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+                pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
             except UnicodeDecodeError:
                 self._refuse(400, "form body is not UTF-8", request)
         else:
-            params = ImmutableMultiDict(query)
+            pairs = list(query.items())
         base_url = public_base_url(
             request, configured=self.settings.public_url, proxies=self.proxies
         )
         if self.checker is not None:
             signature = request.headers.get("x-twilio-signature", "")
             url = signed_url(request, base_url)
-            signed_params = params if request.method == "POST" else None
-            if not self.checker.valid(url, signed_params, signature):
+            signed_pairs = pairs if request.method == "POST" else []
+            if not self.checker.valid(url, signed_pairs, signature):
                 self._refuse(
                     403,
                     "X-Twilio-Signature missing or wrong for "
                     f"{url} (check TWILIO_AUTH_TOKEN and IVRKIT_PUBLIC_URL)",
                     request,
                 )
+        params = dict(pairs)
         if needs_call_sid and not params.get("CallSid"):
             self._refuse(400, "CallSid is missing: is this a Twilio voice webhook?", request)
         return Webhook(params, base_url, query)

@@ -28,20 +28,16 @@ def mask_number(value: str) -> str:
     if value.startswith(("client:", "sip:")):
         scheme, _, rest = value.partition(":")
         return f"{scheme}:{rest[:2]}***"
-    digits = sum(ch.isdigit() for ch in value)
-    if digits < 6:
+    if len(value) < 6:
         return "*" * len(value)
     keep_head = 5 if value.startswith("+") else 4
     return value[:keep_head] + "*" * (len(value) - keep_head - 2) + value[-2:]
 
 
 def mask_params(params: Mapping[str, str]) -> dict[str, str]:
-    masked = {}
-    for name, value in params.items():
-        if name in PHONE_PARAMS:
-            masked[name] = mask_number(value)
-        elif name in _SECRET_PARAMS:
-            masked[name] = "***"
-        else:
-            masked[name] = value
+    masked = dict(params)
+    for name in PHONE_PARAMS.intersection(masked):
+        masked[name] = mask_number(masked[name])
+    for name in _SECRET_PARAMS.intersection(masked):
+        masked[name] = "***"
     return masked

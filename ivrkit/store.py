@@ -19,7 +19,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -190,12 +189,12 @@ class CallStore:
             await conn.exec_driver_sql("SELECT 1")
 
     async def _write(
-        self, conn: AsyncConnection, records: list[CallRecord], log_events: list[CallEvent]
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], event_rows: list[dict[str, Any]]
     ) -> None:
-        if records:
-            await conn.execute(_UPSERTS[self.dialect], [_row_values(r) for r in records])
-        if log_events:
-            await conn.execute(_INSERT_EVENTS, [_event_values(e) for e in log_events])
+        if rows:
+            await conn.execute(_UPSERTS[self.dialect], rows)
+        if event_rows:
+            await conn.execute(_INSERT_EVENTS, event_rows)
 
 
 class LockingStore(CallStore):
@@ -224,7 +223,9 @@ class LockingStore(CallStore):
             yield session
             if session.dirty:
                 await self._write(
-                    conn, [session.saved] if session.saved else [], session.log_events
+                    conn,
+                    [_row_values(session.saved)] if session.saved else [],
+                    [_event_values(e) for e in session.log_events],
                 )
 
 
@@ -247,7 +248,9 @@ class EmbeddedStore(CallStore):
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
         self._reads: list[tuple[str, asyncio.Future[CallRecord | None]]] = []
-        self._writes: list[tuple[CallRecord | None, list[CallEvent], asyncio.Future[None]]] = []
+        self._writes: list[
+            tuple[dict[str, Any] | None, list[dict[str, Any]], asyncio.Future[None]]
+        ] = []
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -276,10 +279,14 @@ class EmbeddedStore(CallStore):
                 record = self._cache.get(call_sid)
                 if record is None:
                     record = await self._submit_read(call_sid)
-                # The runtime changes the record in place: hand it a copy so a failure
-                # leaves the cached state untouched.
-                session = CallSession(_copy(record) if record else None)
-                yield session
+                session = CallSession(record)
+                try:
+                    yield session
+                finally:
+                    # The runtime changes the record in place; unless it is saved, forget it
+                    # so the next webhook reads the stored (unchanged) row again.
+                    if session.saved is None:
+                        self._cache.pop(call_sid, None)
                 if session.dirty:
                     await self._submit_write(session.saved, session.log_events)
                     if session.saved is not None:
@@ -310,7 +317,8 @@ class EmbeddedStore(CallStore):
     async def _submit_write(self, record: CallRecord | None, log_events: list[CallEvent]) -> None:
         self._running()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writes.append((_copy(record) if record else None, log_events, done))
+        row = _row_values(record) if record else None
+        self._writes.append((row, [_event_values(e) for e in log_events], done))
         self._wake.set()
         await done
 
@@ -347,36 +355,28 @@ class EmbeddedStore(CallStore):
                 done.set_result(found.get(sid))
 
     async def _write_batch(
-        self, writes: list[tuple[CallRecord | None, list[CallEvent], asyncio.Future[None]]]
+        self,
+        writes: list[tuple[dict[str, Any] | None, list[dict[str, Any]], asyncio.Future[None]]],
     ) -> None:
-        latest: dict[str, CallRecord] = {}
-        log_events: list[CallEvent] = []
-        for record, items, _ in writes:
-            if record is not None:
-                latest[record.call_sid] = record
-            log_events.extend(items)
+        latest: dict[str, dict[str, Any]] = {}
+        event_rows: list[dict[str, Any]] = []
+        for row, items, _ in writes:
+            if row is not None:
+                latest[row["call_sid"]] = row
+            event_rows.extend(items)
         try:
             async with self.engine.begin() as conn:
-                await self._write(conn, list(latest.values()), log_events)
+                await self._write(conn, list(latest.values()), event_rows)
         except Exception as error:  # each waiting webhook answers with its own fallback
-            for record, _, done in writes:
-                if record is not None:
-                    self._cache.pop(record.call_sid, None)
+            for row, _, done in writes:
+                if row is not None:
+                    self._cache.pop(row["call_sid"], None)
                 if not done.done():
                     done.set_exception(error)
         else:
             for _, _, done in writes:
                 if not done.done():
                     done.set_result(None)
-
-
-def _copy(record: CallRecord) -> CallRecord:
-    return replace(
-        record,
-        data=json.loads(json.dumps(record.data)),
-        counters=dict(record.counters),
-        stack=[list(f) for f in record.stack],
-    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

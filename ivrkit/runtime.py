@@ -27,6 +27,7 @@ from ivrkit.records import CallRecord
 log = logging.getLogger("ivrkit.runtime")
 
 MAX_HOPS = 64
+RENDER_CACHE_SIZE = 4096
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Runtime:
     def __init__(self, registry: FlowRegistry, *, clock: Callable[[], datetime]) -> None:
         self.registry = registry
         self.clock = clock
+        # Rendered documents of static states, by what was rendered: most webhooks answer
+        # with one of a few hundred documents that differ only in the step number.
+        self.rendered: dict[tuple[Any, ...], str] = {}
 
     async def begin(
         self, record: CallRecord, params: Mapping[str, str], base_url: str
@@ -145,7 +149,9 @@ class _Turn:
         self.record = record
         self.params = params
         self.base_url = base_url
-        self.response = VoiceResponse()
+        self.ops: list[Callable[[VoiceResponse], None]] = []
+        self.key: list[tuple[Any, ...]] = []
+        self.static = True
         self.fired: list[str] = []
         self.notice: str | None = None
         self.full_prompt = False
@@ -169,8 +175,28 @@ class _Turn:
             self.record.counters = {}
         return dest
 
+    def emit(
+        self, key: tuple[Any, ...], op: Callable[[VoiceResponse], None], *, static: bool = True
+    ) -> None:
+        """Queue verbs for the answer; ``static`` ones may come from the render cache."""
+        self.key.append(key)
+        self.ops.append(op)
+        self.static = self.static and static
+
     def finish(self) -> TurnResult:
-        self.record.last_twiml = str(self.response)
+        cache = self.runtime.rendered
+        key = (self.base_url, *self.key) if self.static else None
+        template = cache.get(key) if key is not None else None
+        if template is None:
+            response = VoiceResponse()
+            for op in self.ops:
+                op(response)
+            template = str(response)
+            if key is not None:
+                if len(cache) >= RENDER_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = template
+        self.record.last_twiml = template.replace(twiml.STEP_SLOT, str(self.record.step))
         return TurnResult(self.record.last_twiml, self.fired)
 
     async def advance(self, flow: type[Flow], state: str) -> None:
@@ -182,7 +208,7 @@ class _Turn:
             self.record.flow = flow.name
             self.record.state = state
             if isinstance(node, n.Say | n.Play | n.Pause):
-                twiml.add_prompt(self.response, (node,), self.call_for(flow, state), _voice(flow))
+                self._emit_prompt(flow, state, (node,), ("prompt", flow.name, state))
                 self.spoke = True
                 state = self.fire(flow, state, "next")
             elif isinstance(node, n.Decision):
@@ -221,69 +247,79 @@ class _Turn:
             )
         return result
 
+    def _emit_prompt(
+        self, flow: type[Flow], state: str, parts: tuple[n.PromptPart, ...], key: tuple[Any, ...]
+    ) -> None:
+        dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
+        call = self.call_for(flow, state) if dynamic else None
+        voice = _voice(flow)
+
+        def op(response: VoiceResponse) -> None:
+            twiml.add_prompt(response, parts, call or self.call_for(flow, state), voice)
+
+        self.emit(key, op, static=not dynamic)
+
     def _render_end(self, flow: type[Flow], node: n.Node, state: str) -> None:
-        call = self.call_for(flow, state)
         if isinstance(node, n.End):
-            twiml.add_prompt(self.response, node.prompt, call, _voice(flow))
-            self.response.hangup()
+            self._emit_prompt(flow, state, node.prompt, ("end-prompt", flow.name, state))
+            self.emit(("hangup",), lambda response: response.hangup())
         elif isinstance(node, n.Reject):
-            self.response.reject(reason=node.reason)
+            self.emit(("reject", node.reason), lambda r: r.reject(reason=node.reason))
         elif isinstance(node, n.Redirect):
-            self.response.redirect(node.url, method=node.method)
+            self.emit(("redirect", node.url), lambda r: r.redirect(node.url, method=node.method))
         else:  # Return from the top flow: nothing to go back to
-            self.response.hangup()
+            self.emit(("hangup",), lambda response: response.hangup())
 
     def _render_wait(self, flow: type[Flow], node: n.Node, state: str) -> None:
-        call = self.call_for(flow, state)
         voice = _voice(flow)
-        links = twiml.Links(self.base_url, flow.name, self.record.step)
+        links = twiml.Links(self.base_url, flow.name, twiml.STEP_SLOT)
         notice = (n.Say(self.notice),) if self.notice else ()
-        if isinstance(node, n.Menu):
-            retried = bool(self.record.counters) and not self.full_prompt
-            parts = notice + (node.short_prompt if retried else node.prompt)
-            twiml.gather(
-                self.response,
-                node,
-                parts=parts,
-                call=call,
-                voice=voice,
-                links=links,
-                num_digits=_menu_digits(flow, node),
-            )
-        elif isinstance(node, n.Collect):
-            pending = self.record.counters.get("pending")
+        retried = bool(self.record.counters) and not self.full_prompt
+        key: tuple[Any, ...] = (node.kind, flow.name, state, self.notice, retried)
+        if isinstance(node, n.Menu | n.Collect):
+            pending = self.record.counters.get("pending") if isinstance(node, n.Collect) else None
             if pending is not None:
                 readback = node.confirm.format(value=", ".join(pending))  # type: ignore[union-attr]
-                twiml.gather(
-                    self.response,
-                    node,
-                    parts=notice + (n.Say(readback),),
-                    call=call,
-                    voice=voice,
-                    links=links,
-                    num_digits=1,
-                )
+                parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
+                digits: int | None = 1
+                key = (*key, readback)
             else:
-                retried = bool(self.record.counters) and not self.full_prompt
                 parts = notice + (node.short_prompt if retried else node.prompt)
-                fixed = node.digits[1] if node.digits and node.digits[0] == node.digits[1] else None
+                digits = _menu_digits(flow, node) if isinstance(node, n.Menu) else _fixed(node)
+            dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
+            call = self.call_for(flow, state)
+
+            def ask(response: VoiceResponse) -> None:
                 twiml.gather(
-                    self.response,
+                    response,
                     node,
                     parts=parts,
                     call=call,
                     voice=voice,
                     links=links,
-                    num_digits=fixed,
+                    num_digits=digits,
                 )
-        elif isinstance(node, n.Dial):
-            twiml.dial(self.response, node, call=call, voice=voice, links=links)
+
+            self.emit(key, ask, static=not dynamic)
+            return
+        call = self.call_for(flow, state)
+        if isinstance(node, n.Dial):
+            render: Callable[..., None] = twiml.dial
         elif isinstance(node, n.Record):
-            twiml.record(self.response, node, call=call, voice=voice, links=links)
+            render = twiml.record
         elif isinstance(node, n.Enqueue):
-            twiml.enqueue(self.response, node, call=call, voice=voice, links=links)
+            render = twiml.enqueue
         else:
             raise FlowRuntimeError(f"{flow.__name__}.{state}: cannot render {node!r}")
+        parts = getattr(node, "prompt", ())
+        dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
+        self.emit(
+            key, lambda r: render(r, node, call=call, voice=voice, links=links), static=not dynamic
+        )
+
+
+def _fixed(node: n.Collect) -> int | None:
+    return node.digits[1] if node.digits and node.digits[0] == node.digits[1] else None
 
 
 def _voice(flow: type[Flow]) -> twiml.Voice:

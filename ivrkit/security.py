@@ -88,7 +88,7 @@ def public_base_url(request: Request, *, configured: str | None, proxies: ProxyT
     """scheme://host[:port] as Twilio sees this server."""
     if configured:
         return configured
-    scheme = request.url.scheme
+    scheme = request.scope.get("scheme", "http")
     host = request.headers.get("host") or request.url.netloc
     if proxies.trusts(request.client.host if request.client else None):
         scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()

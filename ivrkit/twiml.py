@@ -17,6 +17,8 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from ivrkit import nodes as n
 from ivrkit.call import Call
 
+STEP_SLOT = "ivrkit-step-slot"
+"""Rendered in place of the step number so a document can be cached and filled in."""
 DEFAULT_HOLD_MUSIC = "http://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
 
 
@@ -26,7 +28,7 @@ class Links:
 
     base_url: str
     flow: str
-    step: int
+    step: int | str
 
     def _url(self, endpoint: str, state: str, extra: str = "") -> str:
         return (

@@ -60,3 +60,19 @@ def test_masking_keeps_enough_to_tell_calls_apart():
         "Digits": "1",
         "CallToken": "***",
     }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "CallSid=CA1&From=%2B14155550100&SpeechResult=sales+please&Empty=&Flag",
+        "a=1&a=2&b=%26%3D&&c=%E2%82%AC+x",
+        "",
+    ],
+)
+def test_form_parser_matches_the_standard_library(body):
+    from urllib.parse import parse_qsl
+
+    from ivrkit.app import parse_form
+
+    assert parse_form(body) == parse_qsl(body, keep_blank_values=True)

@@ -300,7 +300,7 @@ class IvrApp:
     async def _start(self, flow: type[Flow], hook: Webhook) -> Response:
         sid = hook.call_sid
         try:
-            async with self.store.session(sid) as session:
+            async with self.store.session(sid, new_call=True) as session:
                 if session.record is not None:
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")

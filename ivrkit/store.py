@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     event,
     insert,
     select,
@@ -154,7 +155,9 @@ class CallStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    def session(self, call_sid: str) -> Any:  # an async context manager of CallSession
+    def session(self, call_sid: str, *, new_call: bool = False) -> Any:
+        """An async context manager of a locked CallSession; ``new_call`` hints that this
+        is a call's first webhook, so a store can claim the row instead of reading it."""
         raise NotImplementedError
 
     async def load(self, call_sid: str) -> CallRecord | None:
@@ -197,36 +200,41 @@ class CallStore:
             await conn.execute(_INSERT_EVENTS, event_rows)
 
 
+_LOCK_ROW = select(calls).where(calls.c.call_sid == bindparam("sid")).with_for_update()
+_CLAIM_ROW = pg_insert(calls).on_conflict_do_nothing().returning(calls.c.call_sid)
+
+
 class LockingStore(CallStore):
     """PostgreSQL: one transaction per webhook, holding the call's row lock."""
 
     @asynccontextmanager
-    async def session(self, call_sid: str) -> AsyncIterator[CallSession]:
+    async def session(self, call_sid: str, *, new_call: bool = False) -> AsyncIterator[CallSession]:
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(calls).where(calls.c.call_sid == call_sid).with_for_update()
-                )
-            ).first()
+            if new_call:
+                # Insert a placeholder row: ours (and locked until commit) unless a racing
+                # retry of the same first webhook got there first.
+                claimed = (await conn.execute(_CLAIM_ROW, _placeholder(call_sid))).first()
+                if claimed is not None:
+                    session = CallSession(None)
+                    yield session
+                    await self._flush(conn, session)
+                    return
+            row = (await conn.execute(_LOCK_ROW, {"sid": call_sid})).first()
             if row is None:
-                # First webhook: take the lock on a fresh row so a racing retry waits for us.
-                await conn.execute(
-                    pg_insert(calls).values(**_placeholder(call_sid)).on_conflict_do_nothing()
-                )
-                row = (
-                    await conn.execute(
-                        select(calls).where(calls.c.call_sid == call_sid).with_for_update()
-                    )
-                ).first()
+                await conn.execute(_CLAIM_ROW, _placeholder(call_sid))
+                row = (await conn.execute(_LOCK_ROW, {"sid": call_sid})).first()
             record = _record_from_row(row)
             session = CallSession(None if record.step == 0 and not record.last_twiml else record)
             yield session
-            if session.dirty:
-                await self._write(
-                    conn,
-                    [_row_values(session.saved)] if session.saved else [],
-                    [_event_values(e) for e in session.log_events],
-                )
+            await self._flush(conn, session)
+
+    async def _flush(self, conn: AsyncConnection, session: CallSession) -> None:
+        if session.dirty:
+            await self._write(
+                conn,
+                [_row_values(session.saved)] if session.saved else [],
+                [_event_values(e) for e in session.log_events],
+            )
 
 
 def _placeholder(call_sid: str) -> dict[str, Any]:
@@ -269,7 +277,7 @@ class EmbeddedStore(CallStore):
         await super().close()
 
     @asynccontextmanager
-    async def session(self, call_sid: str) -> AsyncIterator[CallSession]:
+    async def session(self, call_sid: str, *, new_call: bool = False) -> AsyncIterator[CallSession]:
         lock = self._locks.get(call_sid)
         if lock is None:
             lock = self._locks[call_sid] = asyncio.Lock()
@@ -401,7 +409,12 @@ def create_store(database_url: str) -> CallStore:
         return EmbeddedStore(engine)
     if database_url.startswith("postgresql"):
         engine = create_async_engine(
-            database_url, pool_size=20, max_overflow=10, pool_pre_ping=False
+            database_url,
+            pool_size=20,
+            max_overflow=10,
+            # The same durability as SQLite's WAL + synchronous=NORMAL: a committed webhook
+            # survives an app restart; a database crash may lose the last few hundred ms.
+            connect_args={"server_settings": {"synchronous_commit": "off"}},
         )
         return LockingStore(engine)
     raise ValueError(

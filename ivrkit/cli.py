@@ -119,10 +119,19 @@ def _graph(args: argparse.Namespace) -> int:
 
     try:
         if args.diff:
+            if args.format not in (None, "text", "mermaid"):
+                print("ivrkit graph: --diff prints text or mermaid", file=sys.stderr)
+                return 2
             old, new = (graph.build_graph(graph.load_target(spec)) for spec in args.diff)
             change = graph.diff(old, new)
             data = (change.mermaid() if args.format == "mermaid" else change.text()).encode()
         else:
+            if args.format == "text":
+                print(
+                    "ivrkit graph: text is for --diff; draw with mermaid, dot, svg or png",
+                    file=sys.stderr,
+                )
+                return 2
             if not args.flow:
                 print(
                     "ivrkit graph: name a flow (path.py or path.py:Class) or --diff OLD NEW",
@@ -130,7 +139,8 @@ def _graph(args: argparse.Namespace) -> int:
                 )
                 return 2
             flows = graph.load_target(args.flow)
-            data = graph.render(graph.build_graph(flows), args.format, name=flows[0].name)
+            fmt = args.format or "mermaid"
+            data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
     except FlowDefinitionError as error:
         print("ivrkit graph: the flow has errors; run ivrkit check:", file=sys.stderr)
         for problem in error.problems:
@@ -259,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("flow", nargs="?", help="path/to/flows.py or path/to/flows.py:ClassName")
     graph.add_argument(
         "--format",
-        choices=("mermaid", "dot", "svg", "png"),
-        default="mermaid",
-        help="mermaid and dot need nothing installed; svg and png need Graphviz",
+        choices=("mermaid", "dot", "svg", "png", "text"),
+        default=None,
+        help="mermaid (default) and dot need nothing installed; svg and png need Graphviz; "
+        "--diff prints text (default) or mermaid",
     )
     graph.add_argument("-o", "--output", help="write to this file instead of stdout")
     graph.add_argument(

@@ -544,7 +544,7 @@ def _check_silent_loops(report: _Reporter, flow: type[Flow], states: dict[str, n
                     states[start],
                     f"a silent caller goes round {' -> '.join(path + [start])} forever: each "
                     "give-up starts the retry count again",
-                    "give up to a state that ends the call (Hangup, voicemail, an operator)",
+                    "give up to a state that ends the call: a Hangup, a voicemail or an operator",
                 )
                 break
             if state in seen:

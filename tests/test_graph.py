@@ -172,8 +172,11 @@ def test_cli_graph_diff_of_two_files(tmp_path, capsys):
     for path, choices in ((old, '"1": "bye"'), (new, '"1": "bye", "2": "bye"')):
         path.parent.mkdir()
         path.write_text(source % choices)
-    assert main(["graph", "--diff", str(old), str(new), "--format", "dot"]) == 0
+    assert main(["graph", "--diff", str(old), str(new)]) == 0
     assert capsys.readouterr().out == "+ choice menu -[2]-> bye\n"
+    assert main(["graph", "--diff", str(old), str(new), "--format", "mermaid"]) == 0
+    assert "linkStyle 1 stroke:#1e8449" in capsys.readouterr().out
+    assert main(["graph", "--diff", str(old), str(new), "--format", "png"]) == 2
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")

@@ -88,3 +88,18 @@ def test_cli_prompts_csv_and_json(capsys):
     assert main(["prompts", "flows/", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {row["flow"] for row in rows} == {"account_pin", "appointment_reminder", "support_line"}
+
+
+def test_cli_flags_missing_languages_and_strict_fails(tmp_path, capsys):
+    module = tmp_path / "bilingual.py"
+    module.write_text(
+        "from ivrkit import Flow, Say, Hangup\n\n\n"
+        "class Bilingual(Flow):\n"
+        '    languages = ("en-US", "es-MX")\n'
+        '    apology = "Sorry."\n'
+        '    hello = Say("Hello.", then=Hangup())\n'
+    )
+    assert main(["prompts", str(module)]) == 0
+    err = capsys.readouterr().err
+    assert "ivrkit prompts: bilingual.hello: no prompt in es-MX" in err
+    assert main(["prompts", str(module), "--strict"]) == 1

@@ -1,4 +1,8 @@
-"""The baseline: a bare Starlette app answering one fixed TwiML menu (no parsing, no state)."""
+"""The baseline: a bare Starlette app answering fixed TwiML (no parsing, no state).
+
+The first request of a call gets the menu; its Gather and the action it posts to get a fixed
+goodbye, so a simulated caller walks two requests, as on a real menu.
+"""
 
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -6,15 +10,20 @@ from starlette.routing import Route
 
 MENU = (
     '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Thanks for calling Acme.</Say>'
-    '<Gather action="http://127.0.0.1/voice/support_line/action?state=main_menu&amp;step=1" '
+    '<Gather action="/voice/support_line/action?state=main_menu&amp;step=1" '
     'finishOnKey="#" input="dtmf speech" method="POST" numDigits="1" timeout="5">'
     "<Say>For sales press 1. For support press 2. To leave a message press 3.</Say></Gather>"
-    '<Redirect method="POST">http://127.0.0.1/voice/support_line/action?state=main_menu&amp;'
+    '<Redirect method="POST">/voice/support_line/action?state=main_menu&amp;'
     "step=1&amp;input=none</Redirect></Response>"
 )
 
 
+GOODBYE = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Goodbye.</Say><Hangup /></Response>'
+
+
 async def menu(request):
+    if request.url.path.endswith("/action"):
+        return Response(GOODBYE, media_type="text/xml")
     return Response(MENU, media_type="text/xml")
 
 

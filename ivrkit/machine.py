@@ -7,11 +7,16 @@ about a fifth as much and leaves the machine untouched by concurrent calls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from transitions import Machine, MachineError
 
 from ivrkit.errors import FlowRuntimeError
+
+# transitions logs every state change at INFO: a line per webhook nobody asked for, and
+# time spent on the hot path. Its warnings and errors still come through.
+logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 class _Position:

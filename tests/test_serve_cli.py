@@ -81,6 +81,7 @@ def test_serve_answers_signed_webhook_over_http(server):
     assert TOKEN not in output
     assert "+14155550100" not in output  # only masked numbers reach the log
     assert "+1415*****00" in output
+    assert "transitions.core" not in output  # no per-transition chatter from the engine
 
 
 def test_serve_refuses_without_token(tmp_path):

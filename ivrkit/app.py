@@ -211,33 +211,24 @@ class IvrApp:
     async def status(self, request: Request) -> Response:
         """Call status callback: marks the call ended with its final status and duration."""
         hook = await self.webhook(request)
-        sid = hook.call_sid
         call_status = hook.params.get("CallStatus", "")
-        try:
-            async with self.store.session(sid) as session:
-                record = session.record
-                if record is None:
-                    log.info("call %s: status %s for an unknown call", sid, call_status)
-                    return Response(status_code=204)
-                record.status = call_status or record.status
-                duration = hook.params.get("CallDuration", "")
-                if call_status in FINAL_STATUSES:
-                    record.ended_at = utcnow()
-                    record.duration = int(duration) if duration.isdigit() else record.duration
-                    log.info(
-                        "call %s ended: %s after %ss in %s.%s",
-                        sid,
-                        call_status,
-                        duration or "?",
-                        record.flow,
-                        record.state,
-                    )
-                record.updated_at = utcnow()
-                session.save(record, self._event(record, "status", hook, ""))
-        except Exception:
-            log.exception("call %s: storage failed on status callback", sid)
-            return Response(status_code=503)
-        return Response(status_code=204)
+        duration = hook.params.get("CallDuration", "")
+
+        def mark(record: CallRecord) -> None:
+            record.status = call_status or record.status
+            if call_status in FINAL_STATUSES:
+                record.ended_at = utcnow()
+                record.duration = int(duration) if duration.isdigit() else record.duration
+                log.info(
+                    "call %s ended: %s after %ss in %s.%s",
+                    hook.call_sid,
+                    call_status,
+                    duration or "?",
+                    record.flow,
+                    record.state,
+                )
+
+        return await self._annotate(hook, "status", mark)
 
     async def recording(self, request: Request) -> Response:
         """Recording status callback: the final URL and duration land in call data."""
@@ -245,26 +236,39 @@ class IvrApp:
         hook = await self.webhook(request)
         node = flow.states().get(hook.query.get("state", ""))
         save_as = node.save_as if isinstance(node, n.Record) else "recording"
-        sid = hook.call_sid
+
+        def keep(record: CallRecord) -> None:
+            saved = dict(record.data.get(save_as) or {})
+            saved.update(
+                {
+                    "url": hook.params.get("RecordingUrl", saved.get("url", "")),
+                    "sid": hook.params.get("RecordingSid", saved.get("sid", "")),
+                    "status": hook.params.get("RecordingStatus", ""),
+                    "duration": int(hook.params.get("RecordingDuration", "0") or 0),
+                }
+            )
+            record.data[save_as] = saved
+
+        return await self._annotate(hook, "recording", keep)
+
+    async def _annotate(
+        self, hook: Webhook, kind: str, change: Callable[[CallRecord], None]
+    ) -> Response:
+        """Apply a callback that informs (status, recording) without moving the call.
+
+        Twilio ignores these answers, so a storage failure is a 503 it will log for us.
+        """
         try:
-            async with self.store.session(sid) as session:
+            async with self.store.session(hook.call_sid) as session:
                 record = session.record
                 if record is None:
+                    log.info("call %s: %s callback for an unknown call", hook.call_sid, kind)
                     return Response(status_code=204)
-                saved = dict(record.data.get(save_as) or {})
-                saved.update(
-                    {
-                        "url": hook.params.get("RecordingUrl", saved.get("url", "")),
-                        "sid": hook.params.get("RecordingSid", saved.get("sid", "")),
-                        "status": hook.params.get("RecordingStatus", ""),
-                        "duration": int(hook.params.get("RecordingDuration", "0") or 0),
-                    }
-                )
-                record.data[save_as] = saved
+                change(record)
                 record.updated_at = utcnow()
-                session.save(record, self._event(record, "recording", hook, ""))
+                session.save(record, self._event(record, kind, hook, ""))
         except Exception:
-            log.exception("call %s: storage failed on recording callback", sid)
+            log.exception("call %s: storage failed on %s callback", hook.call_sid, kind)
             return Response(status_code=503)
         return Response(status_code=204)
 

@@ -403,6 +403,16 @@ DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "cancel
 _DIAL_MUST_HANDLE = ("busy", "no-answer", "failed")
 
 
+def _check_outcome_names(
+    kind: str, what: str, on: Mapping[str, Target] | None, known: Sequence[str]
+) -> None:
+    unknown = sorted(set(on or {}) - set(known) - {"*"})
+    if unknown:
+        raise ValueError(
+            f"{kind} outcome {unknown[0]!r} is not {what}; use {', '.join(known)} or '*'"
+        )
+
+
 class End(Node):
     """Hang up (optionally after a goodbye); usable inline: ``then=Hangup()``."""
 
@@ -446,12 +456,7 @@ class Dial(Node):
             raise ValueError("Twilio rings at most 10 targets at once")
         if not 5 <= timeout <= 600:
             raise ValueError("Dial timeout is 5 to 600 seconds")
-        unknown = set(on or {}) - set(DIAL_STATUSES) - {"*"}
-        if unknown:
-            raise ValueError(
-                f"Dial outcome {sorted(unknown)[0]!r} is not a DialCallStatus; "
-                f"use {', '.join(DIAL_STATUSES)} or '*'"
-            )
+        _check_outcome_names("Dial", "a DialCallStatus", on, DIAL_STATUSES)
         self.targets = tuple(Number(t) if isinstance(t, str) else t for t in targets)
         self.prompt = prompt_parts(prompt)
         self.timeout = timeout
@@ -578,12 +583,7 @@ class Enqueue(Node):
         super().__init__()
         if not queue or len(queue) > 64:
             raise ValueError("queue name is 1 to 64 characters")
-        unknown = set(on or {}) - set(QUEUE_RESULTS) - {"*"}
-        if unknown:
-            raise ValueError(
-                f"Enqueue outcome {sorted(unknown)[0]!r} is not a QueueResult; "
-                f"use {', '.join(QUEUE_RESULTS)} or '*'"
-            )
+        _check_outcome_names("Enqueue", "a QueueResult", on, QUEUE_RESULTS)
         self.queue = queue
         self.prompt = prompt_parts(prompt)
         self.hold = prompt_parts(hold)

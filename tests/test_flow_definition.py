@@ -90,3 +90,12 @@ def test_valid_flow_has_machine_and_version():
     assert len(Fine.version()) == 12
     with pytest.raises(FlowRuntimeError):
         Fine.machine().fire("bye", "press:1")
+
+
+def test_misspelled_dial_and_queue_outcomes_fail_with_the_valid_names():
+    from ivrkit import Enqueue
+
+    with pytest.raises(ValueError, match="Dial outcome 'bussy' is not a DialCallStatus; use "):
+        Dial("+15550100", on={"bussy": "voicemail"})
+    with pytest.raises(ValueError, match="Enqueue outcome 'left' is not a QueueResult"):
+        Enqueue("support", on={"left": "voicemail"})

@@ -164,3 +164,23 @@ async def test_caller_hangs_up_mid_menu_status_callback(serve):
         assert record.duration == 7
         assert record.ended_at is not None
         assert record.state == "main_menu"
+
+
+async def test_recording_status_callback_completes_voicemail_data(serve):
+    async with serve([SupportLine]) as (app, client):
+        call = phone(client, "support_line")
+        await call.start()
+        answer = await call.press("3")
+        callback = answer.find("Record").attrib["recordingStatusCallback"]
+        await call.recorded(14)
+        result = await call.post(
+            callback,
+            RecordingUrl="https://api.twilio.com/rec/RE14",
+            RecordingSid="RE" + "2" * 32,
+            RecordingStatus="completed",
+            RecordingDuration="14",
+        )
+        assert result.status == 204
+        saved = (await app.state.ivr.store.load(call.sid)).data["voicemail"]
+        assert saved["status"] == "completed"
+        assert saved["duration"] == 14

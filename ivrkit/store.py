@@ -205,6 +205,28 @@ _LOCK_ROW = select(calls).where(calls.c.call_sid == bindparam("sid")).with_for_u
 _CLAIM_ROW = pg_insert(calls).on_conflict_do_nothing().returning(calls.c.call_sid)
 
 
+def _build_save_with_event() -> Any:
+    """Row upsert and event insert as one statement (a data-modifying CTE): one round trip."""
+    upsert = pg_insert(calls).values({c.name: bindparam(f"c_{c.name}") for c in calls.columns})
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["call_sid"],
+        set_={
+            c.name: upsert.excluded[c.name]
+            for c in calls.columns
+            if c.name not in ("call_sid", "created_at")
+        },
+    )
+    columns = [c for c in events.columns if c.name != "id"]
+    return (
+        insert(events)
+        .values({c.name: bindparam(f"e_{c.name}") for c in columns})
+        .add_cte(upsert.cte("saved_call"))
+    )
+
+
+_SAVE_WITH_EVENT = _build_save_with_event()
+
+
 class LockingStore(CallStore):
     """PostgreSQL: one transaction per webhook, holding the call's row lock."""
 
@@ -230,6 +252,11 @@ class LockingStore(CallStore):
             await self._flush(conn, session)
 
     async def _flush(self, conn: AsyncConnection, session: CallSession) -> None:
+        if session.saved is not None and len(session.log_events) == 1:
+            params = {f"c_{k}": v for k, v in _row_values(session.saved).items()}
+            params.update({f"e_{k}": v for k, v in _event_values(session.log_events[0]).items()})
+            await conn.execute(_SAVE_WITH_EVENT, params)
+            return
         if session.dirty:
             await self._write(
                 conn,

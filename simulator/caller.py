@@ -70,11 +70,13 @@ class HangUp:
 class DialOutcome:
     """How a Dial ends: ``status`` is a DialCallStatus (completed, busy, no-answer, failed,
     canceled, answered); ``duration`` is the bridged talk time in seconds; ``caller_hangs_up``
-    ends the whole call during the bridge."""
+    ends the whole call during the bridge; ``presses_star`` has the caller press * after
+    ``duration`` seconds, which drops the callee only where the Dial has hangupOnStar."""
 
     status: str = "completed"
     duration: int = 30
     caller_hangs_up: bool = False
+    presses_star: bool = False
 
 
 @dataclass(frozen=True)

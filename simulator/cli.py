@@ -39,8 +39,14 @@ def _speak(value: str) -> Answer:
 
 
 def _dial(value: str) -> Answer:
-    status, _, seconds = value.partition(":")
-    return DialOutcome(status, int(seconds) if seconds else 30)
+    """``busy``, ``completed:45`` (45 s bridged), ``completed:45:star`` (then the caller
+    presses *, which drops the callee where the Dial has hangupOnStar)."""
+    status, _, rest = value.partition(":")
+    seconds, _, star = rest.partition(":")
+    if star not in ("", "star") or (seconds and not seconds.isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r}: use STATUS, STATUS:SECONDS or "
+                                         "STATUS:SECONDS:star")
+    return DialOutcome(status, int(seconds) if seconds else 30, presses_star=star == "star")
 
 
 def _record(value: str) -> Answer:

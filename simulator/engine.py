@@ -578,11 +578,15 @@ class Engine:
         time_limit = _int(attrs.get("timeLimit"), 14400, low=1)
         bridged = outcome.status in ("completed", "answered")
         duration = min(outcome.duration, time_limit) if bridged else 0
+        # hangupOnStar: * drops only the callee and the caller's call goes on; without it the
+        # key is just a tone in the conversation (the bridge ends when the callee hangs up).
+        star_drop = (bridged and outcome.presses_star and duration < time_limit
+                     and attrs.get("hangupOnStar", "false").lower() == "true")
         if outcome.status == "no-answer":
             self.clock.advance(ring_timeout + 5)
         else:
             self.clock.advance(3 + duration)
-        self.emit(DialEvent(targets, outcome.status, duration))
+        self.emit(DialEvent(targets, outcome.status, duration, hangup_on_star=star_drop))
         params = {"DialCallStatus": outcome.status, "DialBridged": "true" if bridged else "false"}
         if not conference:
             params["DialCallSid"] = new_sid("CA")

@@ -169,6 +169,14 @@ class DialEvent(Event):
     targets: list[str]
     status: str
     duration: int
+    hangup_on_star: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "targets": self.targets,
+                                "status": self.status, "duration": self.duration}
+        if self.hangup_on_star:
+            data["ended_by"] = "star"  # the caller pressed * and dropped the callee
+        return data
 
 
 @dataclass
@@ -244,6 +252,9 @@ def event_from_json(data: dict[str, Any]) -> Event:
             digits=fields.get("digits"), speech=fields.get("speech"),
             timeout=bool(fields.get("timeout", False)),
         )
+    if cls is DialEvent:
+        return DialEvent(fields["targets"], fields["status"], int(fields["duration"]),
+                         hangup_on_star=fields.get("ended_by") == "star")
     return cls(**fields)
 
 

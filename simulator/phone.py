@@ -214,9 +214,15 @@ class LiveCall:
         return await self._give("gather", Timeout(), "timeout()")
 
     async def dial(
-        self, status: str = "completed", *, duration: int = 30, caller_hangs_up: bool = False
+        self,
+        status: str = "completed",
+        *,
+        duration: int = 30,
+        caller_hangs_up: bool = False,
+        presses_star: bool = False,
     ) -> LiveCall:
-        outcome = DialOutcome(status, duration, caller_hangs_up)
+        """Answer the waiting Dial; ``presses_star`` ends the bridge with * (hangupOnStar)."""
+        outcome = DialOutcome(status, duration, caller_hangs_up, presses_star)
         return await self._give("dial", outcome, f"dial({status!r})")
 
     async def record(

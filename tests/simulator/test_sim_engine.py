@@ -254,6 +254,28 @@ async def test_dial_no_answer_and_conference_params(make_app):
     assert "DialCallDuration" not in conference
 
 
+async def test_hangup_on_star_drops_only_the_callee_and_time_limit_cuts(make_app):
+    app = make_app({
+        "/voice": twiml('<Dial action="/a" hangupOnStar="true">+15550111</Dial>'),
+        "/a": twiml('<Dial action="/b" timeLimit="10">+15550112</Dial>'),
+        "/b": twiml('<Dial action="/c">+15550113</Dial>'),
+        "/c": twiml("<Say>Still here</Say>"),
+    })
+    result = await call(app, [DialOutcome("completed", duration=12, presses_star=True),
+                              DialOutcome("completed", duration=60),
+                              DialOutcome("completed", duration=8, presses_star=True)])
+    starred, limited, plain = app.seen[1].params, app.seen[2].params, app.seen[3].params
+    assert starred["DialCallStatus"] == "completed"
+    assert starred["DialCallDuration"] == "12"
+    assert limited["DialCallDuration"] == "10"  # timeLimit cut the bridge
+    assert plain["DialCallDuration"] == "8"
+    dials = [e.to_json() for e in result.events if e.type == "dial"]
+    assert dials[0]["ended_by"] == "star"  # the caller stayed on: only the callee was dropped
+    assert "ended_by" not in dials[2]  # no hangupOnStar: * is just a tone
+    assert "Still here" in result.heard
+    assert result.status == "completed"
+
+
 async def test_enqueue_wait_url_gets_queue_params_and_leave_resumes(make_app):
     app = make_app({
         "/voice": twiml('<Enqueue waitUrl="/hold">support</Enqueue><Say>Back from the queue</Say>'),

@@ -18,7 +18,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --ivr-coverage --ivr-coverage-fail-under=100
 
 bench: install
 	$(BIN)/python benchmarks/webhook_throughput.py

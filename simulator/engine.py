@@ -36,6 +36,7 @@ from simulator.model import (
     EnqueueEvent,
     ErrorEvent,
     Event,
+    EventLog,
     GatherEvent,
     HangupEvent,
     InputEvent,
@@ -46,7 +47,6 @@ from simulator.model import (
     RejectEvent,
     RequestEvent,
     SayEvent,
-    describe,
     new_sid,
 )
 from simulator.transport import Fetch, Session
@@ -159,7 +159,7 @@ def _check_nesting(root: ET.Element) -> None:
 
 
 @dataclass
-class CallResult:
+class CallResult(EventLog):
     """Everything that happened on one call, in order; the last event is the ``EndEvent``."""
 
     events: list[Event]
@@ -168,27 +168,10 @@ class CallResult:
     reason: str
     call_sid: str
 
-    @property
-    def requests(self) -> list[RequestEvent]:
-        return [e for e in self.events if isinstance(e, RequestEvent)]
 
-    @property
-    def errors(self) -> list[ErrorEvent]:
-        return [e for e in self.events if isinstance(e, ErrorEvent)]
 
-    @property
-    def said(self) -> list[str]:
-        """Each Say's text, in order."""
-        return [e.text for e in self.events if isinstance(e, SayEvent)]
 
-    @property
-    def heard(self) -> str:
-        """All spoken text, one Say per line (substring checks: ``"Goodbye" in result.heard``)."""
-        return "\n".join(self.said)
 
-    @property
-    def transcript(self) -> str:
-        return "\n".join(describe(e) for e in self.events)
 
     @property
     def ok(self) -> bool:

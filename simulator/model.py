@@ -295,3 +295,33 @@ def describe(event: Event) -> str:
     if isinstance(event, EndEvent):
         return f"== call ended: {event.status} after {event.duration} s ({event.reason})"
     return repr(event)  # pragma: no cover
+
+
+class EventLog:
+    """What a call's events say, for any object with an ``events`` list (a finished
+    CallResult or a LiveCall still in progress)."""
+
+    events: list[Event]
+
+    @property
+    def requests(self) -> list[RequestEvent]:
+        return [e for e in self.events if isinstance(e, RequestEvent)]
+
+    @property
+    def errors(self) -> list[ErrorEvent]:
+        return [e for e in self.events if isinstance(e, ErrorEvent)]
+
+    @property
+    def said(self) -> list[str]:
+        """Each Say's text, in order."""
+        return [e.text for e in self.events if isinstance(e, SayEvent)]
+
+    @property
+    def heard(self) -> str:
+        """All spoken text, one Say per line (substring checks: ``"Goodbye" in call.heard``)."""
+        return "\n".join(self.said)
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(describe(e) for e in self.events)
+

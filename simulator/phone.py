@@ -30,7 +30,7 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.engine import CallResult, Engine
-from simulator.model import CallParams, ErrorEvent, Event, RequestEvent, SayEvent, describe
+from simulator.model import CallParams, Event, EventLog
 from simulator.transport import Transport
 
 __all__ = ["CallEnded", "LiveCall", "Phone", "SyncCall", "WrongInput", "run_call"]
@@ -130,7 +130,7 @@ class _Channel:
         return await self._park("enqueue", prompt)
 
 
-class LiveCall:
+class LiveCall(EventLog):
     """A call a test drives one input point at a time.
 
     ``await call.start()`` runs until the first Gather/Dial/Record/Enqueue (or the end); each of
@@ -265,26 +265,10 @@ class LiveCall:
         """The GatherPrompt/DialPrompt/... the call is waiting at."""
         return None if self._channel is None or self.ended else self._channel.prompt
 
-    @property
-    def said(self) -> list[str]:
-        return [e.text for e in self.events if isinstance(e, SayEvent)]
 
-    @property
-    def heard(self) -> str:
-        """All spoken text so far, one Say per line."""
-        return "\n".join(self.said)
 
-    @property
-    def transcript(self) -> str:
-        return "\n".join(describe(e) for e in self.events)
 
-    @property
-    def requests(self) -> list[RequestEvent]:
-        return [e for e in self.events if isinstance(e, RequestEvent)]
 
-    @property
-    def errors(self) -> list[ErrorEvent]:
-        return [e for e in self.events if isinstance(e, ErrorEvent)]
 
     @property
     def states(self) -> list[str]:

@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--calls", type=int, default=40_000)
     parser.add_argument("--postgres", default=os.environ.get("IVRKIT_BENCH_POSTGRES"))
+    parser.add_argument("--postgres-workers", type=int, default=2,
+                        help="uvicorn processes on PostgreSQL (SQLite is one process by design)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
@@ -165,20 +167,24 @@ def main() -> int:
                            "--app-dir", str(ROOT / "benchmarks"), "bare_app:app"],
                            dict(os.environ), port, data, script, args))
 
-    targets = [("ivrkit support_line, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}")]
+    targets = [("ivrkit support_line, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}", 1)]
     if args.postgres:
-        targets.append(("ivrkit support_line, PostgreSQL", args.postgres))
-    for name, url in targets:
+        targets.append(("ivrkit support_line, PostgreSQL", args.postgres, 1))
+        if args.postgres_workers > 1:
+            targets.append((f"ivrkit, PostgreSQL, {args.postgres_workers} workers",
+                            args.postgres, args.postgres_workers))
+    for name, url, workers in targets:
         if url.startswith("postgresql"):
             _reset_postgres(url)
         port = free_port()
-        data = workdir / f"{name.split()[-1]}.tsv"
+        data = workdir / f"{name.split()[-1]}-{workers}.tsv"
         data.write_text("\n".join(call_requests(f"http://127.0.0.1:{port}", args.calls,
                                                 4 * args.connections)) + "\n")
         env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN, "IVRKIT_DATABASE_URL": url,
                "IVRKIT_LOG_LEVEL": "warning"}
         results.append(measure(name, [python, "-m", "ivrkit.cli", "serve",
-                                      "flows/support_line.py", "--port", str(port)],
+                                      "flows/support_line.py", "--port", str(port),
+                                      "--workers", str(workers)],
                                env, port, data, script, args))
 
     bare = results[0]["rps"]
@@ -186,8 +192,8 @@ def main() -> int:
     for result in results[1:]:
         print(f"{result['name']}: {result['rps'] / bare:.2f} x the bare app's requests/s "
               f"(goal >= 0.5), p99 {result['p99']:.1f} ms (goal < 25 ms)")
-    if len(results) == 3:
-        print(f"PostgreSQL / SQLite requests/s: {results[2]['rps'] / results[1]['rps']:.2f} "
+    for result in results[2:]:
+        print(f"{result['name']} / SQLite requests/s: {result['rps'] / results[1]['rps']:.2f} "
               f"(goal: within 1.5x, i.e. >= 0.67)")
     return 0
 

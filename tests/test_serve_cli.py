@@ -84,16 +84,15 @@ def test_serve_answers_signed_webhook_over_http(server):
     assert "transitions.core" not in output  # no per-transition chatter from the engine
 
 
+def run_ivrkit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*IVRKIT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
 def test_serve_refuses_without_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TWILIO_AUTH_TOKEN"}
-    done = subprocess.run(
-        [*IVRKIT, "serve", "flows/support_line.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_ivrkit("serve", "flows/support_line.py", env=env)
     assert done.returncode == 2
     assert "TWILIO_AUTH_TOKEN is not set" in done.stderr
     assert "--insecure-dev" in done.stderr
@@ -107,13 +106,7 @@ def test_serve_refuses_broken_flow(tmp_path):
         "    menu = Menu('Press 1.', choices={'1': 'goodbye'}, retries=Retries(give_up='bye'))\n"
         "    bye = Hangup()\n"
     )
-    done = subprocess.run(
-        [*IVRKIT, "serve", str(broken), "--insecure-dev"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_ivrkit("serve", str(broken), "--insecure-dev")
     assert done.returncode == 2
     assert "broken.py:3: IVR001 error: Broken.menu" in done.stderr
     assert 'unknown state "goodbye"' in done.stderr
@@ -121,13 +114,6 @@ def test_serve_refuses_broken_flow(tmp_path):
 
 def test_sqlite_refuses_several_workers():
     env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN}
-    done = subprocess.run(
-        [*IVRKIT, "serve", "flows/support_line.py", "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_ivrkit("serve", "flows/support_line.py", "--workers", "2", env=env)
     assert done.returncode == 2
     assert "PostgreSQL" in done.stderr

@@ -183,39 +183,29 @@ async def test_route_by_to_number(serve):
         assert unknown.said() == ["Sorry, this number is not in service."]
 
 
+async def post_through_proxy(client):
+    """A webhook signed for the public https URL, as a TLS-terminating proxy forwards it."""
+    params = phone(client, "support_line").params()
+    url = "https://ivr.example.com/voice/support_line"
+    headers = {
+        **signed_headers(url, params),
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "ivr.example.com",
+    }
+    return await client.post("/voice/support_line", data=params, headers=headers)
+
+
 async def test_public_url_and_trusted_proxy_headers(serve):
     async with serve([SupportLine], trusted_proxies=frozenset({"127.0.0.1"})) as (_, client):
-        call = phone(client, "support_line")
-        url = "https://ivr.example.com/voice/support_line"
-        params = call.params()
         # httpx's ASGI client is 127.0.0.1: a trusted proxy telling us the public URL.
-        response = await client.post(
-            "/voice/support_line",
-            data=params,
-            headers={
-                **signed_headers(url, params),
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Host": "ivr.example.com",
-            },
-        )
+        response = await post_through_proxy(client)
         assert response.status_code == 200
         assert "https://ivr.example.com/voice/support_line/action?" in response.text
 
 
 async def test_forwarded_headers_ignored_from_untrusted_peers(serve):
     async with serve([SupportLine]) as (_, client):
-        call = phone(client, "support_line")
-        url = "https://ivr.example.com/voice/support_line"
-        params = call.params()
-        response = await client.post(
-            "/voice/support_line",
-            data=params,
-            headers={
-                **signed_headers(url, params),
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Host": "ivr.example.com",
-            },
-        )
+        response = await post_through_proxy(client)
         assert response.status_code == 403
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from typing import Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,55 +24,74 @@ from ivrkit import nodes as n
 from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
-from ivrkit.flow import Flow
+from ivrkit.flow import DEFAULT_APOLOGY, Flow
 from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
-from ivrkit.security import ProxyTrust, SignatureChecker, public_base_url, signed_url
+from ivrkit.security import ProxyTrust, SignatureChecker
 from ivrkit.store import CallStore, create_store
+from ivrkit.webhook import ClientGone, Receive, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
 
-FORM_TYPE = "application/x-www-form-urlencoded"
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
-def parse_form(body: str) -> list[tuple[str, str]]:
-    """``application/x-www-form-urlencoded`` pairs, as parse_qsl(keep_blank_values=True).
+class Answer(NamedTuple):
+    """What an endpoint answers; TwiML unless it says otherwise."""
 
-    Twilio's values are mostly plain; unquoting only the ones that need it halves the cost
-    of the stdlib parser on a typical 15-parameter webhook.
+    body: str
+    status: int = 200
+    media_type: str = "text/xml; charset=utf-8"
+
+
+NO_CONTENT = Answer("", 204, "text/plain; charset=utf-8")
+Handler = Callable[[dict[str, Any], Receive], Awaitable[Answer]]
+
+
+class Endpoint:
+    """One webhook endpoint as a plain ASGI app.
+
+    Starlette's router reaches it, and so does ``IvrStarlette``'s direct dispatch, which
+    skips the routing and Request objects a webhook does not need. Whatever happens, the
+    answer is sent here: a refusal as a 4xx with its reason, a bug as the apology TwiML
+    (Twilio would play a 500 as "an application error has occurred").
     """
-    pairs = []
-    for field in body.split("&"):
-        if not field:
-            continue
-        name, _, value = field.partition("=")
-        if "%" in name or "+" in name:
-            name = unquote_plus(name)
-        if "%" in value or "+" in value:
-            value = unquote_plus(value)
-        pairs.append((name, value))
-    return pairs
 
+    def __init__(self, handler: Handler, methods: frozenset[str], *, twiml_answer: bool) -> None:
+        self.handler = handler
+        self.methods = methods
+        self.twiml_answer = twiml_answer
 
-def xml(content: str) -> Response:
-    return Response(content, media_type="text/xml")
-
-
-class Webhook:
-    """A verified Twilio request: its params and the base URL callbacks must use."""
-
-    __slots__ = ("params", "base_url", "query")
-
-    def __init__(self, params: dict[str, str], base_url: str, query: dict[str, str]) -> None:
-        self.params = params
-        self.base_url = base_url
-        self.query = query
-
-    @property
-    def call_sid(self) -> str:
-        return self.params["CallSid"]
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        try:
+            answer = await self.handler(scope, receive)
+        except Refused as refusal:
+            log.warning(
+                "refused %s %s from %s: %d %s",
+                scope["method"],
+                scope["path"],
+                peer(scope) or "?",
+                refusal.status,
+                refusal.reason,
+            )
+            answer = Answer(f"{refusal.reason}\n", refusal.status, "text/plain; charset=utf-8")
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            answer = (
+                Answer(twiml.apology(DEFAULT_APOLOGY, None))
+                if self.twiml_answer
+                else Answer("", 500, "text/plain; charset=utf-8")
+            )
+        body = answer.body.encode()
+        headers = [(b"content-length", str(len(body)).encode())] if answer.status != 204 else []
+        if body:
+            headers.append((b"content-type", answer.media_type.encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class IvrApp:
@@ -90,92 +108,55 @@ class IvrApp:
         self.registry = FlowRegistry(list(flows))
         self.runtime = Runtime(self.registry, clock=clock)
         self.store = store
-        self.proxies = ProxyTrust(settings.trusted_proxies)
-        self.checker = SignatureChecker(settings.auth_token) if settings.auth_token else None
-
-    # -- request parsing and security ----------------------------------------------------------
-
-    async def webhook(self, request: Request, *, needs_call_sid: bool = True) -> Webhook:
-        raw_query = request.scope.get("query_string", b"").decode("latin-1")
-        query = dict(parse_qsl(raw_query)) if raw_query else {}
-        if request.method == "POST":
-            content_type = request.headers.get("content-type", "").split(";")[0].strip()
-            if content_type != FORM_TYPE:
-                self._refuse(
-                    400, f"expected {FORM_TYPE}, got {content_type or 'no Content-Type'}", request
-                )
-            body = await self._read_body(request)
-            try:
-                pairs = parse_form(body.decode("utf-8"))
-            except UnicodeDecodeError:
-                self._refuse(400, "form body is not UTF-8", request)
-        else:
-            pairs = list(query.items())
-        base_url = public_base_url(
-            request, configured=self.settings.public_url, proxies=self.proxies
+        self.reader = WebhookReader(
+            checker=SignatureChecker(settings.auth_token) if settings.auth_token else None,
+            proxies=ProxyTrust(settings.trusted_proxies),
+            public_url=settings.public_url,
+            max_body_bytes=settings.max_body_bytes,
         )
-        if self.checker is not None:
-            signature = request.headers.get("x-twilio-signature", "")
-            url = signed_url(request, base_url)
-            signed_pairs = pairs if request.method == "POST" else []
-            if not self.checker.valid(url, signed_pairs, signature):
-                self._refuse(
-                    403,
-                    "X-Twilio-Signature missing or wrong for "
-                    f"{url} (check TWILIO_AUTH_TOKEN and IVRKIT_PUBLIC_URL)",
-                    request,
-                )
-        params = dict(pairs)
-        if needs_call_sid and not params.get("CallSid"):
-            self._refuse(400, "CallSid is missing: is this a Twilio voice webhook?", request)
-        return Webhook(params, base_url, query)
+        post, post_or_get = frozenset({"POST"}), frozenset({"POST", "GET"})
+        self.endpoints: dict[str, Endpoint] = {
+            "": Endpoint(self.incoming, post_or_get, twiml_answer=True),
+            "action": Endpoint(self.action, post, twiml_answer=True),
+            "status": Endpoint(self.status, post, twiml_answer=False),
+            "recording": Endpoint(self.recording, post, twiml_answer=False),
+            "hold": Endpoint(self.hold, post_or_get, twiml_answer=True),
+        }
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            self._refuse(413, f"body of {declared} bytes is over the {limit} byte limit", request)
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                self._refuse(413, f"body is over the {limit} byte limit", request)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    @staticmethod
-    def _refuse(status: int, reason: str, request: Request) -> None:
-        peer = request.client.host if request.client else "?"
-        log.warning(
-            "refused %s %s from %s: %d %s", request.method, request.url.path, peer, status, reason
-        )
-        raise HTTPException(status, reason)
+    def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, str]] | None:
+        """The endpoint for /voice, /voice/{flow} or /voice/{flow}/{endpoint}, if any."""
+        parts = path.split("/")
+        if len(parts) < 2 or parts[1] != "voice" or len(parts) > 4 or "" in parts[2:]:
+            return None
+        endpoint = self.endpoints.get(parts[3] if len(parts) == 4 else "")
+        if endpoint is None or method not in endpoint.methods:
+            return None
+        return endpoint, ({"flow": parts[2]} if len(parts) > 2 else {})
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    async def incoming(self, request: Request) -> Response:
+    async def incoming(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """A new call to /voice/{flow}, or to /voice routed by the To number."""
-        hook = await self.webhook(request)
-        name = request.path_params.get("flow")
+        hook = await self.reader.read(scope, receive)
+        name = scope["path_params"].get("flow")
         if name is None:
             to = hook.params.get("To", "")
             flow = self.registry.for_number(to)
             if flow is None:
                 log.warning("no flow answers %s; set number = ... on a flow", mask_number(to))
-                return xml(twiml.apology("Sorry, this number is not in service.", None))
+                return Answer(twiml.apology("Sorry, this number is not in service.", None))
         else:
             flow = self._flow_or_404(name)
         return await self._start(flow, hook)
 
-    async def action(self, request: Request) -> Response:
+    async def action(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """Gather / Dial / Record / Enqueue callbacks (and our own no-input redirects)."""
-        flow = self._flow_or_404(request.path_params["flow"])
-        hook = await self.webhook(request)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
+        hook = await self.reader.read(scope, receive)
         state = hook.query.get("state")
         step_text = hook.query.get("step", "")
         if not state or not step_text.isdigit():
-            self._refuse(400, "action URL needs state and step (was it built by ivrkit?)", request)
+            raise Refused(400, "action URL needs state and step (was it built by ivrkit?)")
         step = int(step_text)
         no_input = hook.query.get("input") == "none"
         sid = hook.call_sid
@@ -184,7 +165,7 @@ class IvrApp:
                 record = session.record
                 if record is None:
                     log.warning("call %s: callback for a call this app never started", sid)
-                    return xml(self._apology(flow))
+                    return Answer(self._apology(flow))
                 if step != record.step or state != record.state:
                     return self._replay(session, record, hook, step, state)
                 try:
@@ -195,7 +176,7 @@ class IvrApp:
                     log.exception("call %s: flow %s failed in state %s", sid, flow.name, state)
                     answer = self._apology(self.registry.get(record.flow))
                     session.log(self._event(record, "error", hook, answer, state=state))
-                    return xml(answer)
+                    return Answer(answer)
                 record.status = _live_status(hook, record)
                 record.updated_at = utcnow()
                 session.save(
@@ -203,14 +184,14 @@ class IvrApp:
                     self._event(record, "action", hook, result.twiml, state=state, result=result),
                 )
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
-                return xml(result.twiml)
+                return Answer(result.twiml)
         except Exception:
             log.exception("call %s: storage failed", sid)
-            return xml(self._apology(flow))
+            return Answer(self._apology(flow))
 
-    async def status(self, request: Request) -> Response:
+    async def status(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """Call status callback: marks the call ended with its final status and duration."""
-        hook = await self.webhook(request)
+        hook = await self.reader.read(scope, receive)
         call_status = hook.params.get("CallStatus", "")
         duration = hook.params.get("CallDuration", "")
 
@@ -230,10 +211,10 @@ class IvrApp:
 
         return await self._annotate(hook, "status", mark)
 
-    async def recording(self, request: Request) -> Response:
+    async def recording(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """Recording status callback: the final URL and duration land in call data."""
-        flow = self._flow_or_404(request.path_params["flow"])
-        hook = await self.webhook(request)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
+        hook = await self.reader.read(scope, receive)
         node = flow.states().get(hook.query.get("state", ""))
         save_as = node.save_as if isinstance(node, n.Record) else "recording"
 
@@ -253,7 +234,7 @@ class IvrApp:
 
     async def _annotate(
         self, hook: Webhook, kind: str, change: Callable[[CallRecord], None]
-    ) -> Response:
+    ) -> Answer:
         """Apply a callback that informs (status, recording) without moving the call.
 
         Twilio ignores these answers, so a storage failure is a 503 it will log for us.
@@ -263,27 +244,27 @@ class IvrApp:
                 record = session.record
                 if record is None:
                     log.info("call %s: %s callback for an unknown call", hook.call_sid, kind)
-                    return Response(status_code=204)
+                    return NO_CONTENT
                 change(record)
                 record.updated_at = utcnow()
                 session.save(record, self._event(record, kind, hook, ""))
         except Exception:
             log.exception("call %s: storage failed on %s callback", hook.call_sid, kind)
-            return Response(status_code=503)
-        return Response(status_code=204)
+            return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
+        return NO_CONTENT
 
-    async def hold(self, request: Request) -> Response:
+    async def hold(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """Enqueue's waitUrl: hold music; Twilio fetches it again when it runs out."""
-        flow = self._flow_or_404(request.path_params["flow"])
-        hook = await self.webhook(request)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
+        hook = await self.reader.read(scope, receive)
         node = flow.states().get(hook.query.get("state", ""))
         if not isinstance(node, n.Enqueue):
-            return xml(
+            return Answer(
                 twiml.hold_music(
                     n.Enqueue("hold"), call=self._call(hook, flow), voice=twiml.Voice()
                 )
             )
-        return xml(
+        return Answer(
             twiml.hold_music(
                 node, call=self._call(hook, flow), voice=twiml.Voice(flow.voice, flow.language)
             )
@@ -301,7 +282,7 @@ class IvrApp:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    async def _start(self, flow: type[Flow], hook: Webhook) -> Response:
+    async def _start(self, flow: type[Flow], hook: Webhook) -> Answer:
         sid = hook.call_sid
         try:
             async with self.store.session(sid, new_call=True) as session:
@@ -322,7 +303,7 @@ class IvrApp:
                     log.exception("call %s: flow %s failed at its start", sid, flow.name)
                     answer = self._apology(flow)
                     session.log(self._event(record, "error", hook, answer, state="(start)"))
-                    return xml(answer)
+                    return Answer(answer)
                 session.save(
                     record,
                     self._event(
@@ -336,14 +317,14 @@ class IvrApp:
                     flow.name,
                     flow.version(),
                 )
-                return xml(result.twiml)
+                return Answer(result.twiml)
         except Exception:
             log.exception("call %s: storage failed at call start", sid)
-            return xml(self._apology(flow))
+            return Answer(self._apology(flow))
 
     def _replay(
         self, session: Any, record: CallRecord, hook: Webhook, step: int, state: str
-    ) -> Response:
+    ) -> Answer:
         """A webhook already handled (a retry) or out of date: repeat the last answer."""
         if step == record.step - 1 or step == 0:
             log.info("call %s: step %d handled already; repeating its answer", hook.call_sid, step)
@@ -357,7 +338,7 @@ class IvrApp:
                 record.step,
             )
         session.log(self._event(record, "replay", hook, record.last_twiml, state=state))
-        return xml(record.last_twiml or twiml.empty())
+        return Answer(record.last_twiml or twiml.empty())
 
     def _apology(self, flow: type[Flow]) -> str:
         return twiml.apology(flow.apology, flow.fallback_number)
@@ -365,7 +346,7 @@ class IvrApp:
     def _flow_or_404(self, name: str) -> type[Flow]:
         flow = self.registry.by_name.get(name)
         if flow is None:
-            raise HTTPException(
+            raise Refused(
                 404, f"no flow named {name!r}; loaded: {', '.join(sorted(self.registry.by_name))}"
             )
         return flow
@@ -405,13 +386,34 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code)
 
 
+class IvrStarlette(Starlette):
+    """Starlette, with Twilio's webhooks sent straight to their endpoint.
+
+    A webhook is most of the traffic and needs neither the router's regexes nor its
+    middleware; everything else (health, wrong methods, 404s, mounts, user middleware)
+    goes the usual way.
+    """
+
+    ivr: IvrApp
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
+            found = self.ivr.match(scope["path"], scope["method"])
+            if found is not None:
+                endpoint, scope["path_params"] = found
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     flows: Sequence[type[Flow]],
     *,
     settings: Settings | None = None,
     store: CallStore | None = None,
     clock: Callable[[], datetime] | None = None,
-) -> Starlette:
+) -> IvrStarlette:
     """The ASGI app serving ``flows``; tables are created on start-up.
 
     ``clock`` replaces the wall clock that flows see as ``call.now`` (tests, simulations).
@@ -434,17 +436,20 @@ def create_app(
         finally:
             await store.close()
 
-    routes = [
-        Route("/healthz", ivr.healthz, methods=["GET"]),
-        Route("/voice", ivr.incoming, methods=["POST", "GET"]),
-        Route("/voice/{flow}", ivr.incoming, methods=["POST", "GET"]),
-        Route("/voice/{flow}/action", ivr.action, methods=["POST"]),
-        Route("/voice/{flow}/status", ivr.status, methods=["POST"]),
-        Route("/voice/{flow}/recording", ivr.recording, methods=["POST"]),
-        Route("/voice/{flow}/hold", ivr.hold, methods=["POST", "GET"]),
-    ]
-    app = Starlette(
+    endpoints = ivr.endpoints
+    routes = [Route("/healthz", ivr.healthz, methods=["GET"])]
+    for path, name in [
+        ("/voice", ""),
+        ("/voice/{flow}", ""),
+        ("/voice/{flow}/action", "action"),
+        ("/voice/{flow}/status", "status"),
+        ("/voice/{flow}/recording", "recording"),
+        ("/voice/{flow}/hold", "hold"),
+    ]:
+        routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
+    app = IvrStarlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
+    app.ivr = ivr
     app.state.ivr = ivr
     return app

@@ -73,6 +73,20 @@ def test_masking_keeps_enough_to_tell_calls_apart():
 def test_form_parser_matches_the_standard_library(body):
     from urllib.parse import parse_qsl
 
-    from ivrkit.app import parse_form
+    from ivrkit.webhook import FormDecoder
 
-    assert parse_form(body) == parse_qsl(body, keep_blank_values=True)
+    decoder = FormDecoder(size=2)
+    expected = parse_qsl(body, keep_blank_values=True)
+    assert decoder.decode(body) == expected
+    assert decoder.decode(body) == expected  # again, partly from the memo (emptied when full)
+
+
+def test_repeated_names_are_signed_as_twilio_signs_them():
+    """Names sorted, each name's values sorted and de-duplicated (twilio's own rule)."""
+    from starlette.datastructures import ImmutableMultiDict
+
+    pairs = [("b", "2"), ("a", "z"), ("a", "y"), ("a", "z"), ("c", "")]
+    url = "https://ivr.example.com/voice/x/action?state=s&step=1"
+    expected = RequestValidator("tok").compute_signature(url, ImmutableMultiDict(pairs))
+    assert SignatureChecker("tok").compute(url, pairs) == expected
+    assert SignatureChecker("tok").compute(url, pairs[:2]) != expected

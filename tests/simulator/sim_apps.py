@@ -65,8 +65,11 @@ class TwimlApp:
         body = (await request.body()).decode()
         form = dict(parse_qsl(body, keep_blank_values=True)) if request.method == "POST" else {}
         seen = Seen(
-            request.method, request.url.path, str(request.url),
-            dict(parse_qsl(request.url.query, keep_blank_values=True)), form,
+            request.method,
+            request.url.path,
+            str(request.url),
+            dict(parse_qsl(request.url.query, keep_blank_values=True)),
+            form,
             dict(request.headers),
         )
         self.seen.append(seen)
@@ -106,7 +109,11 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
             access_log=False,
         )
         self.server = uvicorn.Server(config)
@@ -145,29 +152,39 @@ def demo_ivr(*, greeting: str = "Thanks for calling Acme.", token: str | None = 
         if state == "menu":
             digit = params.get("Digits")
             if digit == "1":
-                return twiml("<Say>Connecting you to sales.</Say>"
-                             '<Dial action="/ivr?state=sales_done" timeout="20">+15550111</Dial>')
+                return twiml(
+                    "<Say>Connecting you to sales.</Say>"
+                    '<Dial action="/ivr?state=sales_done" timeout="20">+15550111</Dial>'
+                )
             if digit == "2":
-                return twiml('<Enqueue waitUrl="/hold" action="/ivr?state=queue_done">support'
-                             "</Enqueue>")
+                return twiml(
+                    '<Enqueue waitUrl="/hold" action="/ivr?state=queue_done">support</Enqueue>'
+                )
             if digit == "3":
-                return twiml("<Say>Leave a message after the beep.</Say>"
-                             '<Record action="/ivr?state=saved" maxLength="60"/>')
+                return twiml(
+                    "<Say>Leave a message after the beep.</Say>"
+                    '<Record action="/ivr?state=saved" maxLength="60"/>'
+                )
             return twiml("<Say>That is not a valid choice.</Say><Redirect>/voice</Redirect>")
         if state == "sales_done":
             if params.get("DialCallStatus") == "completed":
                 return twiml("<Say>Thanks, goodbye.</Say><Hangup/>")
-            return twiml("<Say>Sales is busy. Leave a message after the beep.</Say>"
-                         '<Record action="/ivr?state=saved" maxLength="60"/>')
+            return twiml(
+                "<Say>Sales is busy. Leave a message after the beep.</Say>"
+                '<Record action="/ivr?state=saved" maxLength="60"/>'
+            )
         if state == "queue_done":
             return twiml(f"<Say>Queue result {params.get('QueueResult')}.</Say>")
         if state == "saved":
             return twiml(f"<Say>Got {params.get('RecordingDuration')} seconds. Goodbye.</Say>")
         return twiml("<Say>Unknown state.</Say>")
 
-    return TwimlApp({
-        "/voice": voice,
-        "/ivr": ivr,
-        "/hold": twiml("<Say>Please hold.</Say>"),
-        "/status": "",
-    }, token=token)
+    return TwimlApp(
+        {
+            "/voice": voice,
+            "/ivr": ivr,
+            "/hold": twiml("<Say>Please hold.</Say>"),
+            "/status": "",
+        },
+        token=token,
+    )

@@ -23,9 +23,23 @@ def test_scripted_call_json(serve):
     app = demo_ivr()
     server = serve(app)
     code, out, err = run_cli(
-        "call", f"{server.url}/voice", "--press", "timeout", "--press", "1", "--dial", "busy",
-        "--record", "7#", "--json", "--auth-token", TOKEN, "--from", "+15551112222",
-        "--status-callback", f"{server.url}/status",
+        "call",
+        f"{server.url}/voice",
+        "--press",
+        "timeout",
+        "--press",
+        "1",
+        "--dial",
+        "busy",
+        "--record",
+        "7#",
+        "--json",
+        "--auth-token",
+        TOKEN,
+        "--from",
+        "+15551112222",
+        "--status-callback",
+        f"{server.url}/status",
     )
     assert code == 0, out + err
     events = [json.loads(line) for line in out.splitlines()]
@@ -34,7 +48,8 @@ def test_scripted_call_json(serve):
     assert kinds[-1] == "end"
     assert {"say", "gather", "input", "dial", "record", "redirect"} <= set(kinds)
     assert [e for e in events if e["type"] == "input"] == [
-        {"type": "input", "timeout": True}, {"type": "input", "digits": "1"},
+        {"type": "input", "timeout": True},
+        {"type": "input", "digits": "1"},
     ]
     dial = next(e for e in events if e["type"] == "dial")
     assert dial == {"type": "dial", "targets": ["+15550111"], "status": "busy", "duration": 0}
@@ -78,7 +93,8 @@ def test_run_scenarios(serve, tmp_path, monkeypatch):
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     server = serve(demo_ivr())
     path = tmp_path / "ivr.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         url: http://127.0.0.1:1/voice   # overridden by --url
         scenarios:
           - name: voicemail after busy sales
@@ -96,7 +112,8 @@ def test_run_scenarios(serve, tmp_path, monkeypatch):
             expect:
               heard: "Queue result bridged."
               not_heard: "We did not hear a choice."
-    """))
+    """)
+    )
     code, out, err = run_cli("run", str(path), "--url", f"{server.url}/voice")
     assert code == 1, err
     assert "PASS voicemail after busy sales" in out
@@ -109,9 +126,11 @@ def test_run_scenarios(serve, tmp_path, monkeypatch):
 def test_run_scenarios_all_pass_and_bad_file(serve, tmp_path):
     server = serve(demo_ivr())
     good = tmp_path / "good.yaml"
-    good.write_text(f"url: {server.url}/voice\nauth_token: {TOKEN}\nscenarios:\n"
-                    "  - name: menu\n    steps: [{press: '2'}, {queue: bridged}]\n"
-                    "    expect: {heard: Queue result bridged., ended: completed}\n")
+    good.write_text(
+        f"url: {server.url}/voice\nauth_token: {TOKEN}\nscenarios:\n"
+        "  - name: menu\n    steps: [{press: '2'}, {queue: bridged}]\n"
+        "    expect: {heard: Queue result bridged., ended: completed}\n"
+    )
     assert run_cli("run", str(good))[0] == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("scenarios:\n  - name: typo\n    steps: [{pres: '1'}]\n")
@@ -124,8 +143,9 @@ def test_replay_detects_a_changed_prompt(serve, tmp_path):
     v1 = serve(demo_ivr())
     v2 = serve(demo_ivr(greeting="Welcome to Acme Corporation."))
     recording = tmp_path / "call.jsonl"
-    code, out, _ = run_cli("call", f"{v1.url}/voice", "--press", "3", "--record", "9#", "--json",
-                           "--auth-token", TOKEN)
+    code, out, _ = run_cli(
+        "call", f"{v1.url}/voice", "--press", "3", "--record", "9#", "--json", "--auth-token", TOKEN
+    )
     assert code == 0
     recording.write_text(out)
     code, out, _ = run_cli("replay", str(recording), f"{v1.url}/voice", "--auth-token", TOKEN)
@@ -140,14 +160,28 @@ def test_replay_detects_a_changed_prompt(serve, tmp_path):
 def test_replay_ivrkit_event_log_export(serve, tmp_path):
     v1_app = demo_ivr()
     v1 = serve(v1_app)
-    code, _, _ = run_cli("call", f"{v1.url}/voice", "--press", "timeout", "--press", "1",
-                         "--dial", "no-answer", "--record", "5#", "--auth-token", TOKEN)
+    code, _, _ = run_cli(
+        "call",
+        f"{v1.url}/voice",
+        "--press",
+        "timeout",
+        "--press",
+        "1",
+        "--dial",
+        "no-answer",
+        "--record",
+        "5#",
+        "--auth-token",
+        TOKEN,
+    )
     assert code == 0
     export = tmp_path / "events.jsonl"
-    export.write_text("".join(
-        json.dumps({"kind": "webhook", "params": seen.params, "twiml": answer}) + "\n"
-        for seen, answer in v1_app.answers
-    ))
+    export.write_text(
+        "".join(
+            json.dumps({"kind": "webhook", "params": seen.params, "twiml": answer}) + "\n"
+            for seen, answer in v1_app.answers
+        )
+    )
     code, out, _ = run_cli("replay", str(export), f"{v1.url}/voice", "--auth-token", TOKEN)
     assert code == 0, out
     changed = serve(demo_ivr(greeting="Hello from the new menu."))
@@ -160,9 +194,23 @@ def test_load(serve):
     app = demo_ivr()
     server = serve(app)
     code, out, _ = run_cli(
-        "load", f"{server.url}/voice", "--calls", "40", "--concurrency", "8",
-        "--wrong-input", "10%", "--no-input", "10%", "--hangup", "5%", "--json",
-        "--auth-token", TOKEN, "--seed", "7",
+        "load",
+        f"{server.url}/voice",
+        "--calls",
+        "40",
+        "--concurrency",
+        "8",
+        "--wrong-input",
+        "10%",
+        "--no-input",
+        "10%",
+        "--hangup",
+        "5%",
+        "--json",
+        "--auth-token",
+        TOKEN,
+        "--seed",
+        "7",
     )
     assert code == 0
     report = json.loads(out)
@@ -190,7 +238,9 @@ def test_python_dash_m(serve):
     server = serve(demo_ivr())
     completed = subprocess.run(
         [sys.executable, "-m", "simulator", "call", f"{server.url}/nope", "--auth-token", TOKEN],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert completed.returncode == 1
     assert "11200" in completed.stdout

@@ -26,10 +26,12 @@ async def call(app, steps=(), url="/voice", **options):
 
 
 async def test_first_request_is_ringing_then_in_progress(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next" numDigits="1"><Say>Press 1</Say></Gather>'),
-        "/next": twiml("<Say>Bye</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/next" numDigits="1"><Say>Press 1</Say></Gather>'),
+            "/next": twiml("<Say>Bye</Say>"),
+        }
+    )
     result = await call(app, [Press("1")])
     assert [s.params["CallStatus"] for s in app.seen] == ["ringing", "in-progress"]
     first = app.seen[0].params
@@ -44,7 +46,7 @@ async def test_first_request_is_ringing_then_in_progress(make_app):
 
 
 async def test_headers_user_agent_and_idempotency_token(make_app):
-    app = make_app({"/voice": twiml('<Redirect>/two</Redirect>'), "/two": twiml("<Hangup/>")})
+    app = make_app({"/voice": twiml("<Redirect>/two</Redirect>"), "/two": twiml("<Hangup/>")})
     await call(app)
     tokens = [s.headers["i-twilio-idempotency-token"] for s in app.seen]
     assert all(s.headers["user-agent"] == "TwilioProxy/1.1" for s in app.seen)
@@ -52,10 +54,14 @@ async def test_headers_user_agent_and_idempotency_token(make_app):
 
 
 async def test_gather_timeout_falls_through_without_request(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next"><Say>Press something</Say></Gather>'
-                        "<Say>We did not get that</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Gather action="/next"><Say>Press something</Say></Gather>'
+                "<Say>We did not get that</Say>"
+            ),
+        }
+    )
     result = await call(app, [Timeout()])
     assert app.paths() == ["/voice"]
     assert result.said == ["Press something", "We did not get that"]
@@ -63,29 +69,35 @@ async def test_gather_timeout_falls_through_without_request(make_app):
 
 
 async def test_finish_on_key_ends_entry_and_is_not_in_digits(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next"><Say>Account number</Say></Gather>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/next"><Say>Account number</Say></Gather>'),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [Press("1234#99")])
     assert app.seen[1].params["Digits"] == "1234"
     assert app.seen[1].params["FinishedOnKey"] == "#"
 
 
 async def test_finish_on_key_empty_disables_it(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next" finishOnKey=""><Say>Keys</Say></Gather>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/next" finishOnKey=""><Say>Keys</Say></Gather>'),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [Press("12#")])
     assert app.seen[1].params["Digits"] == "12#"
 
 
 async def test_num_digits_stops_collection(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next" numDigits="2"><Say>Two keys</Say></Gather>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/next" numDigits="2"><Say>Two keys</Say></Gather>'),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [Press("3456")])
     assert app.seen[1].params["Digits"] == "34"
 
@@ -98,10 +110,14 @@ async def test_only_finish_key_is_no_input(make_app):
 
 
 async def test_action_on_empty_result_forces_the_request(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next" actionOnEmptyResult="true"/><Say>unreached</Say>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Gather action="/next" actionOnEmptyResult="true"/><Say>unreached</Say>'
+            ),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     result = await call(app, [Timeout()])
     assert app.paths() == ["/voice", "/next"]
     assert "Digits" not in app.seen[1].params
@@ -109,23 +125,30 @@ async def test_action_on_empty_result_forces_the_request(make_app):
 
 
 async def test_gather_default_action_is_the_current_document_url(make_app):
-    answers = iter([
-        twiml('<Gather numDigits="1"><Say>Menu</Say></Gather>'),
-        twiml("<Say>Got it</Say>"),
-    ])
+    answers = iter(
+        [
+            twiml('<Gather numDigits="1"><Say>Menu</Say></Gather>'),
+            twiml("<Say>Got it</Say>"),
+        ]
+    )
     app = make_app({"/menu": lambda seen: next(answers)})
     await call(app, [Press("5")], url="/menu?step=3")
     assert [(s.method, s.path, s.query) for s in app.seen] == [
-        ("POST", "/menu", {"step": "3"}), ("POST", "/menu", {"step": "3"}),
+        ("POST", "/menu", {"step": "3"}),
+        ("POST", "/menu", {"step": "3"}),
     ]
     assert app.seen[1].params["Digits"] == "5"
 
 
 async def test_speech_input(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather input="dtmf speech" action="/next"><Say>Say it</Say></Gather>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Gather input="dtmf speech" action="/next"><Say>Say it</Say></Gather>'
+            ),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [Speak("billing please", confidence=0.75)])
     params = app.seen[1].params
     assert params["SpeechResult"] == "billing please"
@@ -134,20 +157,24 @@ async def test_speech_input(make_app):
 
 
 async def test_keys_cut_the_prompt_when_pressed_early(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/next"><Say>One</Say><Say>Two</Say></Gather>'),
-        "/next": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/next"><Say>One</Say><Say>Two</Say></Gather>'),
+            "/next": twiml("<Hangup/>"),
+        }
+    )
     result = await call(app, [Press("1#", after=1)])
     assert result.said == ["One"]
 
 
 async def test_relative_redirect_resolves_against_current_document(make_app):
-    app = make_app({
-        "/ivr/menu/start": twiml("<Redirect>next</Redirect>"),
-        "/ivr/menu/next": twiml('<Redirect method="GET">../up?x=1</Redirect>'),
-        "/ivr/up": twiml("<Say>Top</Say>"),
-    })
+    app = make_app(
+        {
+            "/ivr/menu/start": twiml("<Redirect>next</Redirect>"),
+            "/ivr/menu/next": twiml('<Redirect method="GET">../up?x=1</Redirect>'),
+            "/ivr/up": twiml("<Say>Top</Say>"),
+        }
+    )
     result = await call(app, url="/ivr/menu/start")
     assert app.paths() == ["/ivr/menu/start", "/ivr/menu/next", "/ivr/up"]
     assert app.seen[2].method == "GET"
@@ -165,10 +192,12 @@ async def test_get_voice_url_appends_params_to_existing_query(make_app):
 
 
 async def test_record_without_action_requests_the_same_url(make_app):
-    answers = iter([
-        twiml('<Say>Leave a message</Say><Record maxLength="30"/><Say>unreached</Say>'),
-        twiml("<Say>Thanks</Say>"),
-    ])
+    answers = iter(
+        [
+            twiml('<Say>Leave a message</Say><Record maxLength="30"/><Say>unreached</Say>'),
+            twiml("<Say>Thanks</Say>"),
+        ]
+    )
     app = make_app({"/voicemail": lambda seen: next(answers)})
     result = await call(app, [RecordOutcome(seconds=7, key="#")], url="/voicemail?box=2")
     assert [s.url for s in app.seen] == ["http://testserver/voicemail?box=2"] * 2
@@ -181,20 +210,24 @@ async def test_record_without_action_requests_the_same_url(make_app):
 
 
 async def test_record_is_cut_at_max_length(make_app):
-    app = make_app({
-        "/voice": twiml('<Record action="/done" maxLength="10"/>'),
-        "/done": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Record action="/done" maxLength="10"/>'),
+            "/done": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [RecordOutcome(seconds=60)])
     assert app.seen[1].params["RecordingDuration"] == "10"
     assert "Digits" not in app.seen[1].params  # ended by maxLength, not by a key
 
 
 async def test_record_after_hangup_still_posts_action(make_app):
-    app = make_app({
-        "/voice": twiml('<Record action="/done"/>'),
-        "/done": twiml("<Say>This TwiML is ignored</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Record action="/done"/>'),
+            "/done": twiml("<Say>This TwiML is ignored</Say>"),
+        }
+    )
     result = await call(app, [RecordOutcome(seconds=4, hangup=True)])
     params = app.seen[1].params
     assert params["Digits"] == "hangup"
@@ -222,11 +255,15 @@ async def test_dial_without_action_continues_the_document(make_app):
 
 
 async def test_dial_action_params(make_app):
-    app = make_app({
-        "/voice": twiml('<Dial action="/dialed" timeout="20"><Number>+15550111</Number>'
-                        "<Client>alice</Client></Dial><Say>unreached</Say>"),
-        "/dialed": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Dial action="/dialed" timeout="20"><Number>+15550111</Number>'
+                "<Client>alice</Client></Dial><Say>unreached</Say>"
+            ),
+            "/dialed": twiml("<Hangup/>"),
+        }
+    )
     result = await call(app, [DialOutcome("completed", duration=42)])
     params = app.seen[1].params
     assert params["DialCallStatus"] == "completed"
@@ -239,11 +276,13 @@ async def test_dial_action_params(make_app):
 
 
 async def test_dial_no_answer_and_conference_params(make_app):
-    app = make_app({
-        "/voice": twiml('<Dial action="/a"><Number>+15550111</Number></Dial>'),
-        "/a": twiml('<Dial action="/b"><Conference>room</Conference></Dial>'),
-        "/b": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Dial action="/a"><Number>+15550111</Number></Dial>'),
+            "/a": twiml('<Dial action="/b"><Conference>room</Conference></Dial>'),
+            "/b": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [DialOutcome("no-answer"), DialOutcome("answered", duration=5)])
     no_answer, conference = app.seen[1].params, app.seen[2].params
     assert no_answer["DialCallStatus"] == "no-answer"
@@ -255,15 +294,22 @@ async def test_dial_no_answer_and_conference_params(make_app):
 
 
 async def test_hangup_on_star_drops_only_the_callee_and_time_limit_cuts(make_app):
-    app = make_app({
-        "/voice": twiml('<Dial action="/a" hangupOnStar="true">+15550111</Dial>'),
-        "/a": twiml('<Dial action="/b" timeLimit="10">+15550112</Dial>'),
-        "/b": twiml('<Dial action="/c">+15550113</Dial>'),
-        "/c": twiml("<Say>Still here</Say>"),
-    })
-    result = await call(app, [DialOutcome("completed", duration=12, presses_star=True),
-                              DialOutcome("completed", duration=60),
-                              DialOutcome("completed", duration=8, presses_star=True)])
+    app = make_app(
+        {
+            "/voice": twiml('<Dial action="/a" hangupOnStar="true">+15550111</Dial>'),
+            "/a": twiml('<Dial action="/b" timeLimit="10">+15550112</Dial>'),
+            "/b": twiml('<Dial action="/c">+15550113</Dial>'),
+            "/c": twiml("<Say>Still here</Say>"),
+        }
+    )
+    result = await call(
+        app,
+        [
+            DialOutcome("completed", duration=12, presses_star=True),
+            DialOutcome("completed", duration=60),
+            DialOutcome("completed", duration=8, presses_star=True),
+        ],
+    )
     starred, limited, plain = app.seen[1].params, app.seen[2].params, app.seen[3].params
     assert starred["DialCallStatus"] == "completed"
     assert starred["DialCallDuration"] == "12"
@@ -277,10 +323,14 @@ async def test_hangup_on_star_drops_only_the_callee_and_time_limit_cuts(make_app
 
 
 async def test_enqueue_wait_url_gets_queue_params_and_leave_resumes(make_app):
-    app = make_app({
-        "/voice": twiml('<Enqueue waitUrl="/hold">support</Enqueue><Say>Back from the queue</Say>'),
-        "/hold": twiml("<Say>Please hold</Say><Leave/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Enqueue waitUrl="/hold">support</Enqueue><Say>Back from the queue</Say>'
+            ),
+            "/hold": twiml("<Say>Please hold</Say><Leave/>"),
+        }
+    )
     result = await call(app, [QueueOutcome("bridged")])
     assert app.paths() == ["/voice", "/hold"]
     hold = app.seen[1]
@@ -294,12 +344,15 @@ async def test_enqueue_wait_url_gets_queue_params_and_leave_resumes(make_app):
 
 
 async def test_enqueue_wait_url_refetched_and_action_gets_queue_result(make_app):
-    app = make_app({
-        "/voice": twiml('<Enqueue waitUrl="/hold" waitUrlMethod="GET" action="/after">sales'
-                        "</Enqueue>"),
-        "/hold": twiml("<Play>http://example.com/music.mp3</Play>"),
-        "/after": twiml("<Hangup/>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Enqueue waitUrl="/hold" waitUrlMethod="GET" action="/after">sales</Enqueue>'
+            ),
+            "/hold": twiml("<Play>http://example.com/music.mp3</Play>"),
+            "/after": twiml("<Hangup/>"),
+        }
+    )
     await call(app, [QueueOutcome("bridged", wait_rounds=3)])
     assert app.paths() == ["/voice", "/hold", "/hold", "/hold", "/after"]
     assert app.seen[1].method == "GET"
@@ -322,8 +375,9 @@ async def test_unknown_verb_is_reported_and_skipped(make_app):
 
 
 async def test_bad_content_type_is_12300(make_app):
-    app = make_app({"/voice": lambda s: Response(twiml("<Say>x</Say>"),
-                                                 media_type="application/json")})
+    app = make_app(
+        {"/voice": lambda s: Response(twiml("<Say>x</Say>"), media_type="application/json")}
+    )
     result = await call(app)
     assert [e.code for e in result.errors] == [12300]
     assert result.said == [ERROR_NOTICE]
@@ -396,10 +450,12 @@ async def test_slow_answer_past_read_timeout_is_11205(make_app):
 
 
 async def test_fallback_url_gets_error_code_and_continues(make_app):
-    app = make_app({
-        "/voice": lambda s: Response("boom", status_code=500),
-        "/fallback": twiml("<Say>Fallback speaking</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": lambda s: Response("boom", status_code=500),
+            "/fallback": twiml("<Say>Fallback speaking</Say>"),
+        }
+    )
     result = await call(app, fallback_url="/fallback")
     fallback = app.seen[1]
     assert fallback.path == "/fallback"
@@ -449,10 +505,12 @@ async def test_say_loop_zero_is_capped(make_app):
 
 
 async def test_status_callback_params(make_app):
-    app = make_app({
-        "/voice": twiml("<Say>Hello there caller</Say><Pause length=\"10\"/>"),
-        "/status": lambda s: Response(status_code=204),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Say>Hello there caller</Say><Pause length="10"/>'),
+            "/status": lambda s: Response(status_code=204),
+        }
+    )
     result = await call(app, status_callback="/status")
     status = app.seen[-1]
     assert status.path == "/status"
@@ -467,17 +525,22 @@ async def test_status_callback_params(make_app):
 
 async def test_status_callback_events_sequence(make_app):
     app = make_app({"/voice": twiml("<Say>Hi</Say>"), "/status": ""})
-    await call(app, status_callback="/status",
-               status_callback_events=["initiated", "answered", "completed"])
+    await call(
+        app,
+        status_callback="/status",
+        status_callback_events=["initiated", "answered", "completed"],
+    )
     callbacks = [s.params for s in app.seen if s.path == "/status"]
     assert [(p["CallStatus"], p["SequenceNumber"]) for p in callbacks] == [
-        ("initiated", "0"), ("in-progress", "1"), ("completed", "2"),
+        ("initiated", "0"),
+        ("in-progress", "1"),
+        ("completed", "2"),
     ]
 
 
 async def test_cookies_are_kept(make_app):
     def first(seen):
-        response = Response(twiml('<Redirect>/second</Redirect>'), media_type="text/xml")
+        response = Response(twiml("<Redirect>/second</Redirect>"), media_type="text/xml")
         response.set_cookie("session", "abc123")
         return response
 
@@ -487,11 +550,13 @@ async def test_cookies_are_kept(make_app):
 
 
 async def test_302_is_followed_without_resending_digits(make_app):
-    app = make_app({
-        "/voice": twiml('<Gather action="/choose" numDigits="1"/>'),
-        "/choose": lambda s: RedirectResponse("/menu2", status_code=302),
-        "/menu2": twiml("<Say>Second menu</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml('<Gather action="/choose" numDigits="1"/>'),
+            "/choose": lambda s: RedirectResponse("/menu2", status_code=302),
+            "/menu2": twiml("<Say>Second menu</Say>"),
+        }
+    )
     result = await call(app, [Press("4")])
     assert app.paths() == ["/voice", "/choose", "/menu2"]
     assert app.seen[1].params["Digits"] == "4"
@@ -514,8 +579,7 @@ async def test_other_3xx_is_11216(make_app):
 
 
 async def test_caller_hangup_at_gather(make_app):
-    app = make_app({"/voice": twiml('<Gather action="/x"><Say>Menu</Say></Gather>'),
-                    "/status": ""})
+    app = make_app({"/voice": twiml('<Gather action="/x"><Say>Menu</Say></Gather>'), "/status": ""})
     result = await call(app, [HangUp()], status_callback="/status")
     assert result.reason == "caller-hangup"
     assert app.paths() == ["/voice", "/status"]
@@ -545,11 +609,15 @@ async def test_virtual_clock_counts_pauses_without_sleeping(make_app):
 
 
 async def test_connect_requests_its_action_or_continues(make_app):
-    app = make_app({
-        "/voice": twiml('<Connect><Stream url="wss://x"/></Connect><Say>After connect</Say>'
-                        '<Connect action="/done"><Stream url="wss://x"/></Connect>'),
-        "/done": twiml("<Say>Done</Say>"),
-    })
+    app = make_app(
+        {
+            "/voice": twiml(
+                '<Connect><Stream url="wss://x"/></Connect><Say>After connect</Say>'
+                '<Connect action="/done"><Stream url="wss://x"/></Connect>'
+            ),
+            "/done": twiml("<Say>Done</Say>"),
+        }
+    )
     result = await call(app)
     assert result.said == ["After connect", "Done"]
 

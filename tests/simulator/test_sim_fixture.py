@@ -17,8 +17,10 @@ MENU = twiml(
 def menu_app() -> TwimlApp:
     def choice(seen):
         if seen.params.get("Digits") == "1":
-            return twiml('<Say>Connecting you to sales.</Say><Dial action="/menu?state=after">'
-                         "+15550111</Dial>")
+            return twiml(
+                '<Say>Connecting you to sales.</Say><Dial action="/menu?state=after">'
+                "+15550111</Dial>"
+            )
         if seen.params.get("Digits") == "2":
             return twiml('<Say>Leave a message.</Say><Record action="/menu?state=saved"/>')
         return twiml("<Say>Sorry.</Say><Redirect>/voice</Redirect>")
@@ -56,7 +58,9 @@ async def test_step_by_step_call(phone):
     assert call.status == "completed"
     call.assert_heard("Call status busy.")
     assert [r.url.split("testserver")[1] for r in call.requests] == [
-        "/voice", "/menu?state=choice", "/menu?state=after",
+        "/voice",
+        "/menu?state=choice",
+        "/menu?state=after",
     ]
     assert call.states == ["choice", "after"]
     assert not app.bad_signatures

@@ -89,14 +89,16 @@ def test_menu_choices(text, keys):
 
 
 async def test_run_load_in_process_counts_and_time_bound():
-    report = await run_load("/voice", app=demo_ivr(), auth_token=TOKEN, calls=20, concurrency=4,
-                            no_input=0.25, seed=3)
+    report = await run_load(
+        "/voice", app=demo_ivr(), auth_token=TOKEN, calls=20, concurrency=4, no_input=0.25, seed=3
+    )
     assert report.completed == 20
     assert report.behaviours["no-input"] == 5
     assert report.errors == {}
     assert report.requests > 20
-    bounded = await run_load("/voice", app=demo_ivr(), auth_token=TOKEN, calls=10,
-                             concurrency=2, max_seconds=0)
+    bounded = await run_load(
+        "/voice", app=demo_ivr(), auth_token=TOKEN, calls=10, concurrency=2, max_seconds=0
+    )
     assert bounded.not_started == 10
     assert bounded.completed == 0
 

@@ -181,7 +181,15 @@ class IvrApp:
                 record.updated_at = utcnow()
                 session.save(
                     record,
-                    self._event(record, "action", hook, result.twiml, state=state, result=result),
+                    self._event(
+                        record,
+                        "action",
+                        hook,
+                        result.twiml,
+                        state=state,
+                        result=result,
+                        at=record.updated_at,
+                    ),
                 )
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
                 return Answer(result.twiml)
@@ -247,7 +255,7 @@ class IvrApp:
                     return NO_CONTENT
                 change(record)
                 record.updated_at = utcnow()
-                session.save(record, self._event(record, kind, hook, ""))
+                session.save(record, self._event(record, kind, hook, "", at=record.updated_at))
         except Exception:
             log.exception("call %s: storage failed on %s callback", hook.call_sid, kind)
             return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
@@ -289,7 +297,10 @@ class IvrApp:
                 if session.record is not None:
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")
+                now = utcnow()
                 record = CallRecord(
+                    created_at=now,
+                    updated_at=now,
                     call_sid=sid,
                     flow=flow.name,
                     flow_version=flow.version(),
@@ -307,7 +318,13 @@ class IvrApp:
                 session.save(
                     record,
                     self._event(
-                        record, "start", hook, result.twiml, state="(start)", result=result
+                        record,
+                        "start",
+                        hook,
+                        result.twiml,
+                        state="(start)",
+                        result=result,
+                        at=now,
                     ),
                 )
                 log.info(
@@ -365,8 +382,10 @@ class IvrApp:
         *,
         state: str = "",
         result: TurnResult | None = None,
+        at: datetime | None = None,
     ) -> CallEvent:
         return CallEvent(
+            at=at or utcnow(),
             call_sid=record.call_sid,
             step=record.step,
             kind=kind,

@@ -21,8 +21,21 @@ PHONE_PARAMS = frozenset(
 _SECRET_PARAMS = frozenset({"CallToken"})
 
 
+_masked: dict[str, str] = {}
+
+
 def mask_number(value: str) -> str:
     """'+14155550123' -> '+1415*****23': enough to tell calls apart, not to dial back."""
+    masked = _masked.get(value)
+    if masked is None:
+        # Every webhook of a call carries the same numbers: mask each once (bounded memo).
+        if len(_masked) >= 4096:
+            _masked.clear()
+        masked = _masked[value] = _mask(value)
+    return masked
+
+
+def _mask(value: str) -> str:
     if not value:
         return value
     if value.startswith(("client:", "sip:")):

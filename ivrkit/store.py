@@ -14,9 +14,11 @@ call, and a change is saved (row and event together) only by :meth:`CallSession.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections import OrderedDict
+import operator
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -83,12 +85,21 @@ events = Table(
 )
 
 _JSON_FIELDS = ("data", "counters", "stack")
+SqliteRow = tuple[Any, ...]
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per call
+
+
+def _json(value: dict[str, Any] | list[Any]) -> str:
+    """Compact JSON; most counters and stacks are empty and skip the encoder."""
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return _encode_json(value)
 
 
 def _row_values(record: CallRecord) -> dict[str, Any]:
     values = dict(vars(record))
     for name in _JSON_FIELDS:
-        values[name] = json.dumps(values[name], separators=(",", ":"))
+        values[name] = _json(values[name])
     return values
 
 
@@ -101,7 +112,7 @@ def _record_from_row(row: Any) -> CallRecord:
 
 def _event_values(item: CallEvent) -> dict[str, Any]:
     values = dict(vars(item))
-    values["params"] = json.dumps(item.params, separators=(",", ":"))
+    values["params"] = _json(item.params)
     return values
 
 
@@ -279,14 +290,11 @@ class EmbeddedStore(CallStore):
 
     def __init__(self, engine: AsyncEngine, *, cache_size: int = 10_000) -> None:
         super().__init__(engine)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiters: dict[str, int] = {}
+        self._busy: dict[str, deque[asyncio.Future[None]]] = {}
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
         self._reads: list[tuple[str, asyncio.Future[CallRecord | None]]] = []
-        self._writes: list[
-            tuple[dict[str, Any] | None, list[dict[str, Any]], asyncio.Future[None]]
-        ] = []
+        self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -304,34 +312,35 @@ class EmbeddedStore(CallStore):
             self._worker = None
         await super().close()
 
-    @asynccontextmanager
-    async def session(self, call_sid: str, *, new_call: bool = False) -> AsyncIterator[CallSession]:
-        lock = self._locks.get(call_sid)
-        if lock is None:
-            lock = self._locks[call_sid] = asyncio.Lock()
-        self._waiters[call_sid] = self._waiters.get(call_sid, 0) + 1
+    def session(self, call_sid: str, *, new_call: bool = False) -> _EmbeddedSession:
+        return _EmbeddedSession(self, call_sid)
+
+    async def _acquire(self, call_sid: str) -> None:
+        """Wait for this call's earlier webhooks (FIFO); no lock object when uncontended."""
+        waiters = self._busy.get(call_sid)
+        if waiters is None:
+            self._busy[call_sid] = deque()
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
         try:
-            async with lock:
-                record = self._cache.get(call_sid)
-                if record is None:
-                    record = await self._submit_read(call_sid)
-                session = CallSession(record)
-                try:
-                    yield session
-                finally:
-                    # The runtime changes the record in place; unless it is saved, forget it
-                    # so the next webhook reads the stored (unchanged) row again.
-                    if session.saved is None:
-                        self._cache.pop(call_sid, None)
-                if session.dirty:
-                    await self._submit_write(session.saved, session.log_events)
-                    if session.saved is not None:
-                        self._remember(session.saved)
-        finally:
-            self._waiters[call_sid] -= 1
-            if not self._waiters[call_sid]:
-                del self._waiters[call_sid]
-                del self._locks[call_sid]
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release(call_sid)  # handed the call while being cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(turn)
+            raise
+
+    def _release(self, call_sid: str) -> None:
+        waiters = self._busy[call_sid]
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._busy[call_sid]
 
     def _remember(self, record: CallRecord) -> None:
         self._cache[record.call_sid] = record
@@ -353,8 +362,8 @@ class EmbeddedStore(CallStore):
     async def _submit_write(self, record: CallRecord | None, log_events: list[CallEvent]) -> None:
         self._running()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        row = _row_values(record) if record else None
-        self._writes.append((row, [_event_values(e) for e in log_events], done))
+        row = _sqlite_call_row(record) if record else None
+        self._writes.append((row, [_sqlite_event_row(e) for e in log_events], done))
         self._wake.set()
         await done
 
@@ -392,13 +401,13 @@ class EmbeddedStore(CallStore):
 
     async def _write_batch(
         self,
-        writes: list[tuple[dict[str, Any] | None, list[dict[str, Any]], asyncio.Future[None]]],
+        writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]],
     ) -> None:
-        latest: dict[str, dict[str, Any]] = {}
-        event_rows: list[dict[str, Any]] = []
+        latest: dict[str, SqliteRow] = {}
+        event_rows: list[SqliteRow] = []
         for row, items, _ in writes:
             if row is not None:
-                latest[row["call_sid"]] = row
+                latest[row[0]] = row  # keyed by call_sid, the first column
             event_rows.extend(items)
         try:
             async with self.engine.begin() as conn:
@@ -406,13 +415,50 @@ class EmbeddedStore(CallStore):
         except Exception as error:  # each waiting webhook answers with its own fallback
             for row, _, done in writes:
                 if row is not None:
-                    self._cache.pop(row["call_sid"], None)
+                    self._cache.pop(row[0], None)
                 if not done.done():
                     done.set_exception(error)
         else:
             for _, _, done in writes:
                 if not done.done():
                     done.set_result(None)
+
+
+class _EmbeddedSession:
+    """``async with store.session(sid)`` on SQLite: the call's turn, its record, its save."""
+
+    __slots__ = ("store", "call_sid", "session")
+
+    def __init__(self, store: EmbeddedStore, call_sid: str) -> None:
+        self.store = store
+        self.call_sid = call_sid
+
+    async def __aenter__(self) -> CallSession:
+        store, sid = self.store, self.call_sid
+        await store._acquire(sid)
+        try:
+            record = store._cache.get(sid)
+            if record is None:
+                record = await store._submit_read(sid)
+        except BaseException:
+            store._release(sid)
+            raise
+        self.session = CallSession(record)
+        return self.session
+
+    async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        store, session = self.store, self.session
+        try:
+            if session.saved is None:
+                # The runtime changes the record in place; unless it is saved, forget it so
+                # the next webhook reads the stored (unchanged) row again.
+                store._cache.pop(self.call_sid, None)
+            if exc_type is None and session.dirty:
+                await store._submit_write(session.saved, session.log_events)
+                if session.saved is not None:
+                    store._remember(session.saved)
+        finally:
+            store._release(self.call_sid)
 
 
 _CALL_COLUMNS = [c.name for c in calls.columns]
@@ -428,25 +474,46 @@ _SQLITE_INSERT_EVENTS = (
 )
 
 
-def _sqlite_value(value: Any) -> Any:
+_call_fields = operator.attrgetter(*_CALL_COLUMNS)
+_event_fields = operator.attrgetter(*_EVENT_COLUMNS)
+_CALL_JSON = [_CALL_COLUMNS.index(name) for name in _JSON_FIELDS]
+_CALL_TIMES = [i for i, c in enumerate(calls.columns) if isinstance(c.type, DateTime)]
+_EVENT_JSON = _EVENT_COLUMNS.index("params")
+_EVENT_TIME = _EVENT_COLUMNS.index("at")
+assert _CALL_COLUMNS[0] == "call_sid"
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
     # SQLAlchemy's own storage format for DateTime on SQLite, so Core reads it back.
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
+    return None if value is None else value.isoformat(" ", "microseconds")
+
+
+def _sqlite_call_row(record: CallRecord) -> SqliteRow:
+    """The calls row as the driver takes it, built without SQLAlchemy's type processing."""
+    values = list(_call_fields(record))
+    for i in _CALL_JSON:
+        values[i] = _json(values[i])
+    for i in _CALL_TIMES:
+        values[i] = _sqlite_time(values[i])
+    return tuple(values)
+
+
+def _sqlite_event_row(item: CallEvent) -> SqliteRow:
+    values = list(_event_fields(item))
+    values[_EVENT_JSON] = _json(values[_EVENT_JSON])
+    values[_EVENT_TIME] = _sqlite_time(values[_EVENT_TIME])
+    return tuple(values)
 
 
 async def _write_sqlite(
-    conn: AsyncConnection, rows: list[dict[str, Any]], event_rows: list[dict[str, Any]]
+    conn: AsyncConnection, rows: list[SqliteRow], event_rows: list[SqliteRow]
 ) -> None:
     """The batch write as two plain executemany calls: the writer's hot loop skips
     SQLAlchemy's statement compilation and per-value type processing."""
     if rows:
-        await conn.exec_driver_sql(
-            _SQLITE_UPSERT, [tuple(_sqlite_value(r[c]) for c in _CALL_COLUMNS) for r in rows]
-        )
+        await conn.exec_driver_sql(_SQLITE_UPSERT, rows)
     if event_rows:
-        await conn.exec_driver_sql(
-            _SQLITE_INSERT_EVENTS,
-            [tuple(_sqlite_value(e[c]) for c in _EVENT_COLUMNS) for e in event_rows],
-        )
+        await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, event_rows)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -296,10 +296,18 @@ class EmbeddedStore(CallStore):
         self._reads: list[tuple[str, asyncio.Future[CallRecord | None]]] = []
         self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._connection: AsyncConnection | None = None
+        self._db: Any = None  # the aiosqlite connection under self._connection
         self._wake = asyncio.Event()
 
     async def open(self) -> None:
         await super().open()
+        # The worker keeps one connection and talks to aiosqlite under it: a batch is then
+        # three hops to the SQLite thread (two executemany and the commit) instead of the
+        # eight that cursors, pool check-out and reset cost through SQLAlchemy.
+        self._connection = await self.engine.connect()
+        raw = await self._connection.get_raw_connection()
+        self._db = raw.driver_connection
         self._worker = asyncio.create_task(self._work(), name="ivrkit-sqlite-worker")
 
     async def close(self) -> None:
@@ -310,6 +318,9 @@ class EmbeddedStore(CallStore):
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
         await super().close()
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _EmbeddedSession:
@@ -341,6 +352,22 @@ class EmbeddedStore(CallStore):
                 turn.set_result(None)
                 return
         del self._busy[call_sid]
+
+    async def _commit(self, rows: list[SqliteRow], event_rows: list[SqliteRow]) -> None:
+        """One transaction for the batch: plain executemany, no statement compilation.
+
+        The cursors are left to the garbage collector: closing them costs a hop each.
+        """
+        try:
+            if rows:
+                await self._db.executemany(_SQLITE_UPSERT, rows)
+            if event_rows:
+                await self._db.executemany(_SQLITE_INSERT_EVENTS, event_rows)
+            await self._db.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()
+            raise
 
     def _remember(self, record: CallRecord) -> None:
         self._cache[record.call_sid] = record
@@ -382,14 +409,12 @@ class EmbeddedStore(CallStore):
         wanted = sorted({sid for sid, _ in reads})
         try:
             found: dict[str, CallRecord] = {}
-            async with self.engine.connect() as conn:
-                for first in range(0, len(wanted), 500):
-                    rows = await conn.execute(
-                        select(calls).where(calls.c.call_sid.in_(wanted[first : first + 500]))
-                    )
-                    for row in rows:
-                        record = _record_from_row(row)
-                        found[record.call_sid] = record
+            for first in range(0, len(wanted), 500):
+                chunk = wanted[first : first + 500]
+                query = f"{_SQLITE_SELECT} WHERE call_sid IN ({', '.join('?' * len(chunk))})"
+                for row in await self._db.execute_fetchall(query, chunk):
+                    record = _record_from_sqlite(row)
+                    found[record.call_sid] = record
         except Exception as error:
             for _, done in reads:
                 if not done.done():
@@ -410,8 +435,7 @@ class EmbeddedStore(CallStore):
                 latest[row[0]] = row  # keyed by call_sid, the first column
             event_rows.extend(items)
         try:
-            async with self.engine.begin() as conn:
-                await _write_sqlite(conn, list(latest.values()), event_rows)
+            await self._commit(list(latest.values()), event_rows)
         except Exception as error:  # each waiting webhook answers with its own fallback
             for row, _, done in writes:
                 if row is not None:
@@ -468,6 +492,7 @@ _SQLITE_UPSERT = (
     f"VALUES ({', '.join('?' * len(_CALL_COLUMNS))}) ON CONFLICT (call_sid) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _CALL_COLUMNS if c not in ("call_sid", "created_at"))
 )
+_SQLITE_SELECT = f"SELECT {', '.join(_CALL_COLUMNS)} FROM {calls.name}"
 _SQLITE_INSERT_EVENTS = (
     f"INSERT INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
@@ -505,15 +530,13 @@ def _sqlite_event_row(item: CallEvent) -> SqliteRow:
     return tuple(values)
 
 
-async def _write_sqlite(
-    conn: AsyncConnection, rows: list[SqliteRow], event_rows: list[SqliteRow]
-) -> None:
-    """The batch write as two plain executemany calls: the writer's hot loop skips
-    SQLAlchemy's statement compilation and per-value type processing."""
-    if rows:
-        await conn.exec_driver_sql(_SQLITE_UPSERT, rows)
-    if event_rows:
-        await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, event_rows)
+def _record_from_sqlite(row: SqliteRow) -> CallRecord:
+    values = list(row)
+    for i in _CALL_JSON:
+        values[i] = json.loads(values[i])
+    for i in _CALL_TIMES:
+        values[i] = None if values[i] is None else datetime.fromisoformat(values[i])
+    return CallRecord(**dict(zip(_CALL_COLUMNS, values, strict=True)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -270,9 +270,11 @@ class _Turn:
         else:  # Return from the top flow: nothing to go back to
             self.emit(("hangup",), lambda response: response.hangup())
 
+    def _links(self, flow: type[Flow]) -> twiml.Links:
+        return twiml.Links(self.base_url, flow.name, twiml.STEP_SLOT)
+
     def _render_wait(self, flow: type[Flow], node: n.Node, state: str) -> None:
         voice = _voice(flow)
-        links = twiml.Links(self.base_url, flow.name, twiml.STEP_SLOT)
         notice = (n.Say(self.notice),) if self.notice else ()
         retried = bool(self.record.counters) and not self.full_prompt
         key: tuple[Any, ...] = (node.kind, flow.name, state, self.notice, retried)
@@ -287,22 +289,20 @@ class _Turn:
                 parts = notice + (node.short_prompt if retried else node.prompt)
                 digits = _menu_digits(flow, node) if isinstance(node, n.Menu) else _fixed(node)
             dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
-            call = self.call_for(flow, state)
 
             def ask(response: VoiceResponse) -> None:
                 twiml.gather(
                     response,
                     node,
                     parts=parts,
-                    call=call,
+                    call=self.call_for(flow, state),
                     voice=voice,
-                    links=links,
+                    links=self._links(flow),
                     num_digits=digits,
                 )
 
             self.emit(key, ask, static=not dynamic)
             return
-        call = self.call_for(flow, state)
         if isinstance(node, n.Dial):
             render: Callable[..., None] = twiml.dial
         elif isinstance(node, n.Record):
@@ -314,7 +314,11 @@ class _Turn:
         parts = getattr(node, "prompt", ())
         dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
         self.emit(
-            key, lambda r: render(r, node, call=call, voice=voice, links=links), static=not dynamic
+            key,
+            lambda r: render(
+                r, node, call=self.call_for(flow, state), voice=voice, links=self._links(flow)
+            ),
+            static=not dynamic,
         )
 
 
@@ -322,11 +326,25 @@ def _fixed(node: n.Collect) -> int | None:
     return node.digits[1] if node.digits and node.digits[0] == node.digits[1] else None
 
 
+_voices: dict[type[Flow], twiml.Voice] = {}
+_digits: dict[tuple[type[Flow], str], int | None] = {}
+
+
 def _voice(flow: type[Flow]) -> twiml.Voice:
-    return twiml.Voice(voice=flow.voice, language=flow.language)
+    voice = _voices.get(flow)
+    if voice is None:
+        voice = _voices[flow] = twiml.Voice(voice=flow.voice, language=flow.language)
+    return voice
 
 
 def _menu_digits(flow: type[Flow], node: n.Menu) -> int | None:
+    """numDigits when every key has the same length (a fixed fact of the flow, so kept)."""
+    if (flow, node.name) not in _digits:
+        _digits[flow, node.name] = _count_digits(flow, node)
+    return _digits[flow, node.name]
+
+
+def _count_digits(flow: type[Flow], node: n.Menu) -> int | None:
     keys = list(node.choices) + list(flow.global_keys_for(node))
     lengths = {len(key) for key in keys}
     return lengths.pop() if len(lengths) == 1 else None

@@ -42,11 +42,13 @@ class SignatureChecker:
     """
 
     def __init__(self, auth_token: str) -> None:
-        self._key = auth_token.encode()
+        # The keyed state is set up once and copied per request (cheaper than re-keying).
+        self._keyed = hmac.new(auth_token.encode(), digestmod="sha1")
 
     def compute(self, url: str, pairs: Sequence[tuple[str, str]]) -> str:
-        digest = hmac.digest(self._key, canonical_string(url, pairs).encode(), "sha1")
-        return base64.b64encode(digest).decode()
+        mac = self._keyed.copy()
+        mac.update(canonical_string(url, pairs).encode())
+        return base64.b64encode(mac.digest()).decode()
 
     def valid(self, url: str, pairs: Sequence[tuple[str, str]], signature: str) -> bool:
         if not signature:

@@ -47,6 +47,9 @@ from ivrkit.records import CallEvent, CallRecord
 
 log = logging.getLogger("ivrkit.store")
 
+CHECKPOINT_SECONDS = 1.0
+"""How often the SQLite store copies its write-ahead log into the database file."""
+
 metadata = MetaData()
 
 calls = Table(
@@ -304,6 +307,8 @@ class EmbeddedStore(CallStore):
         self._reads: list[tuple[str, asyncio.Future[CallRecord | None]]] = []
         self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._written = False  # since the last checkpoint
         self._connection: AsyncConnection | None = None
         self._db: Any = None  # the aiosqlite connection under self._connection
         self._wake = asyncio.Event()
@@ -316,16 +321,22 @@ class EmbeddedStore(CallStore):
         self._connection = await self.engine.connect()
         raw = await self._connection.get_raw_connection()
         self._db = raw.driver_connection
+        # Checkpoints copy the WAL back into the database file and fsync it. Left to
+        # SQLite, one commit in a thousand pays for that while every webhook of its batch
+        # waits; here a background task does it from its own connection (and thread).
+        await self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._worker = asyncio.create_task(self._work(), name="ivrkit-sqlite-worker")
+        self._checkpointer = asyncio.create_task(
+            self._checkpoint_regularly(), name="ivrkit-sqlite-checkpoint"
+        )
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
+        for task in (self._worker, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._worker = self._checkpointer = None
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -372,12 +383,31 @@ class EmbeddedStore(CallStore):
             if event_rows:
                 await self._db.executemany(_SQLITE_INSERT_EVENTS, event_rows)
             await self._db.commit()
+            self._written = True
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._db.rollback()
             raise
 
+    async def _checkpoint_regularly(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            if not self._written:
+                continue
+            self._written = False
+            try:
+                async with self.engine.connect() as conn:
+                    # PASSIVE never waits for the writer or readers, nor blocks them.
+                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception as error:
+                log.warning("SQLite checkpoint failed (will retry): %s", error)
+
     def _remember(self, record: CallRecord) -> None:
+        if record.ended_at is not None:
+            # An ended call gets few webhooks more (a late recording callback reads it
+            # back); keeping only live calls keeps the cache, and the GC's scans, small.
+            self._cache.pop(record.call_sid, None)
+            return
         self._cache[record.call_sid] = record
         self._cache.move_to_end(record.call_sid)
         while len(self._cache) > self._cache_size:

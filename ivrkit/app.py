@@ -30,7 +30,7 @@ from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
-from ivrkit.store import CallStore, create_store
+from ivrkit.store import CallStore, CallTaken, create_store
 from ivrkit.webhook import ClientGone, Receive, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
@@ -292,9 +292,16 @@ class IvrApp:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _start(self, flow: type[Flow], hook: Webhook) -> Answer:
+        try:
+            return await self._start_once(flow, hook, new_call=True)
+        except CallTaken:
+            # A retry of this first webhook saved the call while we worked: answer as it did.
+            return await self._start_once(flow, hook, new_call=False)
+
+    async def _start_once(self, flow: type[Flow], hook: Webhook, *, new_call: bool) -> Answer:
         sid = hook.call_sid
         try:
-            async with self.store.session(sid, new_call=True) as session:
+            async with self.store.session(sid, new_call=new_call) as session:
                 if session.record is not None:
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")
@@ -336,6 +343,8 @@ class IvrApp:
                     flow.version(),
                 )
                 return Answer(result.twiml)
+        except CallTaken:
+            raise
         except Exception:
             log.exception("call %s: storage failed at call start", sid)
             return Answer(self._apology(flow))

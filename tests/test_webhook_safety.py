@@ -91,6 +91,33 @@ async def test_two_concurrent_webhooks_for_one_call_are_serialised(serve):
         assert gather_answer is not None
 
 
+class SlowStart(Flow):
+    """A flow whose first turn waits on a lookup, so a retried first webhook overlaps it."""
+
+    initial = "lookup"
+    welcome = Menu("Press 1.", choices={"1": "bye"}, retries=Retries(give_up="bye"))
+    bye = Hangup()
+
+    @decision("lookup", targets=["welcome"])
+    async def lookup(self, call: Call) -> str:
+        await asyncio.sleep(0.05)
+        return "welcome"
+
+
+async def test_retried_first_webhook_racing_the_original_gets_the_same_answer(serve):
+    """On PostgreSQL both find no row; the insert that comes second replays the first."""
+    async with serve([SlowStart]) as (app, client):
+        call = phone(client, "slow_start")
+        first, retry = await asyncio.gather(call.start(), call.start())
+        assert first.status == retry.status == 200
+        assert first.body == retry.body
+        assert first.said() == ["Press 1."]
+        record = await app.state.ivr.store.load(call.sid)
+        assert (record.state, record.step) == ("welcome", 1)
+        events = await app.state.ivr.store.call_events(call.sid)
+        assert sorted(e.kind for e in events) == ["replay", "start"]
+
+
 async def test_restart_mid_call_continues_from_stored_state(serve, database_url):
     async with serve([SupportLine]) as (_, client):
         call = phone(client, "support_line")

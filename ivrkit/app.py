@@ -30,7 +30,7 @@ from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
-from ivrkit.store import CallStore, CallTaken, create_store
+from ivrkit.store import CallStore, CallTaken, StatusUpdate, create_store
 from ivrkit.webhook import ClientGone, Receive, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
@@ -203,22 +203,30 @@ class IvrApp:
         hook = await self.reader.read(scope, receive)
         call_status = hook.params.get("CallStatus", "")
         duration = hook.params.get("CallDuration", "")
-
-        def mark(record: CallRecord) -> None:
-            record.status = call_status or record.status
-            if call_status in FINAL_STATUSES:
-                record.ended_at = utcnow()
-                record.duration = int(duration) if duration.isdigit() else record.duration
-                log.info(
-                    "call %s ended: %s after %ss in %s.%s",
-                    hook.call_sid,
-                    call_status,
-                    duration or "?",
-                    record.flow,
-                    record.state,
-                )
-
-        return await self._annotate(hook, "status", mark)
+        update = StatusUpdate(
+            call_sid=hook.call_sid,
+            status=call_status,
+            final=call_status in FINAL_STATUSES,
+            duration=int(duration) if duration.isdigit() else None,
+            at=utcnow(),
+            params=mask_params(hook.params),
+        )
+        try:
+            where = await self.store.record_status(update)
+        except Exception:
+            log.exception("call %s: storage failed on status callback", hook.call_sid)
+            return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
+        if where is None:
+            log.info("call %s: status callback for an unknown call", hook.call_sid)
+        elif update.final:
+            log.info(
+                "call %s ended: %s after %ss in %s.%s",
+                hook.call_sid,
+                call_status,
+                duration or "?",
+                *where,
+            )
+        return NO_CONTENT
 
     async def recording(self, scope: dict[str, Any], receive: Receive) -> Answer:
         """Recording status callback: the final URL and duration land in call data."""

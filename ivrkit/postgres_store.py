@@ -26,7 +26,9 @@ from ivrkit.store import (
     CallSession,
     CallStore,
     CallTaken,
+    StatusUpdate,
     calls,
+    encode_json,
     event_values,
     events,
     record_from_mapping,
@@ -74,6 +76,17 @@ LOG = (
 )
 
 
+STATUS = (
+    f"WITH updated AS (UPDATE {calls.name} SET status = COALESCE(NULLIF($2::text, ''), status), "
+    "ended_at = CASE WHEN $3::boolean THEN $4::timestamp ELSE ended_at END, "
+    "duration = CASE WHEN $3::boolean THEN COALESCE($5::integer, duration) ELSE duration END, "
+    "updated_at = $4::timestamp WHERE call_sid = $1 RETURNING call_sid, step, state, flow), "
+    f"logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) "
+    "SELECT call_sid, step, $4::timestamp, 'status', state, '', $6::text, '' FROM updated) "
+    "SELECT flow, state FROM updated"
+)
+
+
 def _call_args(record: CallRecord) -> list[Any]:
     values = row_values(record)
     return [values[c] for c in CALL_COLUMNS]
@@ -82,6 +95,16 @@ def _call_args(record: CallRecord) -> list[Any]:
 def _event_args(item: CallEvent) -> list[Any]:
     values = event_values(item)
     return [values[c] for c in EVENT_COLUMNS]
+
+
+async def _end_transaction(connection: asyncpg.Connection) -> None:
+    """What the pool does to a returned connection, instead of asyncpg's default reset.
+
+    That reset (RESET ALL, UNLISTEN, CLOSE ALL, unlock advisory locks) is a round trip on
+    every webhook; our sessions change none of those and always end their transaction.
+    """
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 class LockingStore(CallStore):
@@ -103,7 +126,11 @@ class LockingStore(CallStore):
     async def open(self) -> None:
         await super().open()
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=2, max_size=POOL_SIZE, server_settings=SERVER_SETTINGS
+            self._dsn,
+            min_size=2,
+            max_size=POOL_SIZE,
+            server_settings=SERVER_SETTINGS,
+            reset=_end_transaction,
         )
 
     async def close(self) -> None:
@@ -111,6 +138,21 @@ class LockingStore(CallStore):
             await self._pool.close()
             self._pool = None
         await super().close()
+
+    async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
+        """One statement: the UPDATE locks the row for its duration, as a session would."""
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
+        row = await self._pool.fetchrow(
+            STATUS,
+            update.call_sid,
+            update.status,
+            update.final,
+            update.at,
+            update.duration,
+            encode_json(update.params),
+        )
+        return (row["flow"], row["state"]) if row else None
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _LockedSession:
         if self._pool is None:

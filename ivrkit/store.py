@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import operator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -122,6 +124,18 @@ EVENT_TIME = EVENT_COLUMNS.index("at")
 assert CALL_COLUMNS[0] == "call_sid"
 
 
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A call status callback, applied to the call's row with its event in one step."""
+
+    call_sid: str
+    status: str
+    final: bool
+    duration: int | None
+    at: datetime
+    params: dict[str, str]  # masked
+
+
 class CallTaken(Exception):
     """Another webhook of this call (a retried first one) saved it first: replay its answer."""
 
@@ -166,6 +180,31 @@ class CallStore:
         """An async context manager of a locked CallSession; ``new_call`` hints that this
         is a call's first webhook, so a store can claim the row instead of reading it."""
         raise NotImplementedError
+
+    async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
+        """Apply a status callback; the (flow, state) the call was in, or None if unknown."""
+        async with self.session(update.call_sid) as session:
+            record = session.record
+            if record is None:
+                return None
+            record.status = update.status or record.status
+            if update.final:
+                record.ended_at = update.at
+                if update.duration is not None:
+                    record.duration = update.duration
+            record.updated_at = update.at
+            session.save(
+                record,
+                CallEvent(
+                    call_sid=record.call_sid,
+                    step=record.step,
+                    kind="status",
+                    state=record.state,
+                    params=update.params,
+                    at=update.at,
+                ),
+            )
+            return record.flow, record.state
 
     async def load(self, call_sid: str) -> CallRecord | None:
         async with self.engine.connect() as conn:

@@ -157,6 +157,10 @@ async def test_caller_hangs_up_mid_menu_status_callback(serve):
     async with serve([SupportLine]) as (app, client):
         call = phone(client, "support_line")
         await call.start()
+        ringing = await call.status("in-progress", 3)
+        assert ringing.status == 204
+        live = await app.state.ivr.store.load(call.sid)
+        assert (live.status, live.ended_at, live.duration) == ("in-progress", None, None)
         answer = await call.status("completed", 7)
         assert answer.status == 204
         record = await app.state.ivr.store.load(call.sid)
@@ -164,6 +168,13 @@ async def test_caller_hangs_up_mid_menu_status_callback(serve):
         assert record.duration == 7
         assert record.ended_at is not None
         assert record.state == "main_menu"
+        logged = (await app.state.ivr.store.call_events(call.sid))[-1]
+        assert (logged.kind, logged.state, logged.step) == ("status", "main_menu", 1)
+        assert logged.params["CallStatus"] == "completed"
+        assert logged.params["From"].count("*") > 0
+        stranger = phone(client, "support_line")
+        assert (await stranger.status("completed", 1)).status == 204
+        assert await app.state.ivr.store.load(stranger.sid) is None
 
 
 async def test_recording_status_callback_completes_voicemail_data(serve):

@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ivrkit.records import CallEvent, CallRecord
 
@@ -140,6 +141,10 @@ class CallTaken(Exception):
     """Another webhook of this call (a retried first one) saved it first: replay its answer."""
 
 
+SCHEMA_LOCK = 0x1F2C_0001
+"""PostgreSQL advisory lock key held while the schema is created."""
+
+
 class CallSession:
     """A locked view of one call: ``record`` is None for a call never seen."""
 
@@ -170,8 +175,15 @@ class CallStore:
         self.dialect = engine.dialect.name
 
     async def open(self) -> None:
+        """Create the tables if missing; safe when several processes start at once."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            if self.dialect == "postgresql":
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type.
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            for table in metadata.sorted_tables:
+                await conn.execute(CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    await conn.execute(CreateIndex(index, if_not_exists=True))
 
     async def close(self) -> None:
         await self.engine.dispose()

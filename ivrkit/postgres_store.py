@@ -7,7 +7,7 @@ webhook reads without a lock (there is no row to lock yet) and inserts the row w
 tells the app to answer what the retry answered.
 
 The schema and every query outside the webhook path go through SQLAlchemy. The webhook's
-own three or four statements go straight to an asyncpg pool as prepared statements:
+own statements (one to four) go straight to asyncpg connections as prepared statements:
 through SQLAlchemy they cost four times the CPU, and the store half its speed.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ivrkit.pg_connections import ConnectionPool
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import (
     CALL_COLUMNS,
@@ -97,23 +97,13 @@ def _event_args(item: CallEvent) -> list[Any]:
     return [values[c] for c in EVENT_COLUMNS]
 
 
-async def _end_transaction(connection: asyncpg.Connection) -> None:
-    """What the pool does to a returned connection, instead of asyncpg's default reset.
-
-    That reset (RESET ALL, UNLISTEN, CLOSE ALL, unlock advisory locks) is a round trip on
-    every webhook; our sessions change none of those and always end their transaction.
-    """
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
-
-
 class LockingStore(CallStore):
     """PostgreSQL: one transaction per webhook, holding the call's row lock."""
 
     def __init__(self, engine: AsyncEngine, dsn: str) -> None:
         super().__init__(engine)
         self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
 
     @classmethod
     def from_url(cls, database_url: str) -> LockingStore:
@@ -125,13 +115,9 @@ class LockingStore(CallStore):
 
     async def open(self) -> None:
         await super().open()
-        self._pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=2,
-            max_size=POOL_SIZE,
-            server_settings=SERVER_SETTINGS,
-            reset=_end_transaction,
-        )
+        pool = ConnectionPool(self._dsn, size=POOL_SIZE, server_settings=SERVER_SETTINGS)
+        await pool.start()
+        self._pool = pool
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -143,15 +129,19 @@ class LockingStore(CallStore):
         """One statement: the UPDATE locks the row for its duration, as a session would."""
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
-        row = await self._pool.fetchrow(
-            STATUS,
-            update.call_sid,
-            update.status,
-            update.final,
-            update.at,
-            update.duration,
-            encode_json(update.params),
-        )
+        connection = await self._pool.acquire()
+        try:
+            row = await connection.fetchrow(
+                STATUS,
+                update.call_sid,
+                update.status,
+                update.final,
+                update.at,
+                update.duration,
+                encode_json(update.params),
+            )
+        finally:
+            self._pool.release(connection)
         return (row["flow"], row["state"]) if row else None
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _LockedSession:
@@ -165,7 +155,7 @@ class _LockedSession:
 
     __slots__ = ("pool", "call_sid", "new_call", "connection", "transaction", "session")
 
-    def __init__(self, pool: asyncpg.Pool, call_sid: str, new_call: bool) -> None:
+    def __init__(self, pool: ConnectionPool, call_sid: str, new_call: bool) -> None:
         self.pool = pool
         self.call_sid = call_sid
         self.new_call = new_call
@@ -237,4 +227,4 @@ class _LockedSession:
                 else:
                     await self.transaction.rollback()
         finally:
-            await self.pool.release(self.connection)
+            self.pool.release(self.connection)

@@ -37,7 +37,8 @@ async def test_hands_out_at_most_size_connections_first_come_first_served():
         assert not any(task.done() for task in waiting)  # nobody gets a third connection
         pool.release(first)
         handed = await asyncio.wait_for(waiting[0], 1)
-        assert handed is first and not waiting[1].done()
+        assert handed is first
+        assert not waiting[1].done()
         pool.release(second)
         assert await asyncio.wait_for(waiting[1], 1) is second
         assert await first.fetchval("SHOW application_name") == "ivrkit-test"
@@ -58,7 +59,8 @@ async def test_broken_or_mid_transaction_connections_are_replaced():
         await connection.execute("BEGIN")
         pool.release(connection)  # still in a transaction: dropped, never reused
         replacement = await asyncio.wait_for(waiter, 2)
-        assert replacement is not connection and connection.is_closed()
+        assert replacement is not connection
+        assert connection.is_closed()
         new_pid = await backend_pid(replacement)
         assert new_pid != old_pid
         assert not replacement.is_in_transaction()

@@ -18,9 +18,9 @@ def canonical_string(url: str, pairs: Sequence[tuple[str, str]]) -> str:
     """What Twilio signs: the URL, then each name and value, names sorted, values sorted
     and de-duplicated (as twilio-python's RequestValidator.compute_signature does)."""
     ordered = sorted(pairs)
-    if len({name for name, _ in ordered}) == len(ordered):
+    if len(dict(ordered)) == len(ordered):
         # Each name once (every webhook Twilio sends): sorting the pairs is the whole rule.
-        return url + "".join([part for pair in ordered for part in pair])
+        return url + "".join(map("".join, ordered))
     grouped: dict[str, set[str]] = {}
     for name, value in pairs:
         grouped.setdefault(name, set()).add(value)

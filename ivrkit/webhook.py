@@ -1,6 +1,6 @@
 """Reading a Twilio webhook straight off the ASGI request.
 
-Every call turn pays for this, so it is one pass over the headers, the body read under a
+Every call turn pays for this, so it is one look at the headers, the body read under a
 size limit, the form decoded with a memo of the fields Twilio repeats, and one HMAC. Any
 problem is a :class:`Refused` carrying the 4xx status and the reason to log and answer.
 """
@@ -98,21 +98,9 @@ class WebhookReader:
     async def read(
         self, scope: dict[str, Any], receive: Receive, *, needs_call_sid: bool = True
     ) -> Webhook:
-        content_type = host = signature = forwarded_proto = forwarded_host = ""
-        declared = ""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"x-twilio-signature":
-                signature = value.decode("latin-1")
-            elif name == b"host":
-                host = value.decode("latin-1")
-            elif name == b"content-length":
-                declared = value.decode("latin-1")
-            elif name == b"x-forwarded-proto":
-                forwarded_proto = value.decode("latin-1")
-            elif name == b"x-forwarded-host":
-                forwarded_host = value.decode("latin-1")
+        headers = dict(scope["headers"])  # the last of a repeated header wins
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        declared = headers.get(b"content-length", b"").decode("latin-1")
         raw_query = scope.get("query_string", b"").decode("latin-1")
         query = dict(self.forms.decode(raw_query)) if raw_query else {}
         if scope["method"] == "POST":
@@ -126,13 +114,14 @@ class WebhookReader:
                 raise Refused(400, "form body is not UTF-8") from None
         else:
             pairs = list(query.items())
-        base_url = self.public_url or self._base_url(scope, host, forwarded_proto, forwarded_host)
+        base_url = self.public_url or self._base_url(scope, headers)
         if self.checker is not None:
             path = scope.get("raw_path") or scope["path"].encode()
             url = base_url + path.decode("latin-1").split("?", 1)[0]
             if raw_query:
                 url = f"{url}?{raw_query}"
             signed_pairs = pairs if scope["method"] == "POST" else []
+            signature = headers.get(b"x-twilio-signature", b"").decode("latin-1")
             if not self.checker.valid(url, signed_pairs, signature):
                 raise Refused(
                     403,
@@ -159,11 +148,12 @@ class WebhookReader:
             if not message.get("more_body", False):
                 return body
 
-    def _base_url(
-        self, scope: dict[str, Any], host: str, forwarded_proto: str, forwarded_host: str
-    ) -> str:
+    def _base_url(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
         """scheme://host[:port] as Twilio sees this server (proxies' word only if trusted)."""
         scheme = scope.get("scheme", "http")
+        host = headers.get(b"host", b"").decode("latin-1")
+        forwarded_proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1")
+        forwarded_host = headers.get(b"x-forwarded-host", b"").decode("latin-1")
         if not host:
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else "localhost"

@@ -66,11 +66,15 @@ class EmbeddedStore(CallStore):
         self._reads: list[tuple[str, asyncio.Future[CallRecord | None]]] = []
         self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
         self._connection: AsyncConnection | None = None
         self._db: Any = None  # the aiosqlite connection under self._connection
         self._wake = asyncio.Event()
+        self._read_connection: AsyncConnection | None = None
+        self._read_db: Any = None
+        self._read_wake = asyncio.Event()
 
     async def open(self) -> None:
         await super().open()
@@ -84,21 +88,27 @@ class EmbeddedStore(CallStore):
         # SQLite, one commit in a thousand pays for that while every webhook of its batch
         # waits; here a background task does it from its own connection (and thread).
         await self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._worker = asyncio.create_task(self._work(), name="ivrkit-sqlite-worker")
+        # Reads (calls not in memory) go through a second connection, in its own thread,
+        # so a batch of writes never waits behind them; WAL lets both run at once.
+        self._read_connection = await self.engine.connect()
+        self._read_db = (await self._read_connection.get_raw_connection()).driver_connection
+        self._worker = asyncio.create_task(self._work(), name="ivrkit-sqlite-writer")
+        self._reader = asyncio.create_task(self._read_work(), name="ivrkit-sqlite-reader")
         self._checkpointer = asyncio.create_task(
             self._checkpoint_regularly(), name="ivrkit-sqlite-checkpoint"
         )
 
     async def close(self) -> None:
-        for task in (self._worker, self._checkpointer):
+        for task in (self._worker, self._reader, self._checkpointer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._worker = self._checkpointer = None
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        self._worker = self._reader = self._checkpointer = None
+        for connection in (self._connection, self._read_connection):
+            if connection is not None:
+                await connection.close()
+        self._connection = self._read_connection = None
         await super().close()
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _EmbeddedSession:
@@ -173,14 +183,14 @@ class EmbeddedStore(CallStore):
             self._cache.popitem(last=False)
 
     def _running(self) -> None:
-        if self._worker is None or self._worker.done():
+        if self._worker is None or self._worker.done() or self._reader is None:
             raise RuntimeError("the SQLite worker is not running: was the store opened?")
 
     async def _submit_read(self, call_sid: str) -> CallRecord | None:
         self._running()
         done: asyncio.Future[CallRecord | None] = asyncio.get_running_loop().create_future()
         self._reads.append((call_sid, done))
-        self._wake.set()
+        self._read_wake.set()
         return await done
 
     async def _submit_write(self, record: CallRecord | None, log_events: list[CallEvent]) -> None:
@@ -195,12 +205,17 @@ class EmbeddedStore(CallStore):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            reads, self._reads = self._reads, []
             writes, self._writes = self._writes, []
-            if reads:
-                await self._read_batch(reads)
             if writes:
                 await self._write_batch(writes)
+
+    async def _read_work(self) -> None:
+        while True:
+            await self._read_wake.wait()
+            self._read_wake.clear()
+            reads, self._reads = self._reads, []
+            if reads:
+                await self._read_batch(reads)
 
     async def _read_batch(self, reads: list[tuple[str, asyncio.Future[CallRecord | None]]]) -> None:
         wanted = sorted({sid for sid, _ in reads})
@@ -209,7 +224,7 @@ class EmbeddedStore(CallStore):
             for first in range(0, len(wanted), 500):
                 chunk = wanted[first : first + 500]
                 query = f"{_SQLITE_SELECT} WHERE call_sid IN ({', '.join('?' * len(chunk))})"
-                for row in await self._db.execute_fetchall(query, chunk):
+                for row in await self._read_db.execute_fetchall(query, chunk):
                     record = _record_from_sqlite(row)
                     found[record.call_sid] = record
         except Exception as error:

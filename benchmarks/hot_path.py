@@ -41,10 +41,17 @@ def scopes(lines: list[str]) -> list[tuple[dict, bytes]]:
             (b"x-twilio-signature", signature.encode()),
         ]
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": parts.path,
-            "raw_path": parts.path.encode(), "query_string": parts.query.encode(),
-            "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": parts.path,
+            "raw_path": parts.path.encode(),
+            "query_string": parts.query.encode(),
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8000),
         }
         out.append((scope, body.encode()))
@@ -146,8 +153,10 @@ def main() -> int:
                 profiler.disable()
 
     elapsed, statuses = asyncio.run(with_lifespan(app, run))
-    print(f"ivrkit ({url.split(':')[0]}): {elapsed / len(requests) * 1e6:7.1f} us CPU/request "
-          f"{statuses}")
+    print(
+        f"ivrkit ({url.split(':')[0]}): {elapsed / len(requests) * 1e6:7.1f} us CPU/request "
+        f"{statuses}"
+    )
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
     return 0

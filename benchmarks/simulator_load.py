@@ -27,23 +27,37 @@ from webhook_throughput import ROOT, TOKEN, free_port, start_server  # noqa: E40
 from simulator import run_load  # noqa: E402
 
 
-def measure(name: str, command: list[str], env: dict[str, str], port: int, path: str,
-            args: argparse.Namespace) -> dict:
+def measure(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    path: str,
+    args: argparse.Namespace,
+) -> dict:
     process = start_server(command, env, port)
     try:
         url = f"http://127.0.0.1:{port}{path}"
         asyncio.run(run_load(url, calls=50, concurrency=8, auth_token=TOKEN, seed=1))  # warm-up
-        report = asyncio.run(run_load(url, calls=args.calls, concurrency=args.concurrency,
-                                      auth_token=TOKEN, seed=1))
+        report = asyncio.run(
+            run_load(url, calls=args.calls, concurrency=args.concurrency, auth_token=TOKEN, seed=1)
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
-    result = {"name": name, "rps": report.requests_per_second, **report.latency_ms,
-              "completed": report.completed, "errors": report.errors}
-    print(f"{name:<32} {report.requests_per_second:>7.0f} req/s   "
-          f"p50 {report.latency_ms['p50']:6.1f} ms   p99 {report.latency_ms['p99']:6.1f} ms   "
-          f"calls {report.completed}/{args.calls}   errors {report.errors or 'none'}",
-          flush=True)
+    result = {
+        "name": name,
+        "rps": report.requests_per_second,
+        **report.latency_ms,
+        "completed": report.completed,
+        "errors": report.errors,
+    }
+    print(
+        f"{name:<32} {report.requests_per_second:>7.0f} req/s   "
+        f"p50 {report.latency_ms['p50']:6.1f} ms   p99 {report.latency_ms['p99']:6.1f} ms   "
+        f"calls {report.completed}/{args.calls}   errors {report.errors or 'none'}",
+        flush=True,
+    )
     return result
 
 
@@ -52,23 +66,41 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; simulator load, {args.calls} calls, "
-          f"{args.concurrency} at a time")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; simulator load, {args.calls} calls, "
+        f"{args.concurrency} at a time"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-simload-"))
     uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
     port = free_port()
-    bare = measure("bare Starlette, fixed TwiML",
-                   [*uvicorn, "--port", str(port), "--app-dir", str(ROOT / "benchmarks"),
-                    "bare_app:app"], dict(os.environ), port, "/voice/support_line", args)
+    bare = measure(
+        "bare Starlette, fixed TwiML",
+        [*uvicorn, "--port", str(port), "--app-dir", str(ROOT / "benchmarks"), "bare_app:app"],
+        dict(os.environ),
+        port,
+        "/voice/support_line",
+        args,
+    )
     port = free_port()
-    env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN, "IVRKIT_LOG_LEVEL": "warning",
-           "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'simload.db'}"}
-    ivr = measure("ivrkit support_line, SQLite",
-                  [sys.executable, "-m", "ivrkit.cli", "serve", "flows/support_line.py",
-                   "--port", str(port)], env, port, "/voice/support_line", args)
-    print(f"\nivrkit / bare requests/s: {ivr['rps'] / bare['rps']:.2f}; "
-          f"p99 {ivr['p99']:.1f} ms vs {bare['p99']:.1f} ms")
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVRKIT_LOG_LEVEL": "warning",
+        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'simload.db'}",
+    }
+    ivr = measure(
+        "ivrkit support_line, SQLite",
+        [sys.executable, "-m", "ivrkit.cli", "serve", "flows/support_line.py", "--port", str(port)],
+        env,
+        port,
+        "/voice/support_line",
+        args,
+    )
+    print(
+        f"\nivrkit / bare requests/s: {ivr['rps'] / bare['rps']:.2f}; "
+        f"p99 {ivr['p99']:.1f} ms vs {bare['p99']:.1f} ms"
+    )
     return 0
 
 

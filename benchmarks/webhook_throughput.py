@@ -74,19 +74,34 @@ def call_requests(base: str, calls: int, block: int) -> list[str]:
         steps = [
             ("/voice/support_line", {}),
             ("/voice/support_line/action?state=main_menu&step=1", {"Digits": "3"}),
-            ("/voice/support_line/action?state=voicemail&step=2",
-             {"RecordingUrl": "https://api.twilio.com/rec/RE1", "RecordingDuration": "12",
-              "RecordingSid": "RE" + "1" * 32, "Digits": "#"}),
+            (
+                "/voice/support_line/action?state=voicemail&step=2",
+                {
+                    "RecordingUrl": "https://api.twilio.com/rec/RE1",
+                    "RecordingDuration": "12",
+                    "RecordingSid": "RE" + "1" * 32,
+                    "Digits": "#",
+                },
+            ),
             ("/voice/support_line/status", {"CallStatus": "completed", "CallDuration": "40"}),
         ]
         for path, extra in steps:
             for sid in sids:
-                params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32,
-                          "From": "+14155550100", "To": "+15005550006",
-                          "Caller": "+14155550100", "Called": "+15005550006",
-                          "CallStatus": "in-progress", "Direction": "inbound",
-                          "ApiVersion": "2010-04-01", "FromCity": "SAN FRANCISCO",
-                          "FromState": "CA", "FromCountry": "US", **extra}
+                params = {
+                    "CallSid": sid,
+                    "AccountSid": "AC" + "0" * 32,
+                    "From": "+14155550100",
+                    "To": "+15005550006",
+                    "Caller": "+14155550100",
+                    "Called": "+15005550006",
+                    "CallStatus": "in-progress",
+                    "Direction": "inbound",
+                    "ApiVersion": "2010-04-01",
+                    "FromCity": "SAN FRANCISCO",
+                    "FromState": "CA",
+                    "FromCountry": "US",
+                    **extra,
+                }
                 signature = validator.compute_signature(base + path, params)
                 lines.append(f"{path}\t{urlencode(params)}\t{signature}")
     return lines
@@ -108,8 +123,18 @@ def start_server(command: list[str], env: dict[str, str], port: int) -> subproce
 
 def run_wrk(port: int, data: Path, script: Path, duration: int, connections: int) -> dict:
     threads = 2
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-               "-s", str(script), f"http://127.0.0.1:{port}", "--", str(data)]
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(data),
+    ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -120,13 +145,24 @@ def run_wrk(port: int, data: Path, script: Path, duration: int, connections: int
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99"),
-            "non_2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+    return {
+        "rps": rps,
+        "p50": percentile("50"),
+        "p99": percentile("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "none",
+    }
 
 
-def measure(name: str, command: list[str], env: dict[str, str], port: int, data: Path,
-            script: Path, args: argparse.Namespace) -> dict:
+def measure(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    data: Path,
+    script: Path,
+    args: argparse.Namespace,
+) -> dict:
     process = start_server(command, env, port)
     try:
         run_wrk(port, data, script, 2, args.connections)  # warm-up
@@ -135,9 +171,12 @@ def measure(name: str, command: list[str], env: dict[str, str], port: int, data:
         process.terminate()
         process.wait(timeout=10)
     result["name"] = name
-    print(f"  {name:<34} {result['rps']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   "
-          f"p99 {result['p99']:6.2f} ms   non-2xx {result['non_2xx']}   "
-          f"socket errors {result['socket_errors']}", flush=True)
+    print(
+        f"  {name:<34} {result['rps']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   "
+        f"p99 {result['p99']:6.2f} ms   non-2xx {result['non_2xx']}   "
+        f"socket errors {result['socket_errors']}",
+        flush=True,
+    )
     return result
 
 
@@ -146,32 +185,51 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--calls", type=int, default=40_000)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="each server is measured once per round; medians are reported")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="each server is measured once per round; medians are reported",
+    )
     parser.add_argument("--postgres", default=os.environ.get("IVRKIT_BENCH_POSTGRES"))
-    parser.add_argument("--postgres-workers", type=int, default=2,
-                        help="uvicorn processes on PostgreSQL (SQLite is one process by design)")
+    parser.add_argument(
+        "--postgres-workers",
+        type=int,
+        default=2,
+        help="uvicorn processes on PostgreSQL (SQLite is one process by design)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
         return 2
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {platform.platform()}")
-    print(f"load: wrk 2 threads, {args.connections} connections, {args.duration}s per server, "
-          f"{args.rounds} round(s)")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}"
+    )
+    print(
+        f"load: wrk 2 threads, {args.connections} connections, {args.duration}s per server, "
+        f"{args.rounds} round(s)"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
     script = workdir / "calls.lua"
     script.write_text(LUA)
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
 
-    targets = [("bare Starlette, fixed TwiML", None, 1),
-               ("ivrkit, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}", 1)]
+    targets = [
+        ("bare Starlette, fixed TwiML", None, 1),
+        ("ivrkit, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}", 1),
+    ]
     if args.postgres:
         targets.append(("ivrkit, PostgreSQL", args.postgres, 1))
         if args.postgres_workers > 1:
-            targets.append((f"ivrkit, PostgreSQL, {args.postgres_workers} workers",
-                            args.postgres, args.postgres_workers))
+            targets.append(
+                (
+                    f"ivrkit, PostgreSQL, {args.postgres_workers} workers",
+                    args.postgres,
+                    args.postgres_workers,
+                )
+            )
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
     for number in range(1, args.rounds + 1):
         print(f"round {number}:")
@@ -180,39 +238,69 @@ def main() -> int:
             # A call's next step comes 16 waves of requests after the last, so it is not
             # sent before the step it answers has been handled.
             data = workdir / f"{port}.tsv"
-            data.write_text("\n".join(call_requests(f"http://127.0.0.1:{port}", args.calls,
-                                                    16 * args.connections)) + "\n")
+            data.write_text(
+                "\n".join(
+                    call_requests(f"http://127.0.0.1:{port}", args.calls, 16 * args.connections)
+                )
+                + "\n"
+            )
             if url is None:
-                command = [*uvicorn, "--port", str(port), "--app-dir", str(ROOT / "benchmarks"),
-                           "bare_app:app"]
+                command = [
+                    *uvicorn,
+                    "--port",
+                    str(port),
+                    "--app-dir",
+                    str(ROOT / "benchmarks"),
+                    "bare_app:app",
+                ]
                 env = dict(os.environ)
             else:
                 if url.startswith("postgresql"):
                     _reset_postgres(url)
                 else:
                     Path(url.split("///", 1)[1]).unlink(missing_ok=True)
-                command = [python, "-m", "ivrkit.cli", "serve", "flows/support_line.py",
-                           "--port", str(port), "--workers", str(workers)]
-                env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN, "IVRKIT_DATABASE_URL": url,
-                       "IVRKIT_LOG_LEVEL": "warning"}
+                command = [
+                    python,
+                    "-m",
+                    "ivrkit.cli",
+                    "serve",
+                    "flows/support_line.py",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ]
+                env = {
+                    **os.environ,
+                    "TWILIO_AUTH_TOKEN": TOKEN,
+                    "IVRKIT_DATABASE_URL": url,
+                    "IVRKIT_LOG_LEVEL": "warning",
+                }
             runs[name].append(measure(name, command, env, port, data, script, args))
 
-    medians = {name: {key: statistics.median(r[key] for r in results)
-                      for key in ("rps", "p50", "p99")}
-               for name, results in runs.items()}
+    medians = {
+        name: {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}
+        for name, results in runs.items()
+    }
     bare = medians[targets[0][0]]["rps"]
     sqlite = medians[targets[1][0]]["rps"]
     print("\nmedians over the rounds:")
     for name, median in medians.items():
-        print(f"  {name:<34} {median['rps']:>9.0f} req/s   p50 {median['p50']:6.2f} ms   "
-              f"p99 {median['p99']:6.2f} ms")
+        print(
+            f"  {name:<34} {median['rps']:>9.0f} req/s   p50 {median['p50']:6.2f} ms   "
+            f"p99 {median['p99']:6.2f} ms"
+        )
     print()
     for name, median in list(medians.items())[1:]:
-        print(f"{name}: {median['rps'] / bare:.2f} x the bare app's requests/s "
-              f"(goal >= 0.5), p99 {median['p99']:.1f} ms (goal < 25 ms)")
+        print(
+            f"{name}: {median['rps'] / bare:.2f} x the bare app's requests/s "
+            f"(goal >= 0.5), p99 {median['p99']:.1f} ms (goal < 25 ms)"
+        )
     for name, median in list(medians.items())[2:]:
-        print(f"{name} / SQLite requests/s: {median['rps'] / sqlite:.2f} "
-              f"(goal: within 1.5x, i.e. >= 0.67)")
+        print(
+            f"{name} / SQLite requests/s: {median['rps'] / sqlite:.2f} "
+            f"(goal: within 1.5x, i.e. >= 0.67)"
+        )
     return 0
 
 

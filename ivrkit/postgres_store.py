@@ -22,17 +22,19 @@ from ivrkit.pg_connections import ConnectionPool
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import (
     CALL_COLUMNS,
+    CALL_JSON,
     EVENT_COLUMNS,
+    EVENT_JSON,
     CallSession,
     CallStore,
     CallTaken,
     StatusUpdate,
+    call_fields,
     calls,
     encode_json,
-    event_values,
+    event_fields,
     events,
     record_from_mapping,
-    row_values,
 )
 
 # The same durability as SQLite's WAL with synchronous=NORMAL: a committed webhook survives
@@ -54,6 +56,7 @@ READ = f"SELECT {_CALL_LIST} FROM {calls.name} WHERE call_sid = $1"
 LOCK = f"{READ} FOR UPDATE"
 # The row of a locked call exists: a plain UPDATE costs the server less than an upsert.
 _KEPT = [c for c in CALL_COLUMNS if c != "created_at"]
+_CREATED_AT = CALL_COLUMNS.index("created_at")
 _KEPT_EVENT_PARAMS = ", ".join(
     f"${i}" for i in range(len(_KEPT) + 1, len(_KEPT) + len(EVENT_COLUMNS) + 1)
 )
@@ -94,13 +97,16 @@ STATUS = (
 
 
 def _call_args(record: CallRecord) -> list[Any]:
-    values = row_values(record)
-    return [values[c] for c in CALL_COLUMNS]
+    values = list(call_fields(record))
+    for i in CALL_JSON:
+        values[i] = encode_json(values[i])
+    return values
 
 
 def _event_args(item: CallEvent) -> list[Any]:
-    values = event_values(item)
-    return [values[c] for c in EVENT_COLUMNS]
+    values = list(event_fields(item))
+    values[EVENT_JSON] = encode_json(values[EVENT_JSON])
+    return values
 
 
 class LockingStore(CallStore):
@@ -159,13 +165,13 @@ class LockingStore(CallStore):
 class _LockedSession:
     """``async with store.session(sid)`` on PostgreSQL."""
 
-    __slots__ = ("pool", "call_sid", "new_call", "connection", "transaction", "session")
+    __slots__ = ("pool", "call_sid", "new_call", "connection", "in_transaction", "session")
 
     def __init__(self, pool: ConnectionPool, call_sid: str, new_call: bool) -> None:
         self.pool = pool
         self.call_sid = call_sid
         self.new_call = new_call
-        self.transaction: Any = None
+        self.in_transaction = False
 
     async def __aenter__(self) -> CallSession:
         self.connection = connection = await self.pool.acquire()
@@ -176,8 +182,8 @@ class _LockedSession:
                     self.session = CallSession(None)
                     return self.session
                 self.new_call = False
-            self.transaction = connection.transaction()
-            await self.transaction.start()
+            await connection.execute("BEGIN")
+            self.in_transaction = True
             row = await connection.fetchrow(LOCK, self.call_sid)
             self.session = CallSession(record_from_mapping(row) if row else None)
             return self.session
@@ -216,10 +222,9 @@ class _LockedSession:
                 await connection.executemany(LOG, [_event_args(e) for e in more])
             return
         if session.saved is not None and len(session.log_events) == 1:
-            values = row_values(session.saved)
-            saved = await connection.fetchval(
-                SAVE, *[values[c] for c in _KEPT], *_event_args(session.log_events[0])
-            )
+            values = _call_args(session.saved)
+            del values[_CREATED_AT]
+            saved = await connection.fetchval(SAVE, *values, *_event_args(session.log_events[0]))
             if saved is not None:
                 return
             # No row to update (the call was never stored): the general path inserts it.
@@ -230,10 +235,7 @@ class _LockedSession:
 
     async def _finish(self, *, commit: bool) -> None:
         try:
-            if self.transaction is not None:
-                if commit:
-                    await self.transaction.commit()
-                else:
-                    await self.transaction.rollback()
+            if self.in_transaction:
+                await self.connection.execute("COMMIT" if commit else "ROLLBACK")
         finally:
             self.pool.release(self.connection)

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ivrkit import nodes as n
 from ivrkit import twiml
@@ -31,11 +32,10 @@ from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
 from ivrkit.store import CallStore, CallTaken, StatusUpdate, create_store
-from ivrkit.webhook import ClientGone, Receive, Refused, Webhook, WebhookReader, peer
+from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
@@ -48,7 +48,7 @@ class Answer(NamedTuple):
 
 
 NO_CONTENT = Answer("", 204, "text/plain; charset=utf-8")
-Handler = Callable[[dict[str, Any], Receive], Awaitable[Answer]]
+Handler = Callable[[Scope, Receive], Awaitable[Answer]]
 
 
 class Endpoint:
@@ -65,7 +65,7 @@ class Endpoint:
         self.methods = methods
         self.twiml_answer = twiml_answer
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             answer = await self.handler(scope, receive)
         except Refused as refusal:
@@ -136,7 +136,7 @@ class IvrApp:
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    async def incoming(self, scope: dict[str, Any], receive: Receive) -> Answer:
+    async def incoming(self, scope: Scope, receive: Receive) -> Answer:
         """A new call to /voice/{flow}, or to /voice routed by the To number."""
         hook = await self.reader.read(scope, receive)
         name = scope["path_params"].get("flow")
@@ -150,7 +150,7 @@ class IvrApp:
             flow = self._flow_or_404(name)
         return await self._start(flow, hook)
 
-    async def action(self, scope: dict[str, Any], receive: Receive) -> Answer:
+    async def action(self, scope: Scope, receive: Receive) -> Answer:
         """Gather / Dial / Record / Enqueue callbacks (and our own no-input redirects)."""
         flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
@@ -198,7 +198,7 @@ class IvrApp:
             log.exception("call %s: storage failed", sid)
             return Answer(self._apology(flow))
 
-    async def status(self, scope: dict[str, Any], receive: Receive) -> Answer:
+    async def status(self, scope: Scope, receive: Receive) -> Answer:
         """Call status callback: marks the call ended with its final status and duration."""
         hook = await self.reader.read(scope, receive)
         call_status = hook.params.get("CallStatus", "")
@@ -228,7 +228,7 @@ class IvrApp:
             )
         return NO_CONTENT
 
-    async def recording(self, scope: dict[str, Any], receive: Receive) -> Answer:
+    async def recording(self, scope: Scope, receive: Receive) -> Answer:
         """Recording status callback: the final URL and duration land in call data."""
         flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
@@ -270,7 +270,7 @@ class IvrApp:
             return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
         return NO_CONTENT
 
-    async def hold(self, scope: dict[str, Any], receive: Receive) -> Answer:
+    async def hold(self, scope: Scope, receive: Receive) -> Answer:
         """Enqueue's waitUrl: hold music; Twilio fetches it again when it runs out."""
         flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
@@ -433,7 +433,7 @@ class IvrStarlette(Starlette):
 
     ivr: IvrApp
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
             found = self.ivr.match(scope["path"], scope["method"])
             if found is not None:

@@ -236,8 +236,8 @@ def _transitions(cls: type[Flow]) -> list[tuple[str, str, str]]:
             give_up = cls.target_name(cls.give_up_target(node), source)
             if give_up is not None:
                 found.append(("give_up", source, give_up))
-            for key, target in cls.global_keys_for(node).items():
-                dest = cls.target_name(target, source)
+            for key, key_target in cls.global_keys_for(node).items():
+                dest = cls.target_name(key_target, source)
                 if dest is not None:
                     found.append((f"press:{key}", source, dest))
         if isinstance(node, n.Decision) and source in cls.__ivrkit_open__:

@@ -124,8 +124,8 @@ def build_graph(flows: list[type[Flow]]) -> Graph:
                 give_up = flow.target_name(flow.give_up_target(node), state)
                 if give_up is not None:
                     graph.add_edge(source, node_id(flow, give_up), "give up", GIVE_UP)
-                for key, target in flow.global_keys_for(node).items():
-                    dest = flow.target_name(target, state)
+                for key, key_target in flow.global_keys_for(node).items():
+                    dest = flow.target_name(key_target, state)
                     if dest is not None:
                         graph.add_edge(source, node_id(flow, dest), key, GLOBAL)
             if isinstance(node, n.SubFlow):

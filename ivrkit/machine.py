@@ -77,5 +77,6 @@ class FlowMachine:
         for trigger, event in self._machine.events.items():
             for source, transitions in event.transitions.items():
                 for transition in transitions:
-                    found.append((source, trigger, transition.dest))
+                    if transition.dest is not None:  # ours are never internal transitions
+                        found.append((source, trigger, transition.dest))
         return found

@@ -80,15 +80,15 @@ def flow_rows(flow: type[Flow]) -> list[PromptRow]:
             }
             missing = " ".join(lang for lang in flow.languages if lang not in languages)
             for part in spoken:
-                is_say = isinstance(part, n.Say)
+                say = part if isinstance(part, n.Say) else None
                 rows.append(
                     PromptRow(
                         flow=flow.name,
                         state=state,
                         kind=kind,
                         text=_text(part),
-                        language=(part.language or flow_language) if is_say else "",
-                        voice=(part.voice or flow.voice or "") if is_say else "",
+                        language=(say.language or flow_language) if say else "",
+                        voice=(say.voice or flow.voice or "") if say else "",
                         missing=missing,
                     )
                 )

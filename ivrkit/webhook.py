@@ -7,14 +7,13 @@ problem is a :class:`Refused` carrying the 4xx status and the reason to log and 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import unquote_plus
+
+from starlette.types import Receive, Scope
 
 from ivrkit.security import ProxyTrust, SignatureChecker
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Refused(Exception):
@@ -95,9 +94,7 @@ class WebhookReader:
         self.max_body_bytes = max_body_bytes
         self.forms = FormDecoder()
 
-    async def read(
-        self, scope: dict[str, Any], receive: Receive, *, needs_call_sid: bool = True
-    ) -> Webhook:
+    async def read(self, scope: Scope, receive: Receive, *, needs_call_sid: bool = True) -> Webhook:
         headers = dict(scope["headers"])  # the last of a repeated header wins
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         declared = headers.get(b"content-length", b"").decode("latin-1")
@@ -142,13 +139,13 @@ class WebhookReader:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
-            body += message.get("body", b"")
+            body += bytes(message.get("body", b""))
             if len(body) > limit:
                 raise Refused(413, f"body is over the {limit} byte limit")
             if not message.get("more_body", False):
                 return body
 
-    def _base_url(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    def _base_url(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         """scheme://host[:port] as Twilio sees this server (proxies' word only if trusted)."""
         scheme = scope.get("scheme", "http")
         host = headers.get(b"host", b"").decode("latin-1")
@@ -163,6 +160,6 @@ class WebhookReader:
         return f"{scheme}://{host}"
 
 
-def peer(scope: dict[str, Any]) -> str | None:
+def peer(scope: Scope) -> str | None:
     client = scope.get("client")
     return client[0] if client else None

@@ -93,13 +93,6 @@ def encode_json(value: dict[str, Any] | list[Any]) -> str:
         return _stdlib_json(value)
 
 
-def row_values(record: CallRecord) -> dict[str, Any]:
-    values = dict(vars(record))
-    for name in _JSON_FIELDS:
-        values[name] = encode_json(values[name])
-    return values
-
-
 def record_from_row(row: Any) -> CallRecord:
     return record_from_mapping(row._mapping)
 
@@ -109,12 +102,6 @@ def record_from_mapping(row: Any) -> CallRecord:
     for name in _JSON_FIELDS:
         values[name] = orjson.loads(values[name])
     return CallRecord(**values)
-
-
-def event_values(item: CallEvent) -> dict[str, Any]:
-    values = dict(vars(item))
-    values["params"] = encode_json(item.params)
-    return values
 
 
 CALL_COLUMNS = [c.name for c in calls.columns]

@@ -457,7 +457,7 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     settings.require_token()
-    store = store or create_store(settings.database_url)
+    store = store or create_store(settings.database_url, pool_size=settings.db_pool_size)
     ivr = IvrApp(flows, settings, store, clock or (lambda: datetime.now(UTC)))
     if settings.insecure_dev:
         log.warning(

@@ -28,6 +28,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    db_pool_size: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -46,9 +47,12 @@ class Settings:
             "host": env.get("IVRKIT_HOST", "127.0.0.1"),
             "port": _int(env, "IVRKIT_PORT", 8000),
             "log_level": env.get("IVRKIT_LOG_LEVEL", "info").lower(),
+            "db_pool_size": _int(env, "IVRKIT_DB_POOL_SIZE", 20),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
+        if settings.db_pool_size < 1:
+            raise ConfigError("IVRKIT_DB_POOL_SIZE must be at least 1")
         if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
             raise ConfigError("IVRKIT_PUBLIC_URL must start with https:// (or http://)")
         return settings

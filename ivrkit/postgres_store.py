@@ -112,22 +112,27 @@ def _event_args(item: CallEvent) -> list[Any]:
 class LockingStore(CallStore):
     """PostgreSQL: one transaction per webhook, holding the call's row lock."""
 
-    def __init__(self, engine: AsyncEngine, dsn: str) -> None:
+    def __init__(self, engine: AsyncEngine, dsn: str, *, pool_size: int = POOL_SIZE) -> None:
         super().__init__(engine)
         self._dsn = dsn
+        self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
 
     @classmethod
-    def from_url(cls, database_url: str) -> LockingStore:
+    def from_url(cls, database_url: str, *, pool_size: int = POOL_SIZE) -> LockingStore:
         engine = create_async_engine(
             database_url, pool_size=5, connect_args={"server_settings": SERVER_SETTINGS}
         )
         dsn = make_url(database_url).set(drivername="postgresql")
-        return cls(engine, dsn.render_as_string(hide_password=False))
+        return cls(engine, dsn.render_as_string(hide_password=False), pool_size=pool_size)
 
     async def open(self) -> None:
         await super().open()
-        pool = ConnectionPool(self._dsn, size=POOL_SIZE, server_settings=SERVER_SETTINGS)
+        pool = ConnectionPool(
+            self._dsn,
+            size=self._pool_size,
+            server_settings={**SERVER_SETTINGS, "application_name": "ivrkit-webhooks"},
+        )
         await pool.start()
         self._pool = pool
 

@@ -240,8 +240,11 @@ class CallStore:
             await conn.exec_driver_sql("SELECT 1")
 
 
-def create_store(database_url: str) -> CallStore:
-    """The right store for a URL: ``sqlite+aiosqlite:///file.db`` or ``postgresql+asyncpg://``."""
+def create_store(database_url: str, *, pool_size: int = 20) -> CallStore:
+    """The right store for a URL: ``sqlite+aiosqlite:///file.db`` or ``postgresql+asyncpg://``.
+
+    ``pool_size`` caps the PostgreSQL connections one process opens for webhooks.
+    """
     if database_url.startswith("postgres://"):
         database_url = "postgresql+asyncpg://" + database_url[len("postgres://") :]
     elif database_url.startswith("postgresql://"):
@@ -255,7 +258,7 @@ def create_store(database_url: str) -> CallStore:
     if database_url.startswith("postgresql"):
         from ivrkit.postgres_store import LockingStore
 
-        return LockingStore.from_url(database_url)
+        return LockingStore.from_url(database_url, pool_size=pool_size)
     raise ValueError(
         f"unsupported DATABASE_URL scheme in {database_url.split('://')[0]!r}: "
         "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"

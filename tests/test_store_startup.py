@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from ivrkit.store import create_store
 from tests.conftest import reset_database
 
@@ -18,3 +20,42 @@ async def test_stores_opening_together_on_a_fresh_database_all_start(database_ur
     finally:
         for store in stores:
             await store.close()
+
+
+def test_pool_size_setting_is_read_and_checked():
+    from ivrkit import Settings
+    from ivrkit.errors import ConfigError
+
+    assert Settings.from_env({"IVRKIT_DB_POOL_SIZE": "3"}).db_pool_size == 3
+    assert Settings.from_env({}).db_pool_size == 20
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match="IVRKIT_DB_POOL_SIZE"):
+            Settings.from_env({"IVRKIT_DB_POOL_SIZE": bad})
+
+
+async def test_postgres_webhooks_use_at_most_pool_size_connections(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the connection pool is PostgreSQL's")
+    await reset_database(database_url)
+    store = create_store(database_url, pool_size=2)
+    await store.open()
+    seen: list[int] = []
+
+    async def webhook(n: int) -> None:
+        async with store.session(f"CA{n:032d}") as session:
+            assert session.record is None
+            async with store.engine.connect() as conn:
+                active = await conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'ivrkit-webhooks' AND state LIKE 'idle in%'"
+                )
+                seen.append(active.scalar_one())
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.gather(*(webhook(n) for n in range(6)))
+    finally:
+        await store.close()
+    assert len(seen) == 6
+    assert max(seen) <= 2
+    assert max(seen) >= 1

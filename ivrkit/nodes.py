@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ivrkit.call import Call
 
 Target = Union[str, "Node"]
+Outcome = Union[str, "Node", "Repeat", None]
+"""Where an outcome leads: a state, REPEAT (the same menu again), or nowhere yet."""
 """Where an outcome leads: a state name, or a node declared inline (e.g. ``Hangup()``)."""
 
 TextSource = str | Callable[["Call"], str]
@@ -53,7 +55,7 @@ class Node:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         """(trigger, target) pairs; a ``None`` target means "no way out" for validation."""
         return []
 
@@ -93,7 +95,7 @@ class Say(Node):
         self.language = language
         self.loop = loop
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("next", self.then)]
 
     def describe(self) -> str:
@@ -113,7 +115,7 @@ class Play(Node):
         self.then = then
         self.loop = loop
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("next", self.then)]
 
     def describe(self) -> str:
@@ -132,7 +134,7 @@ class Pause(Node):
         self.length = length
         self.then = then
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("next", self.then)]
 
     def describe(self) -> str:
@@ -252,8 +254,8 @@ class Menu(_Asks):
         self,
         prompt: PromptLike,
         *,
-        choices: Mapping[str, Target],
-        words: Mapping[str, Target] | None = None,
+        choices: Mapping[str, Target | Repeat],
+        words: Mapping[str, Target | Repeat] | None = None,
         short_prompt: PromptLike = None,
         retries: Retries = Retries(),  # noqa: B008 - frozen value object
         timeout: int = 5,
@@ -283,8 +285,8 @@ class Menu(_Asks):
         self.choices = dict(choices)
         self.words = {word.lower().strip(): target for word, target in words.items()}
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
-        pairs: list[tuple[str, Target | None]] = [
+    def outcomes(self) -> list[tuple[str, Outcome]]:
+        pairs: list[tuple[str, Outcome]] = [
             (f"press:{key}", target) for key, target in self.choices.items()
         ]
         pairs += [(f"say:{word}", target) for word, target in self.words.items()]
@@ -351,7 +353,7 @@ class Collect(_Asks):
         self.validate = validate
         self.confirm = confirm
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("entered", self.then)]
 
 
@@ -477,7 +479,7 @@ class Dial(Node):
             return self.then if self.then is not None else self._hang_up
         return self.on.get("*")
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [(f"dial:{status}", self.target_for(status)) for status in DIAL_STATUSES]
 
     def unhandled_statuses(self) -> list[str]:
@@ -537,7 +539,7 @@ class Record(Node):
         self.transcribe = transcribe
         self.trim_silence = trim_silence
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("recorded", self.then), ("empty", self.on_empty or self.then)]
 
     def describe(self) -> str:
@@ -601,7 +603,7 @@ class Enqueue(Node):
             return self.then
         return self._hang_up if result in _QUEUE_ENDS_CALL else None
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [(f"queue:{result}", self.target_for(result)) for result in QUEUE_RESULTS]
 
     def describe(self) -> str:
@@ -622,7 +624,7 @@ class SubFlow(Node):
         self.then = then
         self._hang_up = End()
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [("returned", self.then if self.then is not None else self._hang_up)]
 
     def describe(self) -> str:
@@ -682,7 +684,7 @@ class Decision(Node):
         code = function.__code__
         self.defined_at = (code.co_filename, code.co_firstlineno)
 
-    def outcomes(self) -> list[tuple[str, Target | None]]:
+    def outcomes(self) -> list[tuple[str, Outcome]]:
         return [(f"goto:{target}", target) for target in self.targets]
 
     def describe(self) -> str:

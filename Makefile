@@ -18,6 +18,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy ivrkit simulator
 	$(BIN)/pytest --ivr-coverage --ivr-coverage-fail-under=100
 
 bench: install

@@ -142,11 +142,15 @@ class LockingStore(CallStore):
             self._pool = None
         await super().close()
 
-    async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
-        """One statement: the UPDATE locks the row for its duration, as a session would."""
+    def _open_pool(self) -> ConnectionPool:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
-        connection = await self._pool.acquire()
+        return self._pool
+
+    async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
+        """One statement: the UPDATE locks the row for its duration, as a session would."""
+        pool = self._open_pool()
+        connection = await pool.acquire()
         try:
             row = await connection.fetchrow(
                 STATUS,
@@ -158,13 +162,11 @@ class LockingStore(CallStore):
                 encode_json(update.params),
             )
         finally:
-            self._pool.release(connection)
+            pool.release(connection)
         return (row["flow"], row["state"]) if row else None
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _LockedSession:
-        if self._pool is None:
-            raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
-        return _LockedSession(self._pool, call_sid, new_call)
+        return _LockedSession(self._open_pool(), call_sid, new_call)
 
 
 class _LockedSession:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -92,8 +93,12 @@ class EmbeddedStore(CallStore):
         # so a batch of writes never waits behind them; WAL lets both run at once.
         self._read_connection = await self.engine.connect()
         self._read_db = (await self._read_connection.get_raw_connection()).driver_connection
-        self._worker = asyncio.create_task(self._work(), name="ivrkit-sqlite-writer")
-        self._reader = asyncio.create_task(self._read_work(), name="ivrkit-sqlite-reader")
+        self._worker = asyncio.create_task(
+            self._drain(self._wake, self._writes, self._write_batch), name="ivrkit-sqlite-writer"
+        )
+        self._reader = asyncio.create_task(
+            self._drain(self._read_wake, self._reads, self._read_batch), name="ivrkit-sqlite-reader"
+        )
         self._checkpointer = asyncio.create_task(
             self._checkpoint_regularly(), name="ivrkit-sqlite-checkpoint"
         )
@@ -201,21 +206,18 @@ class EmbeddedStore(CallStore):
         self._wake.set()
         await done
 
-    async def _work(self) -> None:
+    @staticmethod
+    async def _drain(
+        wake: asyncio.Event, queue: list[Any], handle: Callable[[list[Any]], Awaitable[None]]
+    ) -> None:
+        """Hand everything queued since the last wake-up to ``handle`` as one batch."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            writes, self._writes = self._writes, []
-            if writes:
-                await self._write_batch(writes)
-
-    async def _read_work(self) -> None:
-        while True:
-            await self._read_wake.wait()
-            self._read_wake.clear()
-            reads, self._reads = self._reads, []
-            if reads:
-                await self._read_batch(reads)
+            await wake.wait()
+            wake.clear()
+            batch = queue[:]
+            queue.clear()
+            if batch:
+                await handle(batch)
 
     async def _read_batch(self, reads: list[tuple[str, asyncio.Future[CallRecord | None]]]) -> None:
         wanted = sorted({sid for sid, _ in reads})

@@ -1,20 +1,25 @@
 """PostgreSQL, for many app processes and hosts sharing one store.
 
-A webhook of a call in progress runs in a transaction holding ``SELECT ... FOR UPDATE``
-on the call's row, so two processes never handle one call at once. A call's first
-webhook reads without a lock (there is no row to lock yet) and inserts the row with
-``ON CONFLICT DO NOTHING``: if a retry of that webhook got in first, :class:`CallTaken`
-tells the app to answer what the retry answered.
+Each webhook holds its call's lock from the moment it reads the call until its change is
+committed, so two processes never handle one call at once: the first webhook of a call
+too (a retry racing the original waits, then replays its answer), which a row lock cannot
+do before the row exists. The lock is a PostgreSQL advisory lock keyed by the CallSid,
+taken by the read and handed over to the save's own transaction, so a webhook costs two
+round trips (claim, save) and no transaction stays open while the flow's code runs. The
+four of a row lock (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT) cost about a third more
+CPU, in the app and in PostgreSQL.
 
 The schema and every query outside the webhook path go through SQLAlchemy. The webhook's
-own statements (one to four) go straight to asyncpg connections as prepared statements:
-through SQLAlchemy they cost four times the CPU, and the store half its speed.
+own statements go straight to asyncpg connections as prepared statements: through
+SQLAlchemy they cost four times the CPU, and the store half its speed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -52,25 +57,80 @@ _UPDATED = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at")
 )
 
-READ = f"SELECT {_CALL_LIST} FROM {calls.name} WHERE call_sid = $1"
-LOCK = f"{READ} FOR UPDATE"
-# The row of a locked call exists: a plain UPDATE costs the server less than an upsert.
+CALL_LOCK_SPACE = 0x1F2C
+"""First key of every call's advisory lock; the second is ``hashtext(CallSid)``.
+
+Two-key advisory locks never collide with one-key ones (``SCHEMA_LOCK``). Two calls whose
+CallSids hash alike merely take turns."""
+_CALL_LOCK = f"{CALL_LOCK_SPACE}, hashtext(sid)"
+
+# Versioned names: a later release with other columns adds functions instead of replacing
+# these under processes still running the old code.
+CLAIM_FUNCTION = "ivrkit_claim_call_v1"
+RELEASE_FUNCTION = "ivrkit_release_call_v1"
+WAIT_FUNCTION = "ivrkit_wait_call_v1"
+
+_pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+_RESULT_COLUMNS = ", ".join(f"{c.name} {c.type.compile(dialect=_pg)}" for c in calls.columns)
+
+FUNCTIONS = (
+    # Wait for the call's lock, then read it with a fresh snapshot: the statement's own
+    # would predate the wait and miss the change of the webhook we waited for.
+    f"""CREATE OR REPLACE FUNCTION {CLAIM_FUNCTION}(sid text)
+    RETURNS TABLE ({_RESULT_COLUMNS}) LANGUAGE plpgsql VOLATILE AS $body$
+    #variable_conflict use_column
+    BEGIN
+        PERFORM pg_advisory_lock({_CALL_LOCK});
+        RETURN QUERY SELECT {", ".join(f"c.{name}" for name in CALL_COLUMNS)}
+            FROM {calls.name} c WHERE c.call_sid = sid;
+    END $body$""",
+    # Hand the lock to the saving transaction: the next webhook of the call gets it only
+    # once this one's change is committed and visible.
+    f"""CREATE OR REPLACE FUNCTION {RELEASE_FUNCTION}(sid text)
+    RETURNS boolean LANGUAGE plpgsql VOLATILE AS $body$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({_CALL_LOCK});
+        RETURN pg_advisory_unlock({_CALL_LOCK});
+    END $body$""",
+    # For writers that take no session (status callbacks): wait for the call's webhook.
+    f"""CREATE OR REPLACE FUNCTION {WAIT_FUNCTION}(sid text)
+    RETURNS boolean LANGUAGE plpgsql VOLATILE AS $body$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({_CALL_LOCK});
+        RETURN true;
+    END $body$""",
+)
+
+CLAIM = f"SELECT {_CALL_LIST} FROM {CLAIM_FUNCTION}($1)"
+UNLOCK = f"SELECT pg_advisory_unlock({CALL_LOCK_SPACE}, hashtext($1))"
+RELEASE = f"SELECT {RELEASE_FUNCTION}($1)"
+# The row of a claimed call exists: a plain UPDATE costs the server less than an upsert.
 _KEPT = [c for c in CALL_COLUMNS if c != "created_at"]
 _CREATED_AT = CALL_COLUMNS.index("created_at")
 _KEPT_EVENT_PARAMS = ", ".join(
     f"${i}" for i in range(len(_KEPT) + 1, len(_KEPT) + len(EVENT_COLUMNS) + 1)
 )
+# Each of these saves the row and its event, and hands the lock over, in one statement.
+# No row returned means nothing was written and the lock is still held.
 SAVE = (
     f"WITH saved AS (UPDATE {calls.name} SET "
     + ", ".join(f"{c} = ${i}" for i, c in enumerate(_KEPT, 1) if c != "call_sid")
-    + f" WHERE call_sid = $1 RETURNING call_sid) INSERT INTO {events.name} ({_EVENT_LIST}) "
-    f"SELECT {_KEPT_EVENT_PARAMS} FROM saved RETURNING id"
+    + f" WHERE call_sid = $1 RETURNING call_sid), logged AS (INSERT INTO {events.name} "
+    f"({_EVENT_LIST}) SELECT {_KEPT_EVENT_PARAMS} FROM saved RETURNING call_sid) "
+    f"SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
 )
 SAVE_NEW = (
     f"WITH saved AS (INSERT INTO {calls.name} ({_CALL_LIST}) VALUES ({_CALL_PARAMS}) "
-    f"ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid) "
-    f"INSERT INTO {events.name} ({_EVENT_LIST}) SELECT {_EVENT_PARAMS} FROM saved RETURNING id"
+    f"ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid), "
+    f"logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) SELECT {_EVENT_PARAMS} FROM saved "
+    f"RETURNING call_sid) SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
 )
+LOG_ONE = (
+    f"WITH logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(EVENT_COLUMNS) + 1))}) RETURNING call_sid) "
+    f"SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
+)
+# The general path, for what the three above do not cover; run in one transaction.
 INSERT_NEW = (
     f"INSERT INTO {calls.name} ({_CALL_LIST}) VALUES ({_CALL_PARAMS}) "
     "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
@@ -85,11 +145,14 @@ LOG = (
 )
 
 
+# The row update waits for a webhook holding the call; READ COMMITTED then updates the
+# version that webhook committed, not the one in this statement's snapshot.
 STATUS = (
     f"WITH updated AS (UPDATE {calls.name} SET status = COALESCE(NULLIF($2::text, ''), status), "
     "ended_at = CASE WHEN $3::boolean THEN $4::timestamp ELSE ended_at END, "
     "duration = CASE WHEN $3::boolean THEN COALESCE($5::integer, duration) ELSE duration END, "
-    "updated_at = $4::timestamp WHERE call_sid = $1 RETURNING call_sid, step, state, flow), "
+    f"updated_at = $4::timestamp WHERE call_sid = $1 AND {WAIT_FUNCTION}($1) "
+    "RETURNING call_sid, step, state, flow), "
     f"logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) "
     "SELECT call_sid, step, $4::timestamp, 'status', state, '', $6::text, '' FROM updated) "
     "SELECT flow, state FROM updated"
@@ -110,7 +173,9 @@ def _event_args(item: CallEvent) -> list[Any]:
 
 
 class LockingStore(CallStore):
-    """PostgreSQL: one transaction per webhook, holding the call's row lock."""
+    """PostgreSQL: each webhook holds its call's advisory lock from claim to save."""
+
+    schema_extras = FUNCTIONS
 
     def __init__(self, engine: AsyncEngine, dsn: str, *, pool_size: int = POOL_SIZE) -> None:
         super().__init__(engine)
@@ -148,7 +213,7 @@ class LockingStore(CallStore):
         return self._pool
 
     async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
-        """One statement: the UPDATE locks the row for its duration, as a session would."""
+        """One statement, which waits for a webhook of the call in progress to save."""
         pool = self._open_pool()
         connection = await pool.acquire()
         try:
@@ -165,84 +230,97 @@ class LockingStore(CallStore):
             pool.release(connection)
         return (row["flow"], row["state"]) if row else None
 
-    def session(self, call_sid: str, *, new_call: bool = False) -> _LockedSession:
-        return _LockedSession(self._open_pool(), call_sid, new_call)
+    def session(self, call_sid: str, *, new_call: bool = False) -> _ClaimedSession:
+        return _ClaimedSession(self._open_pool(), call_sid)
 
 
-class _LockedSession:
-    """``async with store.session(sid)`` on PostgreSQL."""
+class _ClaimedSession:
+    """``async with store.session(sid)`` on PostgreSQL: claim, the caller's work, save."""
 
-    __slots__ = ("pool", "call_sid", "new_call", "connection", "in_transaction", "session")
+    __slots__ = ("pool", "call_sid", "connection", "locked", "session")
 
-    def __init__(self, pool: ConnectionPool, call_sid: str, new_call: bool) -> None:
+    def __init__(self, pool: ConnectionPool, call_sid: str) -> None:
         self.pool = pool
         self.call_sid = call_sid
-        self.new_call = new_call
-        self.in_transaction = False
+        self.locked = False
 
     async def __aenter__(self) -> CallSession:
         self.connection = connection = await self.pool.acquire()
         try:
-            if self.new_call:
-                row = await connection.fetchrow(READ, self.call_sid)
-                if row is None:  # no row to lock: SAVE_NEW's insert decides who was first
-                    self.session = CallSession(None)
-                    return self.session
-                self.new_call = False
-            await connection.execute("BEGIN")
-            self.in_transaction = True
-            row = await connection.fetchrow(LOCK, self.call_sid)
-            self.session = CallSession(record_from_mapping(row) if row else None)
-            return self.session
+            row = await connection.fetchrow(CLAIM, self.call_sid)
         except BaseException:
-            await self._finish(commit=False)
+            # Whether the server took the lock is unknown: a closed session holds none.
+            connection.terminate()
+            self.pool.release(connection)
             raise
+        self.locked = True
+        self.session = CallSession(record_from_mapping(row) if row else None)
+        return self.session
 
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
-        committed = False
         try:
             if exc_type is None:
-                await self._flush()
-                committed = True
-        finally:
-            await self._finish(commit=committed)
+                await self._save()
+        except BaseException as error:
+            await self._finish(error)
+            raise
+        await self._finish(exc)
 
-    async def _flush(self) -> None:
+    async def _save(self) -> None:
+        """Write what the session holds; every path that writes also hands the lock over."""
         session, connection = self.session, self.connection
-        if self.new_call:
-            if session.saved is None:
-                if session.log_events:
-                    await connection.executemany(LOG, [_event_args(e) for e in session.log_events])
-                return
-            if not session.log_events:
-                saved = await connection.fetchval(INSERT_NEW, *_call_args(session.saved))
-                if saved is None:
-                    raise CallTaken(self.call_sid)
-                return
-            first, *more = session.log_events
-            saved = await connection.fetchval(
-                SAVE_NEW, *_call_args(session.saved), *_event_args(first)
-            )
-            if saved is None:
-                raise CallTaken(self.call_sid)
-            if more:
-                await connection.executemany(LOG, [_event_args(e) for e in more])
-            return
+        new_call = session.record is None
+        released = None
         if session.saved is not None and len(session.log_events) == 1:
             values = _call_args(session.saved)
-            del values[_CREATED_AT]
-            saved = await connection.fetchval(SAVE, *values, *_event_args(session.log_events[0]))
-            if saved is not None:
-                return
-            # No row to update (the call was never stored): the general path inserts it.
-        if session.saved is not None:
-            await connection.execute(UPSERT, *_call_args(session.saved))
-        if session.log_events:
-            await connection.executemany(LOG, [_event_args(e) for e in session.log_events])
+            if new_call:
+                released = await connection.fetchval(
+                    SAVE_NEW, *values, *_event_args(session.log_events[0])
+                )
+                if released is None:  # saved by someone who did not hold the lock
+                    raise CallTaken(self.call_sid)
+            else:
+                del values[_CREATED_AT]
+                released = await connection.fetchval(
+                    SAVE, *values, *_event_args(session.log_events[0])
+                )
+        elif session.saved is None and len(session.log_events) == 1:
+            released = await connection.fetchval(LOG_ONE, *_event_args(session.log_events[0]))
+        elif session.saved is None and not session.log_events:
+            return  # nothing to write: the lock is simply given back
+        if released is None:  # rare: several events, or a call row gone missing
+            await self._save_in_transaction(new_call)
+        self.locked = False
 
-    async def _finish(self, *, commit: bool) -> None:
+    async def _save_in_transaction(self, new_call: bool) -> None:
+        session, connection = self.session, self.connection
+        async with connection.transaction():
+            if session.saved is not None:
+                if new_call:
+                    if await connection.fetchval(INSERT_NEW, *_call_args(session.saved)) is None:
+                        raise CallTaken(self.call_sid)
+                else:
+                    await connection.execute(UPSERT, *_call_args(session.saved))
+            if session.log_events:
+                await connection.executemany(LOG, [_event_args(e) for e in session.log_events])
+            await connection.fetchval(RELEASE, self.call_sid)
+
+    async def _finish(self, failure: BaseException | None) -> None:
+        """Give the lock back if still held, then the connection to the pool."""
+        connection = self.connection
         try:
-            if self.in_transaction:
-                await self.connection.execute("COMMIT" if commit else "ROLLBACK")
+            if self.locked:
+                if failure is not None and not isinstance(failure, Exception):
+                    # Cancelled mid-statement, perhaps: waiting on the connection again could
+                    # hang, and closing it frees its locks on the server.
+                    connection.terminate()
+                else:
+                    await connection.fetchval(UNLOCK, self.call_sid)
+                self.locked = False
+        except Exception:
+            connection.terminate()
+        except asyncio.CancelledError:
+            connection.terminate()
+            raise
         finally:
-            self.pool.release(self.connection)
+            self.pool.release(connection)

@@ -3,7 +3,7 @@
 :meth:`CallStore.session` serialises the webhooks of one call, and a change is saved (row
 and event together) only by :meth:`CallSession.save`. Two stores keep that promise:
 ``sqlite_store.EmbeddedStore`` (the embedded default, one process) and
-``postgres_store.LockingStore`` (row locks, any number of processes and hosts).
+``postgres_store.LockingStore`` (a lock per call, any number of processes and hosts).
 """
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ class CallSession:
 class CallStore:
     """Shared parts: engine, schema, event log queries."""
 
+    schema_extras: tuple[str, ...] = ()
+    """DDL run after the tables, in the same transaction (a store's own SQL functions)."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -174,6 +177,8 @@ class CallStore:
                 await conn.execute(CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     await conn.execute(CreateIndex(index, if_not_exists=True))
+            for statement in self.schema_extras:
+                await conn.exec_driver_sql(statement)
 
     async def close(self) -> None:
         await self.engine.dispose()

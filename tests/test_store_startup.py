@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from ivrkit.postgres_store import CALL_LOCK_SPACE
 from ivrkit.store import create_store
 from tests.conftest import PG_ENV, reset_database
 
@@ -50,8 +51,10 @@ async def test_postgres_webhooks_use_at_most_pool_size_connections():
             assert session.record is None
             async with store.engine.connect() as conn:
                 active = await conn.exec_driver_sql(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'ivrkit-webhooks' AND state LIKE 'idle in%'"
+                    "SELECT count(DISTINCT a.pid) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE a.application_name = 'ivrkit-webhooks' "
+                    f"AND l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted"
                 )
                 seen.append(active.scalar_one())
             await asyncio.sleep(0.02)

@@ -17,6 +17,7 @@ from ivrkit.errors import (
     FlowLoadError,
     FlowRuntimeError,
     IvrkitError,
+    StoreInUseError,
 )
 from ivrkit.loader import load_flows
 from ivrkit.runtime import FlowRegistry
@@ -61,13 +62,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ivrkit: {error}", file=sys.stderr)
         return 2
     flows = _load_or_exit(args.paths)
-    if args.workers > 1 and settings.database_url.startswith("sqlite"):
-        print(
-            "ivrkit: SQLite serves one process; for --workers > 1 set DATABASE_URL to "
-            "PostgreSQL (postgresql+asyncpg://user@host/db)",
-            file=sys.stderr,
-        )
-        return 2
+    if settings.database_url.startswith("sqlite"):
+        if args.workers > 1:
+            print(
+                "ivrkit: SQLite serves one process; for --workers > 1 set DATABASE_URL to "
+                "PostgreSQL (postgresql+asyncpg://user@host/db)",
+                file=sys.stderr,
+            )
+            return 2
+        from ivrkit.sqlite_store import check_file_free
+
+        try:  # the store itself refuses too; this says so before uvicorn starts
+            check_file_free(settings.database_url)
+        except StoreInUseError as error:
+            print(f"ivrkit: {error}", file=sys.stderr)
+            return 2
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     print(
         f"ivrkit: serving {len(flows)} flow(s) on http://{settings.host}:{settings.port} "

@@ -4,7 +4,8 @@ IvrkitError
 ├── FlowDefinitionError   a flow is wrong as written; raised when it is loaded
 ├── FlowLoadError         a flow module cannot be found or imported
 ├── FlowRuntimeError      a flow's own code misbehaved during a call
-└── ConfigError           settings are missing or contradict each other
+├── ConfigError           settings are missing or contradict each other
+└── StoreInUseError       the SQLite file is already served by another store
 """
 
 from __future__ import annotations
@@ -38,3 +39,10 @@ class FlowRuntimeError(IvrkitError):
 
 class ConfigError(IvrkitError):
     """Settings are missing or contradict each other."""
+
+
+class StoreInUseError(IvrkitError):
+    """The SQLite file is open in another store: one process owns it, or calls get lost.
+
+    Each store trusts its memory of live calls, so a second one would overwrite the first's
+    changes with stale rows."""

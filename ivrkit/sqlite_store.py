@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import sqlite3
 from collections import OrderedDict, deque
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import (
     CALL_COLUMNS,
@@ -81,10 +84,18 @@ class EmbeddedStore(CallStore):
         self._waiting: AsyncConnection | None = None
         self._waiting_db: Any = None  # the aiosqlite connection under self._waiting
         self._wake = asyncio.Event()
+        self._owner: IO[bytes] | None = None  # the lock that makes this the file's one store
 
     async def open(self) -> None:
-        await super().open()
-        self._db = _connect_inline(self.engine.url.database or "")
+        path = self.engine.url.database or ""
+        self._owner = _own_file(path)
+        try:
+            await super().open()
+            self._db = _connect_inline(path)
+        except BaseException:
+            self._owner.close()
+            self._owner = None
+            raise
         self._waiting = await self.engine.connect()
         self._waiting_db = (await self._waiting.get_raw_connection()).driver_connection
         self._worker = asyncio.create_task(self._drain(), name="ivrkit-sqlite-writer")
@@ -106,6 +117,9 @@ class EmbeddedStore(CallStore):
             self._db.close()
             self._db = None
         await super().close()
+        if self._owner is not None:
+            self._owner.close()  # closing the file gives the lock back
+            self._owner = None
 
     def session(self, call_sid: str, *, new_call: bool = False) -> _EmbeddedSession:
         return _EmbeddedSession(self, call_sid)
@@ -325,13 +339,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _connect_inline(path: str) -> sqlite3.Connection:
-    """The webhook path's connection: it fails at once on a lock instead of waiting."""
+def check_file_free(database_url: str) -> None:
+    """Raise :class:`StoreInUseError` if a store already serves this SQLite database."""
+    _own_file(make_url(database_url).database or "").close()
+
+
+def _own_file(path: str) -> IO[bytes]:
+    """Lock ``path``'s lock file for as long as the store is open, or refuse to open."""
     if path in ("", ":memory:") or path.startswith("file::memory:"):
         raise ValueError(
             "an in-memory SQLite database cannot be shared by the store's connections: "
             "use a file, e.g. sqlite+aiosqlite:///ivrkit.db"
         )
+    owner = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open while the store is)
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        raise StoreInUseError(
+            f"{path} is already served by another ivrkit process (or store): SQLite is for "
+            "one process. Stop the other one, give this one its own file, or run several "
+            "on PostgreSQL (IVRKIT_DATABASE_URL=postgresql+asyncpg://user@host/db)"
+        ) from None
+    return owner
+
+
+def _connect_inline(path: str) -> sqlite3.Connection:
+    """The webhook path's connection: it fails at once on a lock instead of waiting."""
     # isolation_level=None: the module opens no transactions; _write_rows says BEGIN.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     _sqlite_pragmas(db, None)

@@ -55,6 +55,8 @@ def server(tmp_path):
     yield base, process
     process.terminate()
     process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def test_serve_answers_signed_webhook_over_http(server):
@@ -117,3 +119,18 @@ def test_sqlite_refuses_several_workers():
     done = run_ivrkit("serve", "flows/support_line.py", "--workers", "2", env=env)
     assert done.returncode == 2
     assert "PostgreSQL" in done.stderr
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(server, tmp_path):
+    """The first server's memory of live calls would go stale under a second writer."""
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+    }
+    done = run_ivrkit("serve", "flows/support_line.py", "--port", str(free_port()), env=env)
+    assert done.returncode == 2
+    assert "serve.db is already served by another ivrkit process" in done.stderr
+    assert "Traceback" not in done.stderr
+    base, _ = server
+    assert httpx.get(f"{base}/healthz").status_code == 200  # the first one is unharmed

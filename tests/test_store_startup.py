@@ -7,18 +7,45 @@ import os
 
 import pytest
 
+from ivrkit.errors import StoreInUseError
 from ivrkit.postgres_store import CALL_LOCK_SPACE
 from ivrkit.store import create_store
 from tests.conftest import PG_ENV, reset_database
 
 
-async def test_stores_opening_together_on_a_fresh_database_all_start(database_url):
+async def test_postgres_stores_opening_together_on_a_fresh_database_all_start():
+    database_url = os.environ.get(PG_ENV)
+    if not database_url:
+        pytest.skip(f"PostgreSQL run skipped: set {PG_ENV}")
     await reset_database(database_url)
     stores = [create_store(database_url) for _ in range(6)]
     try:
         results = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
         assert [r for r in results if isinstance(r, BaseException)] == []
         await stores[0].ping()
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_one_sqlite_file_is_served_by_one_store_at_a_time(tmp_path):
+    """A second store would trust its own memory of live calls and overwrite the first's."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    stores = [create_store(url) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 3
+        assert all(isinstance(r, StoreInUseError) for r in refused)
+        assert "calls.db is already served by another ivrkit process" in str(refused[0])
+        assert "PostgreSQL" in str(refused[0])
+        (opened,) = [s for s, r in zip(stores, results, strict=True) if r is None]
+        await opened.ping()
+        await opened.close()
+        later = create_store(url)
+        await later.open()  # the file is free again once its store closed
+        await later.ping()
+        await later.close()
     finally:
         for store in stores:
             await store.close()

@@ -301,15 +301,16 @@ class IvrApp:
 
     async def _start(self, flow: type[Flow], hook: Webhook) -> Answer:
         try:
-            return await self._start_once(flow, hook, new_call=True)
+            return await self._start_once(flow, hook)
         except CallTaken:
-            # A retry of this first webhook saved the call while we worked: answer as it did.
-            return await self._start_once(flow, hook, new_call=False)
+            # The call was saved meanwhile by a writer that does not take the call's lock
+            # (an older release, mid-deploy): answer as it did.
+            return await self._start_once(flow, hook)
 
-    async def _start_once(self, flow: type[Flow], hook: Webhook, *, new_call: bool) -> Answer:
+    async def _start_once(self, flow: type[Flow], hook: Webhook) -> Answer:
         sid = hook.call_sid
         try:
-            async with self.store.session(sid, new_call=new_call) as session:
+            async with self.store.session(sid) as session:
                 if session.record is not None:
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")

@@ -230,7 +230,7 @@ class LockingStore(CallStore):
             pool.release(connection)
         return (row["flow"], row["state"]) if row else None
 
-    def session(self, call_sid: str, *, new_call: bool = False) -> _ClaimedSession:
+    def session(self, call_sid: str) -> _ClaimedSession:
         return _ClaimedSession(self._open_pool(), call_sid)
 
 

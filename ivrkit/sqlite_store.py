@@ -8,11 +8,11 @@ commit before it is answered, so a restart loses nothing.
 The webhook's reads and writes run on the event loop's own thread, on a stdlib
 ``sqlite3`` connection that never waits for a lock: with WAL and ``synchronous=NORMAL`` a
 commit does not fsync, and a batch of 30 webhooks costs about a millisecond of SQLite's
-time. Through aiosqlite's thread the same batch took 13 ms, nearly all of it the thread
-waiting for the busy loop to let go of the GIL, once per statement, and the store's
-throughput was that wait. Only when the file is locked by another connection does a batch go
-to aiosqlite's thread, which may wait (``busy_timeout``) without stalling the loop; WAL
-readers never wait for a writer.
+time. Through aiosqlite's thread the same batch took 13 ms of wall time: the thread waits
+for the busy loop to let go of the GIL after every statement, and the loop for the
+thread's answer after each of them. Only when the file is locked by another connection
+does a batch go to aiosqlite's thread, which may wait (``busy_timeout``) without stalling
+the loop; WAL readers never wait for a writer.
 """
 
 from __future__ import annotations
@@ -92,12 +92,11 @@ class EmbeddedStore(CallStore):
         try:
             await super().open()
             self._db = _connect_inline(path)
+            self._waiting = await self.engine.connect()
+            self._waiting_db = (await self._waiting.get_raw_connection()).driver_connection
         except BaseException:
-            self._owner.close()
-            self._owner = None
+            await self.close()
             raise
-        self._waiting = await self.engine.connect()
-        self._waiting_db = (await self._waiting.get_raw_connection()).driver_connection
         self._worker = asyncio.create_task(self._drain(), name="ivrkit-sqlite-writer")
         self._checkpointer = asyncio.create_task(
             self._checkpoint_regularly(), name="ivrkit-sqlite-checkpoint"
@@ -121,7 +120,7 @@ class EmbeddedStore(CallStore):
             self._owner.close()  # closing the file gives the lock back
             self._owner = None
 
-    def session(self, call_sid: str, *, new_call: bool = False) -> _EmbeddedSession:
+    def session(self, call_sid: str) -> _EmbeddedSession:
         return _EmbeddedSession(self, call_sid)
 
     async def _acquire(self, call_sid: str) -> None:

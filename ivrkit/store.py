@@ -128,7 +128,10 @@ class StatusUpdate:
 
 
 class CallTaken(Exception):
-    """Another webhook of this call (a retried first one) saved it first: replay its answer."""
+    """The call was stored while this first webhook ran: replay that answer instead.
+
+    The stores' locks make this a writer that does not take them (an older release
+    during a rolling deploy), but the app handles it all the same."""
 
 
 SCHEMA_LOCK = 0x1F2C_0001
@@ -183,9 +186,9 @@ class CallStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    def session(self, call_sid: str, *, new_call: bool = False) -> Any:
-        """An async context manager of a locked CallSession; ``new_call`` hints that this
-        is a call's first webhook, so a store can claim the row instead of reading it."""
+    def session(self, call_sid: str) -> Any:
+        """An async context manager of a locked CallSession: the call's webhooks one at a
+        time, from the read to the commit."""
         raise NotImplementedError
 
     async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:

@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 from ivrkit import Call, Flow, Hangup, Menu, Retries, Settings, create_app, decision
 from ivrkit.postgres_store import CALL_LOCK_SPACE
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store import create_store
+from ivrkit.store import calls, create_store
 from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
 from tests.driver import BASE, TOKEN
 
@@ -204,3 +205,35 @@ async def test_every_way_out_of_a_session_gives_the_call_lock_back():
         assert kinds == ["start", "replay", "action", "note"]
     finally:
         await store.close()
+
+
+@needs_postgres
+async def test_a_call_stored_meanwhile_by_a_writer_without_the_lock_is_replayed():
+    """An older release mid-deploy takes no call lock: its row wins, and is not overwritten."""
+    url = os.environ[PG_ENV]
+    await reset_database(url)
+    theirs = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Old hello.</Say></Response>'
+    async with app_on(url) as client:
+        call = phone(client, "watched")
+        starting = asyncio.create_task(call.start())
+        await asyncio.sleep(0.03)  # the start state's decision is running now
+        other = create_store(url)
+        await other.open()
+        try:
+            async with other.engine.begin() as conn:
+                now = datetime.now(UTC).replace(tzinfo=None)
+                await conn.execute(
+                    calls.insert().values(
+                        call_sid=call.sid, flow="watched", flow_version="old", state="welcome",
+                        step=1, status="ringing", caller="", data="{}", counters="{}",
+                        stack="[]", last_twiml=theirs, created_at=now, updated_at=now,
+                    )
+                )
+            answer = await starting
+            record = await other.load(call.sid)
+            kinds = [e.kind for e in await other.call_events(call.sid)]
+        finally:
+            await other.close()
+    assert answer.said() == ["Old hello."]
+    assert (record.flow_version, record.last_twiml) == ("old", theirs)
+    assert kinds == ["replay"]

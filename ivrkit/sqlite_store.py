@@ -299,9 +299,22 @@ _SQLITE_INSERT_EVENTS = (
 )
 
 
+_sqlite_times: dict[datetime, str] = {}
+
+
 def _sqlite_time(value: datetime | None) -> str | None:
-    # SQLAlchemy's own storage format for DateTime on SQLite, so Core reads it back.
-    return None if value is None else value.isoformat(" ", "microseconds")
+    """SQLAlchemy's own storage format for DateTime on SQLite, so Core reads it back.
+
+    A call's webhooks write the same created_at again and again, and a webhook's row and
+    event share one timestamp: each is formatted once (bounded memo)."""
+    if value is None:
+        return None
+    text = _sqlite_times.get(value)
+    if text is None:
+        if len(_sqlite_times) >= 4096:
+            _sqlite_times.clear()
+        text = _sqlite_times[value] = value.isoformat(" ", "microseconds")
+    return text
 
 
 def _sqlite_call_row(record: CallRecord) -> SqliteRow:

@@ -160,12 +160,15 @@ def measure(
     env: dict[str, str],
     port: int,
     data: Path,
+    warm_up: Path,
     script: Path,
     args: argparse.Namespace,
 ) -> dict:
     process = start_server(command, env, port)
     try:
-        run_wrk(port, data, script, 2, args.connections)  # warm-up
+        # Calls of their own: wrk starts each run at the top of its file, so warming up on
+        # the measured calls would turn the first seconds of the run into replays.
+        run_wrk(port, warm_up, script, 2, args.connections)
         result = run_wrk(port, data, script, args.duration, args.connections)
     finally:
         process.terminate()
@@ -237,12 +240,12 @@ def main() -> int:
             port = free_port()
             # A call's next step comes 16 waves of requests after the last, so it is not
             # sent before the step it answers has been handled.
+            base = f"http://127.0.0.1:{port}"
             data = workdir / f"{port}.tsv"
-            data.write_text(
-                "\n".join(
-                    call_requests(f"http://127.0.0.1:{port}", args.calls, 16 * args.connections)
-                )
-                + "\n"
+            data.write_text("\n".join(call_requests(base, args.calls, 16 * args.connections)))
+            warm_up = workdir / f"{port}-warm-up.tsv"
+            warm_up.write_text(
+                "\n".join(call_requests(base, args.calls // 4, 16 * args.connections))
             )
             if url is None:
                 command = [
@@ -276,7 +279,7 @@ def main() -> int:
                     "IVRKIT_DATABASE_URL": url,
                     "IVRKIT_LOG_LEVEL": "warning",
                 }
-            runs[name].append(measure(name, command, env, port, data, script, args))
+            runs[name].append(measure(name, command, env, port, data, warm_up, script, args))
 
     medians = {
         name: {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}

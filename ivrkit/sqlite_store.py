@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import sqlite3
+import sys
 from collections import OrderedDict, deque
 from datetime import datetime
 from typing import IO, Any
@@ -364,6 +364,10 @@ def _own_file(path: str) -> IO[bytes]:
             "use a file, e.g. sqlite+aiosqlite:///ivrkit.db"
         )
     owner = open(f"{path}.lock", "ab")  # noqa: SIM115 (held open while the store is)
+    if sys.platform == "win32":  # no flock: one process per file is then up to the operator
+        return owner
+    import fcntl
+
     try:
         fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

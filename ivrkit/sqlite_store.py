@@ -11,8 +11,8 @@ commit does not fsync, and a batch of 30 webhooks costs about a millisecond of S
 time. Through aiosqlite's thread the same batch took 13 ms of wall time: the thread waits
 for the busy loop to let go of the GIL after every statement, and the loop for the
 thread's answer after each of them. Only when the file is locked by another connection
-does a batch go to aiosqlite's thread, which may wait (``busy_timeout``) without stalling
-the loop; WAL readers never wait for a writer.
+does a batch go to a worker thread, on a connection that may wait (``busy_timeout``)
+without stalling the loop; WAL readers never wait for a writer.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
@@ -80,9 +80,8 @@ class EmbeddedStore(CallStore):
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
         self._db: sqlite3.Connection | None = None  # on the loop's thread, never waits
-        # aiosqlite, for when the file is locked: its thread may wait, the loop goes on.
-        self._waiting: AsyncConnection | None = None
-        self._waiting_db: Any = None  # the aiosqlite connection under self._waiting
+        # For when the file is locked: used from a worker thread, where waiting is harmless.
+        self._waiting: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
         self._owner: IO[bytes] | None = None  # the lock that makes this the file's one store
 
@@ -91,9 +90,8 @@ class EmbeddedStore(CallStore):
         self._owner = _own_file(path)
         try:
             await super().open()
-            self._db = _connect_inline(path)
-            self._waiting = await self.engine.connect()
-            self._waiting_db = (await self._waiting.get_raw_connection()).driver_connection
+            self._db = _connect(path, busy_timeout_ms=0)
+            self._waiting = _connect(path, busy_timeout_ms=5000)
         except BaseException:
             await self.close()
             raise
@@ -109,12 +107,10 @@ class EmbeddedStore(CallStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._worker = self._checkpointer = None
-        if self._waiting is not None:
-            await self._waiting.close()
-            self._waiting = self._waiting_db = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._db, self._waiting):
+            if db is not None:
+                db.close()
+        self._db = self._waiting = None
         await super().close()
         if self._owner is not None:
             self._owner.close()  # closing the file gives the lock back
@@ -158,21 +154,9 @@ class EmbeddedStore(CallStore):
             if not _locked(error):
                 raise
             log.info("SQLite file locked by another connection: the batch waits its turn")
-            await self._commit_waiting(rows, event_rows)
+            assert self._waiting is not None  # opened with self._db
+            await asyncio.to_thread(_write_rows, self._waiting, rows, event_rows)
         self._written = True
-
-    async def _commit_waiting(self, rows: list[SqliteRow], event_rows: list[SqliteRow]) -> None:
-        db = self._waiting_db
-        try:
-            if rows:
-                await db.executemany(_SQLITE_UPSERT, rows)
-            if event_rows:
-                await db.executemany(_SQLITE_INSERT_EVENTS, event_rows)
-            await db.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.rollback()
-            raise
 
     async def _checkpoint_regularly(self) -> None:
         while True:
@@ -380,20 +364,20 @@ def _own_file(path: str) -> IO[bytes]:
     return owner
 
 
-def _connect_inline(path: str) -> sqlite3.Connection:
-    """The webhook path's connection: it fails at once on a lock instead of waiting."""
+def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A webhook-path connection; the loop's own never waits for a lock (timeout 0)."""
     # isolation_level=None: the module opens no transactions; _write_rows says BEGIN.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     _sqlite_pragmas(db, None)
-    db.execute("PRAGMA busy_timeout=0")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     # Checkpoints copy the WAL back into the database file and fsync it. Left to SQLite,
     # one commit in a thousand pays for that on the loop's thread; the store's background
-    # task does it from aiosqlite's thread instead.
+    # task does it from another connection (aiosqlite's thread) instead.
     db.execute("PRAGMA wal_autocheckpoint=0")
     return db
 
 
-def _write_rows(db: Any, rows: list[SqliteRow], event_rows: list[SqliteRow]) -> None:
+def _write_rows(db: sqlite3.Connection, rows: list[SqliteRow], event_rows: list[SqliteRow]) -> None:
     """One transaction for the batch, one executemany per table."""
     db.execute("BEGIN IMMEDIATE")
     try:

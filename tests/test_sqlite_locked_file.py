@@ -1,7 +1,7 @@
 """SQLite: the webhook path runs on the loop's thread, so it must never wait for a lock there.
 
 Another connection holding the file's write lock (a tool, a second process by mistake)
-sends the batch to aiosqlite's thread, which waits its turn while the loop serves others.
+sends the batch to a worker thread, which waits its turn while the loop serves others.
 (Reads need no such path: in WAL mode a writer never blocks them.)
 """
 

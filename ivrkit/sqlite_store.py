@@ -27,9 +27,10 @@ from datetime import datetime
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import Select, column, event, or_, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnClause
 
 from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
@@ -56,6 +57,12 @@ CHECKPOINT_SECONDS = 1.0
 
 SqliteRow = tuple[Any, ...]
 
+CALL_SID_INDEX = str(next(i.name for i in events.indexes if "call_sid" in i.columns))
+CALL_CREATED = "call_created"
+"""The events column holding the ``created_at`` of their call, as stored; NULL when the
+call has no row (its first webhook failed)."""
+CALL_CREATED_INDEX = f"ix_{events.name}_{CALL_CREATED}"
+
 
 class EmbeddedStore(CallStore):
     """SQLite in one process: in-memory turns and cache, writes committed in batches.
@@ -63,6 +70,12 @@ class EmbeddedStore(CallStore):
     One worker task commits every write queued since it last ran in one transaction;
     reads of calls not in memory are single primary-key look-ups, done on the spot.
     """
+
+    # Events are found by the creation time of their call, not by its CallSid: call SIDs are
+    # random, so every event's entry in a CallSid index lands on a page of its own, and
+    # rewriting those pages was the largest part of each commit. Creation times grow, so
+    # the entries of the calls in progress share a few pages at the index's end.
+    skipped_indexes = frozenset({CALL_SID_INDEX})
 
     @classmethod
     def from_url(cls, database_url: str) -> EmbeddedStore:
@@ -92,6 +105,7 @@ class EmbeddedStore(CallStore):
             await super().open()
             self._db = _connect(path, busy_timeout_ms=0)
             self._waiting = _connect(path, busy_timeout_ms=5000)
+            _index_events_by_call_created(self._waiting)
         except BaseException:
             await self.close()
             raise
@@ -115,6 +129,14 @@ class EmbeddedStore(CallStore):
         if self._owner is not None:
             self._owner.close()  # closing the file gives the lock back
             self._owner = None
+
+    async def _events_query(self, conn: AsyncConnection, query: Select[Any], call_sid: str) -> Any:
+        info = await conn.exec_driver_sql(f"PRAGMA table_info({events.name})")
+        if CALL_CREATED not in {row.name for row in info}:
+            return query  # a file no store has opened since call_created came in
+        created: ColumnClause[Any] = column(CALL_CREATED)
+        started = select(calls.c.created_at).where(calls.c.call_sid == call_sid)
+        return query.where(or_(created.is_(None), created == started.scalar_subquery()))
 
     def session(self, call_sid: str) -> _EmbeddedSession:
         return _EmbeddedSession(self, call_sid)
@@ -192,11 +214,17 @@ class EmbeddedStore(CallStore):
         row = self._running().execute(_SQLITE_READ, (call_sid,)).fetchone()
         return _record_from_sqlite(row) if row is not None else None
 
-    async def _submit_write(self, record: CallRecord | None, log_events: list[CallEvent]) -> None:
+    async def _submit_write(
+        self,
+        record: CallRecord | None,
+        log_events: list[CallEvent],
+        call_created: datetime | None,
+    ) -> None:
         self._running()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         row = _sqlite_call_row(record) if record else None
-        self._writes.append((row, [_sqlite_event_row(e) for e in log_events], done))
+        created = _sqlite_time(call_created)
+        self._writes.append((row, [_sqlite_event_row(e, created) for e in log_events], done))
         self._wake.set()
         await done
 
@@ -264,7 +292,10 @@ class _EmbeddedSession:
                 # the next webhook reads the stored (unchanged) row again.
                 store._cache.pop(self.call_sid, None)
             if exc_type is None and session.dirty:
-                await store._submit_write(session.saved, session.log_events)
+                call = session.saved or session.record  # None: a first webhook that failed
+                await store._submit_write(
+                    session.saved, session.log_events, call.created_at if call else None
+                )
                 if session.saved is not None:
                     store._remember(session.saved)
         finally:
@@ -278,8 +309,8 @@ _SQLITE_UPSERT = (
 )
 _SQLITE_READ = f"SELECT {', '.join(CALL_COLUMNS)} FROM {calls.name} WHERE call_sid = ?"
 _SQLITE_INSERT_EVENTS = (
-    f"INSERT INTO {events.name} ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO {events.name} ({', '.join(EVENT_COLUMNS)}, {CALL_CREATED}) "
+    f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
 )
 
 
@@ -311,10 +342,11 @@ def _sqlite_call_row(record: CallRecord) -> SqliteRow:
     return tuple(values)
 
 
-def _sqlite_event_row(item: CallEvent) -> SqliteRow:
+def _sqlite_event_row(item: CallEvent, call_created: str | None) -> SqliteRow:
     values = list(event_fields(item))
     values[EVENT_JSON] = encode_json(values[EVENT_JSON])
     values[EVENT_TIME] = _sqlite_time(values[EVENT_TIME])
+    values.append(call_created)
     return tuple(values)
 
 
@@ -325,6 +357,30 @@ def _record_from_sqlite(row: SqliteRow) -> CallRecord:
     for i in CALL_TIMES:
         values[i] = None if values[i] is None else datetime.fromisoformat(values[i])
     return CallRecord(**dict(zip(CALL_COLUMNS, values, strict=True)))
+
+
+def _index_events_by_call_created(db: sqlite3.Connection) -> None:
+    """Add the call_created column and its index; a file from before them is converted."""
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({events.name})")}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if CALL_CREATED not in columns:
+            # DATETIME as created_at is: with another affinity, comparing the two would
+            # convert the column's values and the look-up could not use the index.
+            db.execute(f"ALTER TABLE {events.name} ADD COLUMN {CALL_CREATED} DATETIME")
+            db.execute(
+                f"UPDATE {events.name} SET {CALL_CREATED} = (SELECT created_at FROM "
+                f"{calls.name} WHERE {calls.name}.call_sid = {events.name}.call_sid)"
+            )
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS {CALL_CREATED_INDEX} ON {events.name} ({CALL_CREATED})"
+        )
+        db.execute(f"DROP INDEX IF EXISTS {CALL_SID_INDEX}")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

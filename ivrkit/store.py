@@ -22,12 +22,13 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ivrkit.records import CallEvent, CallRecord
@@ -165,6 +166,8 @@ class CallStore:
 
     schema_extras: tuple[str, ...] = ()
     """DDL run after the tables, in the same transaction (a store's own SQL functions)."""
+    skipped_indexes: frozenset[str] = frozenset()
+    """Indexes of the shared schema that a store replaces with its own."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -179,7 +182,8 @@ class CallStore:
             for table in metadata.sorted_tables:
                 await conn.execute(CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
-                    await conn.execute(CreateIndex(index, if_not_exists=True))
+                    if index.name not in self.skipped_indexes:
+                        await conn.execute(CreateIndex(index, if_not_exists=True))
             for statement in self.schema_extras:
                 await conn.exec_driver_sql(statement)
 
@@ -222,12 +226,9 @@ class CallStore:
         return record_from_row(row) if row else None
 
     async def call_events(self, call_sid: str) -> list[CallEvent]:
+        query = select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
-                )
-            ).all()
+            rows = (await conn.execute(await self._events_query(conn, query, call_sid))).all()
         found = []
         for row in rows:
             values = dict(row._mapping)
@@ -235,6 +236,10 @@ class CallStore:
             values["params"] = orjson.loads(values["params"])
             found.append(CallEvent(**values))
         return found
+
+    async def _events_query(self, conn: AsyncConnection, query: Select[Any], call_sid: str) -> Any:
+        """The query for a call's events, as this store's indexes can answer it."""
+        return query
 
     async def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         async with self.engine.connect() as conn:

@@ -4,14 +4,13 @@ Each webhook holds its call's lock from the moment it reads the call until its c
 committed, so two processes never handle one call at once: the first webhook of a call
 too (a retry racing the original waits, then replays its answer), which a row lock cannot
 do before the row exists. The lock is a PostgreSQL advisory lock keyed by the CallSid,
-taken by the read and handed over to the save's own transaction, so a webhook costs two
-round trips (claim, save) and no transaction stays open while the flow's code runs. The
-four of a row lock (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT) cost about a third more
-CPU, in the app and in PostgreSQL.
+held by one connection per process (``pg_keeper.LockKeeper``) that claims and saves the
+calls of many webhooks per round trip, and handed over to the save's own transaction, so
+no transaction stays open while the flow's code runs.
 
 The schema and every query outside the webhook path go through SQLAlchemy. The webhook's
-own statements go straight to asyncpg connections as prepared statements: through
-SQLAlchemy they cost four times the CPU, and the store half its speed.
+own statements go straight to asyncpg as prepared statements: through SQLAlchemy they
+cost four times the CPU, and the store half its speed.
 """
 
 from __future__ import annotations
@@ -19,11 +18,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ivrkit.pg_connections import ConnectionPool
+from ivrkit.pg_keeper import Claim, Finish, LockKeeper, give_back
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import (
     CALL_COLUMNS,
@@ -41,108 +42,94 @@ from ivrkit.store import (
     events,
     record_from_mapping,
 )
+from ivrkit.turns import CallTurns
 
 # The same durability as SQLite's WAL with synchronous=NORMAL: a committed webhook survives
 # an app restart; a crash of the database server may lose its last few hundred ms.
 SERVER_SETTINGS = {"synchronous_commit": "off"}
 POOL_SIZE = 20
 
-_CALL_LIST = ", ".join(CALL_COLUMNS)
-_CALL_PARAMS = ", ".join(f"${i}" for i in range(1, len(CALL_COLUMNS) + 1))
-_EVENT_LIST = ", ".join(EVENT_COLUMNS)
-_EVENT_PARAMS = ", ".join(
-    f"${i}" for i in range(len(CALL_COLUMNS) + 1, len(CALL_COLUMNS) + len(EVENT_COLUMNS) + 1)
-)
-_UPDATED = ", ".join(
-    f"{c} = EXCLUDED.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at")
-)
-
 CALL_LOCK_SPACE = 0x1F2C
 """First key of every call's advisory lock; the second is ``hashtext(CallSid)``.
 
 Two-key advisory locks never collide with one-key ones (``SCHEMA_LOCK``). Two calls whose
 CallSids hash alike merely take turns."""
-_CALL_LOCK = f"{CALL_LOCK_SPACE}, hashtext(sid)"
 
 # Versioned names: a later release with other columns adds functions instead of replacing
 # these under processes still running the old code.
-CLAIM_FUNCTION = "ivrkit_claim_call_v1"
-RELEASE_FUNCTION = "ivrkit_release_call_v1"
+CLAIM_FUNCTION = "ivrkit_try_claim_calls_v1"
+SAVE_FUNCTION = "ivrkit_save_calls_v1"
 WAIT_FUNCTION = "ivrkit_wait_call_v1"
 
 _pg = postgresql.dialect()  # type: ignore[no-untyped-call]
 _RESULT_COLUMNS = ", ".join(f"{c.name} {c.type.compile(dialect=_pg)}" for c in calls.columns)
+_KEY = f"{CALL_LOCK_SPACE}, hashtext(s)"
+_CALL_LIST = ", ".join(CALL_COLUMNS)
+_EVENT_LIST = ", ".join(EVENT_COLUMNS)
+_CALL_ARRAYS = ", ".join(f"c_{c.name} {c.type.compile(dialect=_pg)}[]" for c in calls.columns)
+_CALL_ARGS = ", ".join(f"c_{name}" for name in CALL_COLUMNS)
+_EVENT_ARRAYS = ", ".join(
+    f"e_{c.name} {c.type.compile(dialect=_pg)}[]" for c in events.columns if c.name != "id"
+)
+_EVENT_ARGS = ", ".join(f"e_{name}" for name in EVENT_COLUMNS)
+_UPDATED = ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at")
+)
 
 FUNCTIONS = (
-    # Wait for the call's lock, then read it with a fresh snapshot: the statement's own
-    # would predate the wait and miss the change of the webhook we waited for.
-    f"""CREATE OR REPLACE FUNCTION {CLAIM_FUNCTION}(sid text)
-    RETURNS TABLE ({_RESULT_COLUMNS}) LANGUAGE plpgsql VOLATILE AS $body$
+    # Take the locks that are free, then read those calls in a statement of its own: its
+    # snapshot is taken after the locks, so it sees what their last holders committed.
+    f"""CREATE OR REPLACE FUNCTION {CLAIM_FUNCTION}(sids text[])
+    RETURNS TABLE (got boolean, {_RESULT_COLUMNS}) LANGUAGE plpgsql VOLATILE AS $body$
     #variable_conflict use_column
+    DECLARE held text[];
     BEGIN
-        PERFORM pg_advisory_lock({_CALL_LOCK});
-        RETURN QUERY SELECT {", ".join(f"c.{name}" for name in CALL_COLUMNS)}
-            FROM {calls.name} c WHERE c.call_sid = sid;
+        SELECT coalesce(array_agg(s), '{{}}') INTO held
+            FROM unnest(sids) AS s WHERE pg_try_advisory_lock({_KEY});
+        RETURN QUERY SELECT s = ANY(held), {", ".join(f"c.{name}" for name in CALL_COLUMNS)}
+            FROM unnest(sids) WITH ORDINALITY AS asked(s, n)
+            LEFT JOIN {calls.name} c ON c.call_sid = s AND s = ANY(held) ORDER BY n;
     END $body$""",
-    # Hand the lock to the saving transaction: the next webhook of the call gets it only
-    # once this one's change is committed and visible.
-    f"""CREATE OR REPLACE FUNCTION {RELEASE_FUNCTION}(sid text)
-    RETURNS boolean LANGUAGE plpgsql VOLATILE AS $body$
+    # Write the calls and events of many webhooks, then hand each call's lock to this
+    # transaction: the call's next webhook gets it only once the change is committed and
+    # visible. Rows come as one array per column (no composite types, which would tie the
+    # function to the tables). Returns the new calls stored meanwhile by a writer that
+    # took no lock: nothing of theirs is written, their locks are simply given back.
+    f"""CREATE OR REPLACE FUNCTION {SAVE_FUNCTION}(
+        is_new boolean[], {_CALL_ARRAYS}, {_EVENT_ARRAYS}, done text[])
+    RETURNS SETOF text LANGUAGE plpgsql VOLATILE AS $body$
+    DECLARE taken text[];
     BEGIN
-        PERFORM pg_advisory_xact_lock({_CALL_LOCK});
-        RETURN pg_advisory_unlock({_CALL_LOCK});
+        WITH inserted AS (
+            INSERT INTO {calls.name} ({_CALL_LIST}) SELECT {_CALL_LIST}
+                FROM unnest(is_new, {_CALL_ARGS}) AS r(fresh, {_CALL_LIST}) WHERE fresh
+            ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid)
+        SELECT coalesce(array_agg(r.call_sid), '{{}}') INTO taken
+            FROM unnest(is_new, c_call_sid) AS r(fresh, call_sid)
+            WHERE fresh AND r.call_sid NOT IN (SELECT call_sid FROM inserted);
+        INSERT INTO {calls.name} ({_CALL_LIST}) SELECT {_CALL_LIST}
+            FROM unnest(is_new, {_CALL_ARGS}) AS r(fresh, {_CALL_LIST}) WHERE NOT fresh
+        ON CONFLICT (call_sid) DO UPDATE SET {_UPDATED};
+        INSERT INTO {events.name} ({_EVENT_LIST}) SELECT {_EVENT_LIST}
+            FROM unnest({_EVENT_ARGS}) AS e({_EVENT_LIST}) WHERE e.call_sid <> ALL(taken);
+        PERFORM pg_advisory_xact_lock({_KEY}), pg_advisory_unlock({_KEY})
+            FROM unnest(done) AS s WHERE s <> ALL(taken);
+        PERFORM pg_advisory_unlock({_KEY}) FROM unnest(taken) AS s;
+        RETURN QUERY SELECT unnest(taken);
     END $body$""",
     # For writers that take no session (status callbacks): wait for the call's webhook.
     f"""CREATE OR REPLACE FUNCTION {WAIT_FUNCTION}(sid text)
     RETURNS boolean LANGUAGE plpgsql VOLATILE AS $body$
     BEGIN
-        PERFORM pg_advisory_xact_lock({_CALL_LOCK});
+        PERFORM pg_advisory_xact_lock({CALL_LOCK_SPACE}, hashtext(sid));
         RETURN true;
     END $body$""",
 )
 
-CLAIM = f"SELECT {_CALL_LIST} FROM {CLAIM_FUNCTION}($1)"
+CLAIM = f"SELECT * FROM {CLAIM_FUNCTION}($1::text[])"
+_ARRAY_COUNT = 1 + len(CALL_COLUMNS) + len(EVENT_COLUMNS) + 1
+SAVE = f"SELECT * FROM {SAVE_FUNCTION}({', '.join(f'${i}' for i in range(1, _ARRAY_COUNT + 1))})"
 UNLOCK = f"SELECT pg_advisory_unlock({CALL_LOCK_SPACE}, hashtext($1))"
-RELEASE = f"SELECT {RELEASE_FUNCTION}($1)"
-# The row of a claimed call exists: a plain UPDATE costs the server less than an upsert.
-_KEPT = [c for c in CALL_COLUMNS if c != "created_at"]
-_CREATED_AT = CALL_COLUMNS.index("created_at")
-_KEPT_EVENT_PARAMS = ", ".join(
-    f"${i}" for i in range(len(_KEPT) + 1, len(_KEPT) + len(EVENT_COLUMNS) + 1)
-)
-# Each of these saves the row and its event, and hands the lock over, in one statement.
-# No row returned means nothing was written and the lock is still held.
-SAVE = (
-    f"WITH saved AS (UPDATE {calls.name} SET "
-    + ", ".join(f"{c} = ${i}" for i, c in enumerate(_KEPT, 1) if c != "call_sid")
-    + f" WHERE call_sid = $1 RETURNING call_sid), logged AS (INSERT INTO {events.name} "
-    f"({_EVENT_LIST}) SELECT {_KEPT_EVENT_PARAMS} FROM saved RETURNING call_sid) "
-    f"SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
-)
-SAVE_NEW = (
-    f"WITH saved AS (INSERT INTO {calls.name} ({_CALL_LIST}) VALUES ({_CALL_PARAMS}) "
-    f"ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid), "
-    f"logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) SELECT {_EVENT_PARAMS} FROM saved "
-    f"RETURNING call_sid) SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
-)
-LOG_ONE = (
-    f"WITH logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) VALUES "
-    f"({', '.join(f'${i}' for i in range(1, len(EVENT_COLUMNS) + 1))}) RETURNING call_sid) "
-    f"SELECT {RELEASE_FUNCTION}(call_sid) FROM logged"
-)
-# The general path, for what the three above do not cover; run in one transaction.
-INSERT_NEW = (
-    f"INSERT INTO {calls.name} ({_CALL_LIST}) VALUES ({_CALL_PARAMS}) "
-    "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
-)
-UPSERT = (
-    f"INSERT INTO {calls.name} ({_CALL_LIST}) VALUES ({_CALL_PARAMS}) "
-    f"ON CONFLICT (call_sid) DO UPDATE SET {_UPDATED}"
-)
-LOG = (
-    f"INSERT INTO {events.name} ({_EVENT_LIST}) VALUES "
-    f"({', '.join(f'${i}' for i in range(1, len(EVENT_COLUMNS) + 1))})"
-)
 
 
 # The row update waits for a webhook holding the call; READ COMMITTED then updates the
@@ -159,21 +146,40 @@ STATUS = (
 )
 
 
-def _call_args(record: CallRecord) -> list[Any]:
+def _call_row(record: CallRecord) -> tuple[Any, ...]:
     values = list(call_fields(record))
     for i in CALL_JSON:
         values[i] = encode_json(values[i])
-    return values
+    return tuple(values)
 
 
-def _event_args(item: CallEvent) -> list[Any]:
+def _event_row(item: CallEvent) -> tuple[Any, ...]:
     values = list(event_fields(item))
     values[EVENT_JSON] = encode_json(values[EVENT_JSON])
-    return values
+    return tuple(values)
+
+
+def save_arguments(
+    calls_new: list[tuple[bool, tuple[Any, ...]]], logged: list[tuple[Any, ...]], done: list[str]
+) -> list[Any]:
+    """The save function's arguments: a flag array, one array per column, the calls done."""
+    call_columns = list(zip(*(row for _, row in calls_new), strict=True)) if calls_new else []
+    event_columns = list(zip(*logged, strict=True)) if logged else []
+    return [
+        [new for new, _ in calls_new],
+        *(list(c) for c in call_columns or [()] * len(CALL_COLUMNS)),
+        *(list(c) for c in event_columns or [()] * len(EVENT_COLUMNS)),
+        done,
+    ]
 
 
 class LockingStore(CallStore):
-    """PostgreSQL: each webhook holds its call's advisory lock from claim to save."""
+    """PostgreSQL: each webhook holds its call's advisory lock from claim to save.
+
+    The locks are held by one connection per process (``LockKeeper``), which claims and
+    saves the calls of many webhooks per round trip; status callbacks and the tools use a
+    small pool beside it.
+    """
 
     schema_extras = FUNCTIONS
 
@@ -182,6 +188,8 @@ class LockingStore(CallStore):
         self._dsn = dsn
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
+        self._keeper: LockKeeper | None = None
+        self._turns = CallTurns()
 
     @classmethod
     def from_url(cls, database_url: str, *, pool_size: int = POOL_SIZE) -> LockingStore:
@@ -198,10 +206,28 @@ class LockingStore(CallStore):
             size=self._pool_size,
             server_settings={**SERVER_SETTINGS, "application_name": "ivrkit-webhooks"},
         )
-        await pool.start()
-        self._pool = pool
+        await pool.start(warm=1)
+        keeper = LockKeeper(
+            lambda: asyncpg.connect(
+                self._dsn,
+                server_settings={**SERVER_SETTINGS, "application_name": "ivrkit-call-locks"},
+            ),
+            claim_statement=CLAIM,
+            save_statement=SAVE,
+            save_arguments=save_arguments,
+            unlock_statement=UNLOCK,
+        )
+        try:
+            await keeper.start()
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool, self._keeper = pool, keeper
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            await self._keeper.close()
+            self._keeper = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -230,97 +256,92 @@ class LockingStore(CallStore):
             pool.release(connection)
         return (row["flow"], row["state"]) if row else None
 
-    def session(self, call_sid: str) -> _ClaimedSession:
-        return _ClaimedSession(self._open_pool(), call_sid)
+    def session(self, call_sid: str) -> _KeptSession:
+        if self._keeper is None:
+            raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
+        return _KeptSession(self._keeper, self._turns, call_sid)
 
 
-class _ClaimedSession:
+class _KeptSession:
     """``async with store.session(sid)`` on PostgreSQL: claim, the caller's work, save."""
 
-    __slots__ = ("pool", "call_sid", "connection", "locked", "session")
+    __slots__ = ("keeper", "turns", "call_sid", "generation", "session")
 
-    def __init__(self, pool: ConnectionPool, call_sid: str) -> None:
-        self.pool = pool
+    def __init__(self, keeper: LockKeeper, turns: CallTurns, call_sid: str) -> None:
+        self.keeper = keeper
+        self.turns = turns
         self.call_sid = call_sid
-        self.locked = False
+
+    def _release_turn(self) -> None:
+        self.turns.release(self.call_sid)
 
     async def __aenter__(self) -> CallSession:
-        self.connection = connection = await self.pool.acquire()
-        try:
-            row = await connection.fetchrow(CLAIM, self.call_sid)
-        except BaseException:
-            # Whether the server took the lock is unknown: a closed session holds none.
-            connection.terminate()
-            self.pool.release(connection)
-            raise
-        self.locked = True
-        self.session = CallSession(record_from_mapping(row) if row else None)
+        await self.turns.acquire(self.call_sid)
+        delay = CLAIM_RETRY_FIRST
+        while True:
+            request = Claim(self.call_sid, self._release_turn)
+            try:
+                self.keeper.claim(request)
+                claimed = await request.future
+            except asyncio.CancelledError:
+                self._abandon(request)
+                raise
+            except BaseException:
+                self._release_turn()
+                raise
+            if claimed is not None:
+                break
+            # Another process is handling this call (a retry, a status callback racing a
+            # webhook): it holds the lock for milliseconds. Ask again shortly.
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                self._release_turn()
+                raise
+            delay = min(delay * 2, CLAIM_RETRY_MAX)
+        self.generation, row = claimed
+        found = row["call_sid"] is not None
+        self.session = CallSession(
+            record_from_mapping({name: row[name] for name in CALL_COLUMNS}) if found else None
+        )
         return self.session
 
+    def _abandon(self, request: Claim) -> None:
+        """Cancelled while claiming: make sure the lock and the turn are given back."""
+        future = request.future
+        if future.cancelled():
+            return  # the keeper sees it and gives back whatever it took
+        claimed = future.result() if future.done() and future.exception() is None else None
+        if claimed is not None:
+            self.keeper.finish(give_back(self.call_sid, claimed[0], self._release_turn))
+        else:
+            self._release_turn()
+
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        session = self.session
+        finish = Finish(self.call_sid, self.generation, self._release_turn)
+        if exc_type is None:
+            try:
+                if session.saved is not None:
+                    row = _call_row(session.saved)
+                    if session.record is None:
+                        finish.new_row = row
+                    else:
+                        finish.changed_row = row
+                finish.events = [_event_row(e) for e in session.log_events]
+            except BaseException:
+                self.keeper.finish(give_back(self.call_sid, self.generation, self._release_turn))
+                raise
         try:
-            if exc_type is None:
-                await self._save()
-        except BaseException as error:
-            await self._finish(error)
+            self.keeper.finish(finish)  # from here the keeper hands the turn on
+        except BaseException:
+            self._release_turn()
             raise
-        await self._finish(exc)
+        taken = await finish.future
+        if taken and exc_type is None:
+            raise CallTaken(self.call_sid)
 
-    async def _save(self) -> None:
-        """Write what the session holds; every path that writes also hands the lock over."""
-        session, connection = self.session, self.connection
-        new_call = session.record is None
-        released = None
-        if session.saved is not None and len(session.log_events) == 1:
-            values = _call_args(session.saved)
-            if new_call:
-                released = await connection.fetchval(
-                    SAVE_NEW, *values, *_event_args(session.log_events[0])
-                )
-                if released is None:  # saved by someone who did not hold the lock
-                    raise CallTaken(self.call_sid)
-            else:
-                del values[_CREATED_AT]
-                released = await connection.fetchval(
-                    SAVE, *values, *_event_args(session.log_events[0])
-                )
-        elif session.saved is None and len(session.log_events) == 1:
-            released = await connection.fetchval(LOG_ONE, *_event_args(session.log_events[0]))
-        elif session.saved is None and not session.log_events:
-            return  # nothing to write: the lock is simply given back
-        if released is None:  # rare: several events, or a call row gone missing
-            await self._save_in_transaction(new_call)
-        self.locked = False
 
-    async def _save_in_transaction(self, new_call: bool) -> None:
-        session, connection = self.session, self.connection
-        async with connection.transaction():
-            if session.saved is not None:
-                if new_call:
-                    if await connection.fetchval(INSERT_NEW, *_call_args(session.saved)) is None:
-                        raise CallTaken(self.call_sid)
-                else:
-                    await connection.execute(UPSERT, *_call_args(session.saved))
-            if session.log_events:
-                await connection.executemany(LOG, [_event_args(e) for e in session.log_events])
-            await connection.fetchval(RELEASE, self.call_sid)
-
-    async def _finish(self, failure: BaseException | None) -> None:
-        """Give the lock back if still held, then the connection to the pool."""
-        connection = self.connection
-        try:
-            if self.locked:
-                if failure is not None and not isinstance(failure, Exception):
-                    # Cancelled mid-statement, perhaps: waiting on the connection again could
-                    # hang, and closing it frees its locks on the server.
-                    connection.terminate()
-                else:
-                    await connection.fetchval(UNLOCK, self.call_sid)
-                self.locked = False
-        except Exception:
-            connection.terminate()
-        except asyncio.CancelledError:
-            connection.terminate()
-            raise
-        finally:
-            self.pool.release(connection)
+CLAIM_RETRY_FIRST = 0.001
+CLAIM_RETRY_MAX = 0.05
+"""Seconds between claims of a call whose lock another process holds (doubling)."""

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import sqlite3
 import sys
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from datetime import datetime
 from typing import IO, Any
 
@@ -49,6 +49,7 @@ from ivrkit.store import (
     event_fields,
     events,
 )
+from ivrkit.turns import CallTurns
 
 log = logging.getLogger("ivrkit.store")
 
@@ -87,7 +88,7 @@ class EmbeddedStore(CallStore):
 
     def __init__(self, engine: AsyncEngine, *, cache_size: int = 10_000) -> None:
         super().__init__(engine)
-        self._busy: dict[str, deque[asyncio.Future[None]]] = {}
+        self._turns = CallTurns()
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
         self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
@@ -142,33 +143,6 @@ class EmbeddedStore(CallStore):
 
     def session(self, call_sid: str) -> _EmbeddedSession:
         return _EmbeddedSession(self, call_sid)
-
-    async def _acquire(self, call_sid: str) -> None:
-        """Wait for this call's earlier webhooks (FIFO); no lock object when uncontended."""
-        waiters = self._busy.get(call_sid)
-        if waiters is None:
-            self._busy[call_sid] = deque()
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._release(call_sid)  # handed the call while being cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    waiters.remove(turn)
-            raise
-
-    def _release(self, call_sid: str) -> None:
-        waiters = self._busy[call_sid]
-        while waiters:
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        del self._busy[call_sid]
 
     async def _commit(self, rows: list[SqliteRow], event_rows: list[SqliteRow]) -> None:
         """One transaction for the batch: plain executemany, no statement compilation."""
@@ -288,13 +262,13 @@ class _EmbeddedSession:
 
     async def __aenter__(self) -> CallSession:
         store, sid = self.store, self.call_sid
-        await store._acquire(sid)
+        await store._turns.acquire(sid)
         try:
             record = store._cache.get(sid)
             if record is None:
                 record = store._read(sid)
         except BaseException:
-            store._release(sid)
+            store._turns.release(sid)
             raise
         self.session = CallSession(record)
         return self.session
@@ -314,7 +288,7 @@ class _EmbeddedSession:
                 if session.saved is not None:
                     store._remember(session.saved)
         finally:
-            store._release(self.call_sid)
+            store._turns.release(self.call_sid)
 
 
 _SQLITE_UPSERT = (

@@ -23,10 +23,10 @@ from typing import Any
 
 import asyncpg
 
+from ivrkit.turns import gather
+
 log = logging.getLogger("ivrkit.store")
 
-GATHER_TURNS = 4
-"""At most this many turns of the event loop gather requests into one statement."""
 
 
 class KeeperLost(Exception):
@@ -125,12 +125,7 @@ class LockKeeper:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            queued = len(self._claims) + len(self._finishes)
-            for _ in range(GATHER_TURNS):
-                await asyncio.sleep(0)
-                if len(self._claims) + len(self._finishes) == queued:
-                    break
-                queued = len(self._claims) + len(self._finishes)
+            await gather(lambda: len(self._claims) + len(self._finishes))
             self._wake.clear()
             # Saves first: they give locks back, which claims of other processes wait for.
             finishes, self._finishes = self._finishes, []

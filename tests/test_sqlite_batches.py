@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.sqlite_store import GATHER_TURNS
 from ivrkit.store import create_store
+from ivrkit.turns import GATHER_TURNS
 
 
 async def save_after(store, sid: str, turns: int) -> None:

@@ -8,7 +8,10 @@ answers: every event of the call, in order, and none of another call's.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -18,6 +21,16 @@ from ivrkit.sqlite_store import CALL_CREATED, CALL_CREATED_INDEX, CALL_SID_INDEX
 from ivrkit.store import create_store, events, metadata
 
 FIRST, SECOND = "CA" + "1" * 32, "CA" + "2" * 32
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Any]:
+    store = create_store(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def indexes(path: Path) -> set[str]:
@@ -37,17 +50,11 @@ async def save_turn(store, sid: str, step: int, kind: str) -> None:
 
 async def test_events_are_found_by_call_across_a_restart(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    store = create_store(url)
-    await store.open()
-    try:
+    async with opened(url) as store:
         await save_turn(store, FIRST, 1, "start")
         await save_turn(store, SECOND, 1, "start")
         await save_turn(store, FIRST, 2, "action")
-    finally:
-        await store.close()
-    store = create_store(url)  # a restart: the record and its created_at are read back
-    await store.open()
-    try:
+    async with opened(url) as store:  # a restart: the record and its created_at are read back
         await save_turn(store, FIRST, 3, "action")
         await save_turn(store, SECOND, 2, "action")
         assert [(e.step, e.kind) for e in await store.call_events(FIRST)] == [
@@ -56,25 +63,19 @@ async def test_events_are_found_by_call_across_a_restart(tmp_path):
             (3, "action"),
         ]
         assert [e.step for e in await store.call_events(SECOND)] == [1, 2]
-    finally:
-        await store.close()
     assert CALL_CREATED_INDEX in indexes(tmp_path / "calls.db")
     assert CALL_SID_INDEX not in indexes(tmp_path / "calls.db")
 
 
 async def test_the_lookup_uses_the_index(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    store = create_store(url)
-    await store.open()
-    try:
+    async with opened(url) as store:
         await save_turn(store, FIRST, 1, "start")
         query = events.select().where(events.c.call_sid == FIRST)
         async with store.engine.connect() as conn:
             looked_up = await store._events_query(conn, query, FIRST)
             compiled = looked_up.compile(conn.sync_engine, compile_kwargs={"literal_binds": True})
             plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")).all()
-    finally:
-        await store.close()
     steps = " | ".join(row[-1] for row in plan)
     assert f"USING INDEX {CALL_CREATED_INDEX}" in steps, steps
     assert "SCAN ivrkit_events" not in steps, steps
@@ -82,9 +83,7 @@ async def test_the_lookup_uses_the_index(tmp_path):
 
 async def test_events_of_a_call_with_no_row_are_found(tmp_path):
     """A first webhook that failed logs an event but stores no call; a retry may then."""
-    store = create_store(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
-    await store.open()
-    try:
+    async with opened(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}") as store:
         async with store.session(FIRST) as session:
             assert session.record is None
             session.log(CallEvent(call_sid=FIRST, step=0, kind="error", state="(start)"))
@@ -94,8 +93,6 @@ async def test_events_of_a_call_with_no_row_are_found(tmp_path):
         await save_turn(store, FIRST, 1, "start")
         assert [e.kind for e in await store.call_events(FIRST)] == ["error", "start"]
         assert [e.kind for e in await store.call_events(SECOND)] == ["error"]
-    finally:
-        await store.close()
 
 
 async def test_a_file_from_before_call_created_is_converted(tmp_path):
@@ -108,12 +105,8 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
                 conn.execute(CreateIndex(index))
     old.dispose()
     url = f"sqlite+aiosqlite:///{path}"
-    store = create_store(url)
-    await store.open()
-    try:
+    async with opened(url) as store:
         await save_turn(store, FIRST, 1, "start")
-    finally:
-        await store.close()
     # Undo the conversion: events as an earlier release wrote them, before call_created.
     with sqlite3.connect(path) as db:
         db.execute(f"DROP INDEX {CALL_CREATED_INDEX}")
@@ -129,12 +122,8 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
         assert [e.step for e in await reader.call_events(FIRST)] == [1, 2]
     finally:
         await reader.close()
-    store = create_store(url)
-    await store.open()
-    try:
+    async with opened(url) as store:
         await save_turn(store, FIRST, 3, "action")
         assert [e.step for e in await store.call_events(FIRST)] == [1, 2, 3]
-    finally:
-        await store.close()
     assert CALL_CREATED_INDEX in indexes(path)
     assert CALL_SID_INDEX not in indexes(path)

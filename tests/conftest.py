@@ -33,6 +33,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
+@asynccontextmanager
+async def opened_store(url: str, **kwargs: Any) -> AsyncIterator[Any]:
+    """A store opened on ``url`` (tables created), closed on the way out."""
+    store = create_store(url, **kwargs)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 async def reset_database(url: str) -> None:
     store = create_store(url)
     async with store.engine.begin() as conn:

@@ -13,7 +13,7 @@ import pytest
 
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import create_store
-from tests.conftest import PG_ENV, reset_database
+from tests.conftest import PG_ENV, opened_store, reset_database
 from tests.test_call_lock import held_call_locks, needs_postgres, wait_for_no_call_locks
 
 pytestmark = needs_postgres
@@ -28,12 +28,8 @@ def started(sid: str, state: str = "menu") -> tuple[CallRecord, CallEvent]:
 async def store():
     url = os.environ[PG_ENV]
     await reset_database(url)
-    store = create_store(url)
-    await store.open()
-    try:
+    async with opened_store(url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def test_a_webhook_cancelled_while_another_process_holds_its_call_lets_go(store):

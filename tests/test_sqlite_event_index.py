@@ -8,10 +8,7 @@ answers: every event of the call, in order, and none of another call's.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -19,18 +16,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.sqlite_store import CALL_CREATED, CALL_CREATED_INDEX, CALL_SID_INDEX
 from ivrkit.store import create_store, events, metadata
+from tests.conftest import opened_store
 
 FIRST, SECOND = "CA" + "1" * 32, "CA" + "2" * 32
-
-
-@asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Any]:
-    store = create_store(url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def indexes(path: Path) -> set[str]:
@@ -50,11 +38,11 @@ async def save_turn(store, sid: str, step: int, kind: str) -> None:
 
 async def test_events_are_found_by_call_across_a_restart(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    async with opened(url) as store:
+    async with opened_store(url) as store:
         await save_turn(store, FIRST, 1, "start")
         await save_turn(store, SECOND, 1, "start")
         await save_turn(store, FIRST, 2, "action")
-    async with opened(url) as store:  # a restart: the record and its created_at are read back
+    async with opened_store(url) as store:  # a restart: the record and its created_at are read back
         await save_turn(store, FIRST, 3, "action")
         await save_turn(store, SECOND, 2, "action")
         assert [(e.step, e.kind) for e in await store.call_events(FIRST)] == [
@@ -69,7 +57,7 @@ async def test_events_are_found_by_call_across_a_restart(tmp_path):
 
 async def test_the_lookup_uses_the_index(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    async with opened(url) as store:
+    async with opened_store(url) as store:
         await save_turn(store, FIRST, 1, "start")
         query = events.select().where(events.c.call_sid == FIRST)
         async with store.engine.connect() as conn:
@@ -83,7 +71,7 @@ async def test_the_lookup_uses_the_index(tmp_path):
 
 async def test_events_of_a_call_with_no_row_are_found(tmp_path):
     """A first webhook that failed logs an event but stores no call; a retry may then."""
-    async with opened(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}") as store:
+    async with opened_store(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}") as store:
         async with store.session(FIRST) as session:
             assert session.record is None
             session.log(CallEvent(call_sid=FIRST, step=0, kind="error", state="(start)"))
@@ -105,7 +93,7 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
                 conn.execute(CreateIndex(index))
     old.dispose()
     url = f"sqlite+aiosqlite:///{path}"
-    async with opened(url) as store:
+    async with opened_store(url) as store:
         await save_turn(store, FIRST, 1, "start")
     # Undo the conversion: events as an earlier release wrote them, before call_created.
     with sqlite3.connect(path) as db:
@@ -122,7 +110,7 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
         assert [e.step for e in await reader.call_events(FIRST)] == [1, 2]
     finally:
         await reader.close()
-    async with opened(url) as store:
+    async with opened_store(url) as store:
         await save_turn(store, FIRST, 3, "action")
         assert [e.step for e in await store.call_events(FIRST)] == [1, 2, 3]
     assert CALL_CREATED_INDEX in indexes(path)

@@ -70,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        from ivrkit.sqlite_store import check_file_free
+        from ivrkit.store.sqlite import check_file_free
 
         try:  # the store itself refuses too; this says so before uvicorn starts
             check_file_free(settings.database_url)

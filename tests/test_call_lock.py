@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from ivrkit import Call, Flow, Hangup, Menu, Retries, Settings, create_app, decision
-from ivrkit.postgres_store import CALL_LOCK_SPACE
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import calls, create_store
+from ivrkit.store.postgres import CALL_LOCK_SPACE
 from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
 from tests.driver import BASE, TOKEN
 

@@ -8,7 +8,7 @@ import os
 import pytest
 from sqlalchemy.engine import make_url
 
-from ivrkit.pg_connections import ConnectionPool
+from ivrkit.store.pool import ConnectionPool
 from tests.conftest import PG_ENV
 
 pytestmark = pytest.mark.skipif(

@@ -6,7 +6,7 @@ import asyncio
 
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import create_store
-from ivrkit.turns import GATHER_TURNS
+from ivrkit.store.turns import GATHER_TURNS
 
 
 async def save_after(store, sid: str, turns: int) -> None:

@@ -14,8 +14,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.sqlite_store import CALL_CREATED, CALL_CREATED_INDEX, CALL_SID_INDEX
 from ivrkit.store import create_store, events, metadata
+from ivrkit.store.sqlite import CALL_CREATED, CALL_CREATED_INDEX, CALL_SID_INDEX
 from tests.conftest import opened_store
 
 FIRST, SECOND = "CA" + "1" * 32, "CA" + "2" * 32

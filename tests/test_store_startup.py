@@ -8,8 +8,8 @@ import os
 import pytest
 
 from ivrkit.errors import StoreInUseError
-from ivrkit.postgres_store import CALL_LOCK_SPACE
 from ivrkit.store import create_store
+from ivrkit.store.postgres import CALL_LOCK_SPACE
 from tests.conftest import PG_ENV, reset_database
 
 

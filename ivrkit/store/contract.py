@@ -1,119 +1,28 @@
-"""Call state and event log in SQL: the schema, and what every store promises.
+"""What every store promises: sessions that serialise a call's webhooks, and the shared queries.
 
 :meth:`CallStore.session` serialises the webhooks of one call, and a change is saved (row
 and event together) only by :meth:`CallSession.save`. Two stores keep that promise:
-``sqlite_store.EmbeddedStore`` (the embedded default, one process) and
-``postgres_store.LockingStore`` (a lock per call, any number of processes and hosts).
+``sqlite.EmbeddedStore`` (the embedded default, one process) and
+``postgres.LockingStore`` (a lock per call, any number of processes and hosts).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    Select,
-    String,
-    Table,
-    Text,
-    select,
-)
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ivrkit.records import CallEvent, CallRecord
+from ivrkit.store.codec import record_from_row
+from ivrkit.store.schema import SCHEMA_LOCK, calls, events, metadata
 
 log = logging.getLogger("ivrkit.store")
-
-metadata = MetaData()
-
-calls = Table(
-    "ivrkit_calls",
-    metadata,
-    Column("call_sid", String(64), primary_key=True),
-    Column("flow", String(100), nullable=False),
-    Column("flow_version", String(32), nullable=False),
-    Column("state", String(200), nullable=False),
-    Column("step", Integer, nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("caller", String(64), nullable=False),
-    Column("data", Text, nullable=False),
-    Column("counters", Text, nullable=False),
-    Column("stack", Text, nullable=False),
-    Column("last_twiml", Text, nullable=False),
-    Column("created_at", DateTime, nullable=False),
-    Column("updated_at", DateTime, nullable=False),
-    Column("ended_at", DateTime, nullable=True),
-    Column("duration", Integer, nullable=True),
-    # Every webhook rewrites its call's row; free room in each page lets PostgreSQL update
-    # it in place (a HOT update) instead of also writing a new primary-key entry.
-    postgresql_with={"fillfactor": 70},
-)
-
-events = Table(
-    "ivrkit_events",
-    metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
-    Column("call_sid", String(64), nullable=False, index=True),
-    Column("step", Integer, nullable=False),
-    Column("at", DateTime, nullable=False),
-    Column("kind", String(20), nullable=False),
-    Column("state", String(200), nullable=False),
-    Column("fired", Text, nullable=False),
-    Column("params", Text, nullable=False),
-    Column("twiml", Text, nullable=False),
-)
-
-_JSON_FIELDS = ("data", "counters", "stack")
-_stdlib_json = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def encode_json(value: dict[str, Any] | list[Any]) -> str:
-    """Compact JSON of call data, counters, stacks and webhook params.
-
-    orjson is ten times quicker on a webhook's params; what it refuses (non-string keys,
-    integers over 64 bits) goes through the standard library, as before.
-    """
-    if not value:
-        return "{}" if isinstance(value, dict) else "[]"
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _stdlib_json(value)
-
-
-def record_from_row(row: Any) -> CallRecord:
-    return record_from_mapping(row._mapping)
-
-
-def record_from_mapping(row: Any) -> CallRecord:
-    values = dict(row)
-    for name in _JSON_FIELDS:
-        values[name] = orjson.loads(values[name])
-    return CallRecord(**values)
-
-
-CALL_COLUMNS = [c.name for c in calls.columns]
-EVENT_COLUMNS = [c.name for c in events.columns if c.name != "id"]
-call_fields = operator.attrgetter(*CALL_COLUMNS)
-event_fields = operator.attrgetter(*EVENT_COLUMNS)
-CALL_JSON = [CALL_COLUMNS.index(name) for name in _JSON_FIELDS]
-CALL_TIMES = [i for i, c in enumerate(calls.columns) if isinstance(c.type, DateTime)]
-EVENT_JSON = EVENT_COLUMNS.index("params")
-EVENT_TIME = EVENT_COLUMNS.index("at")
-assert CALL_COLUMNS[0] == "call_sid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +42,6 @@ class CallTaken(Exception):
 
     The stores' locks make this a writer that does not take them (an older release
     during a rolling deploy), but the app handles it all the same."""
-
-
-SCHEMA_LOCK = 0x1F2C_0001
-"""PostgreSQL advisory lock key held while the schema is created."""
 
 
 class CallSession:
@@ -265,11 +170,11 @@ def create_store(database_url: str, *, pool_size: int = 20) -> CallStore:
     elif database_url.startswith("sqlite:///"):
         database_url = "sqlite+aiosqlite:///" + database_url[len("sqlite:///") :]
     if database_url.startswith("sqlite"):
-        from ivrkit.sqlite_store import EmbeddedStore
+        from ivrkit.store.sqlite import EmbeddedStore
 
         return EmbeddedStore.from_url(database_url)
     if database_url.startswith("postgresql"):
-        from ivrkit.postgres_store import LockingStore
+        from ivrkit.store.postgres import LockingStore
 
         return LockingStore.from_url(database_url, pool_size=pool_size)
     raise ValueError(

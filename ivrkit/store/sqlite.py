@@ -34,22 +34,18 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store import (
-    CALL_COLUMNS,
+from ivrkit.store.codec import (
     CALL_JSON,
     CALL_TIMES,
-    EVENT_COLUMNS,
     EVENT_JSON,
     EVENT_TIME,
-    CallSession,
-    CallStore,
     call_fields,
-    calls,
     encode_json,
     event_fields,
-    events,
 )
-from ivrkit.turns import CallTurns, gather
+from ivrkit.store.contract import CallSession, CallStore
+from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
+from ivrkit.store.turns import CallTurns, gather
 
 log = logging.getLogger("ivrkit.store")
 

@@ -4,7 +4,7 @@ Each webhook holds its call's lock from the moment it reads the call until its c
 committed, so two processes never handle one call at once: the first webhook of a call
 too (a retry racing the original waits, then replays its answer), which a row lock cannot
 do before the row exists. The lock is a PostgreSQL advisory lock keyed by the CallSid,
-held by one connection per process (``pg_keeper.LockKeeper``) that claims and saves the
+held by one connection per process (``keeper.LockKeeper``) that claims and saves the
 calls of many webhooks per round trip, and handed over to the save's own transaction, so
 no transaction stays open while the flow's code runs.
 
@@ -23,26 +23,20 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ivrkit.pg_connections import ConnectionPool
-from ivrkit.pg_keeper import Claim, Finish, LockKeeper, give_back
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store import (
-    CALL_COLUMNS,
+from ivrkit.store.codec import (
     CALL_JSON,
-    EVENT_COLUMNS,
     EVENT_JSON,
-    CallSession,
-    CallStore,
-    CallTaken,
-    StatusUpdate,
     call_fields,
-    calls,
     encode_json,
     event_fields,
-    events,
     record_from_mapping,
 )
-from ivrkit.turns import CallTurns
+from ivrkit.store.contract import CallSession, CallStore, CallTaken, StatusUpdate
+from ivrkit.store.keeper import Claim, Finish, LockKeeper, give_back
+from ivrkit.store.pool import ConnectionPool
+from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
+from ivrkit.store.turns import CallTurns
 
 # The same durability as SQLite's WAL with synchronous=NORMAL: a committed webhook survives
 # an app restart; a crash of the database server may lose its last few hundred ms.

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from ivrkit.turns import gather
+from ivrkit.store.turns import gather
 
 log = logging.getLogger("ivrkit.store")
 

@@ -40,6 +40,7 @@ class LogThrottle:
         message: str,
         *args: object,
         exc_info: BaseException | None = None,
+        stacklevel: int = 2,
     ) -> bool:
         """Log ``message % args`` unless one of this kind was logged within the interval
         (then count it). The first of an interval carries ``exc_info``'s traceback, and
@@ -55,7 +56,8 @@ class LogThrottle:
         if held:
             message += " (and %s more like it in the last %s s)"
             args = (*args, f"{held:,}", f"{self.interval:g}")
-        self.logger.log(level, message, *args, exc_info=exc_info)
+        # stacklevel: the record names the line that reported it, not this module.
+        self.logger.log(level, message, *args, exc_info=exc_info, stacklevel=stacklevel)
         return True
 
     def failure(self, kind: str, error: BaseException, message: str, *args: object) -> bool:
@@ -70,6 +72,7 @@ class LogThrottle:
             type(error).__name__,
             text,
             exc_info=error,
+            stacklevel=3,
         )
 
     def flush(self) -> None:

@@ -8,6 +8,7 @@ error has occurred".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -26,7 +27,9 @@ from ivrkit import nodes as n
 from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
+from ivrkit.fields import shown
 from ivrkit.flow import DEFAULT_APOLOGY, Flow
+from ivrkit.logthrottle import LogThrottle
 from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
@@ -37,6 +40,7 @@ from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 log = logging.getLogger("ivrkit.app")
 
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+STORAGE_UNAVAILABLE = "storage unavailable\n"
 
 
 class Answer(NamedTuple):
@@ -60,28 +64,41 @@ class Endpoint:
     (Twilio would play a 500 as "an application error has occurred").
     """
 
-    def __init__(self, handler: Handler, methods: frozenset[str], *, twiml_answer: bool) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        methods: frozenset[str],
+        *,
+        twiml_answer: bool,
+        throttle: LogThrottle | None = None,
+    ) -> None:
         self.handler = handler
         self.methods = methods
         self.twiml_answer = twiml_answer
+        self.throttle = throttle or LogThrottle(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             answer = await self.handler(scope, receive)
         except Refused as refusal:
-            log.warning(
-                "refused %s %s from %s: %d %s",
+            self.throttle.log(
+                logging.WARNING,
+                ("refused", refusal.status, refusal.kind),
+                "refused %s %s from %s: %d %s%s",
                 scope["method"],
-                scope["path"],
+                _printable(scope["path"]),
                 peer(scope) or "?",
                 refusal.status,
                 refusal.reason,
+                f" ({refusal.detail})" if refusal.detail else "",
             )
             answer = Answer(f"{refusal.reason}\n", refusal.status, "text/plain; charset=utf-8")
         except ClientGone:
             return
-        except Exception:
-            log.exception("%s %s failed", scope["method"], scope["path"])
+        except Exception as error:
+            self.throttle.failure(
+                "endpoint", error, "%s %s failed", scope["method"], _printable(scope["path"])
+            )
             answer = (
                 Answer(twiml.apology(DEFAULT_APOLOGY, None))
                 if self.twiml_answer
@@ -109,6 +126,9 @@ class IvrApp:
         self.registry = FlowRegistry(list(flows))
         self.runtime = Runtime(self.registry, clock=clock)
         self.store = store
+        self.deadline = settings.webhook_deadline
+        # Storage failures and refusals come in floods during an outage or an attack.
+        self.throttle = LogThrottle(log)
         self.reader = WebhookReader(
             checker=SignatureChecker(settings.auth_token) if settings.auth_token else None,
             proxies=ProxyTrust(settings.trusted_proxies),
@@ -116,12 +136,13 @@ class IvrApp:
             max_body_bytes=settings.max_body_bytes,
         )
         post, post_or_get = frozenset({"POST"}), frozenset({"POST", "GET"})
+        throttle = self.throttle
         self.endpoints: dict[str, Endpoint] = {
-            "": Endpoint(self.incoming, post_or_get, twiml_answer=True),
-            "action": Endpoint(self.action, post, twiml_answer=True),
-            "status": Endpoint(self.status, post, twiml_answer=False),
-            "recording": Endpoint(self.recording, post, twiml_answer=False),
-            "hold": Endpoint(self.hold, post_or_get, twiml_answer=True),
+            "": Endpoint(self.incoming, post_or_get, twiml_answer=True, throttle=throttle),
+            "action": Endpoint(self.action, post, twiml_answer=True, throttle=throttle),
+            "status": Endpoint(self.status, post, twiml_answer=False, throttle=throttle),
+            "recording": Endpoint(self.recording, post, twiml_answer=False, throttle=throttle),
+            "hold": Endpoint(self.hold, post_or_get, twiml_answer=True, throttle=throttle),
         }
 
     def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, str]] | None:
@@ -148,17 +169,26 @@ class IvrApp:
                 return Answer(twiml.apology("Sorry, this number is not in service.", None))
         else:
             flow = self._flow_or_404(name)
-        return await self._start(flow, hook)
+        return await self._in_time(
+            self._start(flow, hook), hook, "call webhook", Answer(self._apology(flow))
+        )
 
     async def action(self, scope: Scope, receive: Receive) -> Answer:
         """Gather / Dial / Record / Enqueue callbacks (and our own no-input redirects)."""
-        flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
         state = hook.query.get("state")
-        step_text = hook.query.get("step", "")
-        if not state or not step_text.isdigit():
+        step_text = hook.query.get("step")
+        if not state or step_text is None:  # their shape was checked with the other fields
             raise Refused(400, "action URL needs state and step (was it built by ivrkit?)")
-        step = int(step_text)
+        return await self._in_time(
+            self._act(flow, hook, state, int(step_text)),
+            hook,
+            "action webhook",
+            Answer(self._apology(flow)),
+        )
+
+    async def _act(self, flow: type[Flow], hook: Webhook, state: str, step: int) -> Answer:
         no_input = hook.query.get("input") == "none"
         sid = hook.call_sid
         try:
@@ -194,44 +224,66 @@ class IvrApp:
                 )
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
                 return Answer(result.twiml)
-        except Exception:
-            log.exception("call %s: storage failed", sid)
+        except Exception as error:
+            self.throttle.failure("storage", error, "call %s: storage failed", sid)
             return Answer(self._apology(flow))
 
     async def status(self, scope: Scope, receive: Receive) -> Answer:
-        """Call status callback: marks the call ended with its final status and duration."""
+        """Call status callback: marks the call ended with its final status and duration.
+
+        It is applied only to a call of the flow in its URL (or one that flow handed to a
+        sub-flow): a callback for another flow's call is refused, not applied.
+        """
         hook = await self.reader.read(scope, receive)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
         call_status = hook.params.get("CallStatus", "")
-        duration = hook.params.get("CallDuration", "")
+        duration = hook.params.get("CallDuration", "")  # ASCII digits when present
         update = StatusUpdate(
             call_sid=hook.call_sid,
             status=call_status,
             final=call_status in FINAL_STATUSES,
-            duration=int(duration) if duration.isdigit() else None,
+            duration=int(duration) if duration else None,
             at=utcnow(),
             params=mask_params(hook.params),
+            flow=flow.name,
         )
+        late = Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
+        return await self._in_time(self._apply_status(update), hook, "status callback", late)
+
+    async def _apply_status(self, update: StatusUpdate) -> Answer:
+        sid, call_status, duration = update.call_sid, update.status, update.duration
         try:
             where = await self.store.record_status(update)
-        except Exception:
-            log.exception("call %s: storage failed on status callback", hook.call_sid)
-            return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
+            other = None if where is not None else await self.store.load(sid)
+        except Exception as error:
+            self.throttle.failure(
+                "storage", error, "call %s: storage failed on status callback", sid
+            )
+            return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
+        if other is not None:
+            raise Refused(
+                404,
+                f"call {sid} is not a call of flow {update.flow!r}: status not applied "
+                "(is this number's status callback URL the flow that answers it?)",
+                kind="status callback for another flow's call",
+                detail=f"the call is in flow {other.flow!r}",
+            )
         if where is None:
-            log.info("call %s: status callback for an unknown call", hook.call_sid)
+            log.info("call %s: status callback for an unknown call", sid)
         elif update.final:
             log.info(
                 "call %s ended: %s after %ss in %s.%s",
-                hook.call_sid,
+                sid,
                 call_status,
-                duration or "?",
+                "?" if duration is None else duration,
                 *where,
             )
         return NO_CONTENT
 
     async def recording(self, scope: Scope, receive: Receive) -> Answer:
         """Recording status callback: the final URL and duration land in call data."""
-        flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
         node = flow.states().get(hook.query.get("state", ""))
         save_as = node.save_as if isinstance(node, n.Record) else "recording"
 
@@ -242,12 +294,15 @@ class IvrApp:
                     "url": hook.params.get("RecordingUrl", saved.get("url", "")),
                     "sid": hook.params.get("RecordingSid", saved.get("sid", "")),
                     "status": hook.params.get("RecordingStatus", ""),
-                    "duration": int(hook.params.get("RecordingDuration", "0") or 0),
+                    "duration": int(hook.params.get("RecordingDuration") or 0),
                 }
             )
             record.data[save_as] = saved
 
-        return await self._annotate(hook, "recording", keep)
+        late = Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
+        return await self._in_time(
+            self._annotate(hook, "recording", keep), hook, "recording callback", late
+        )
 
     async def _annotate(
         self, hook: Webhook, kind: str, change: Callable[[CallRecord], None]
@@ -265,15 +320,17 @@ class IvrApp:
                 change(record)
                 record.updated_at = utcnow()
                 session.save(record, self._event(record, kind, hook, "", at=record.updated_at))
-        except Exception:
-            log.exception("call %s: storage failed on %s callback", hook.call_sid, kind)
-            return Answer("storage unavailable\n", 503, "text/plain; charset=utf-8")
+        except Exception as error:
+            self.throttle.failure(
+                "storage", error, "call %s: storage failed on %s callback", hook.call_sid, kind
+            )
+            return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
         return NO_CONTENT
 
     async def hold(self, scope: Scope, receive: Receive) -> Answer:
         """Enqueue's waitUrl: hold music; Twilio fetches it again when it runs out."""
-        flow = self._flow_or_404(scope["path_params"]["flow"])
         hook = await self.reader.read(scope, receive)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
         node = flow.states().get(hook.query.get("state", ""))
         if not isinstance(node, n.Enqueue):
             return Answer(
@@ -354,8 +411,8 @@ class IvrApp:
                 return Answer(result.twiml)
         except CallTaken:
             raise
-        except Exception:
-            log.exception("call %s: storage failed at call start", sid)
+        except Exception as error:
+            self.throttle.failure("storage", error, "call %s: storage failed at call start", sid)
             return Answer(self._apology(flow))
 
     def _replay(
@@ -379,11 +436,42 @@ class IvrApp:
     def _apology(self, flow: type[Flow]) -> str:
         return twiml.apology(flow.apology, flow.fallback_number)
 
+    async def _in_time(
+        self, work: Awaitable[Answer], hook: Webhook, what: str, late: Answer
+    ) -> Answer:
+        """``work``'s answer, or ``late`` once the webhook's budget is spent.
+
+        Twilio waits 15 s and then plays its own error to the caller; whatever the store
+        is doing (a lock held elsewhere, a stalled statement, a lost connection), the
+        caller hears the flow's apology and fallback in time instead. Cancelling ``work``
+        makes the store give back the call's lock and turn.
+        """
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await work
+        except TimeoutError:
+            self.throttle.log(
+                logging.ERROR,
+                ("deadline", what),
+                "call %s: %s not done within the %s s deadline (IVRKIT_WEBHOOK_DEADLINE); "
+                "answered %d",
+                hook.call_sid,
+                what,
+                f"{self.deadline:g}",
+                late.status,
+            )
+            return late
+
     def _flow_or_404(self, name: str) -> type[Flow]:
+        """The flow named in the URL. The answer does not list the others (a sender with a
+        stray URL learns nothing about this server); the log line does."""
         flow = self.registry.by_name.get(name)
         if flow is None:
             raise Refused(
-                404, f"no flow named {name!r}; loaded: {', '.join(sorted(self.registry.by_name))}"
+                404,
+                f"no flow named {shown(name)}",
+                kind="no such flow",
+                detail=f"flows loaded: {', '.join(sorted(self.registry.by_name))}",
             )
         return flow
 
@@ -413,6 +501,11 @@ class IvrApp:
             params=mask_params(hook.params),
             twiml=answer,
         )
+
+
+def _printable(text: str) -> str:
+    """A URL path as a log line may show it (no control characters, cut short)."""
+    return text if len(text) <= 200 and text.isprintable() else shown(text)
 
 
 def _live_status(hook: Webhook, record: CallRecord) -> str:
@@ -477,6 +570,7 @@ def create_app(
         try:
             yield
         finally:
+            ivr.throttle.flush()
             await store.close()
 
     endpoints = ivr.endpoints

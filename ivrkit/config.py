@@ -29,6 +29,9 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     db_pool_size: int = 20
+    webhook_deadline: float = 5.0
+    """Seconds a webhook may take before it is answered with the apology (call webhooks)
+    or a 503 (status and recording callbacks); well under Twilio's 15 s."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -48,9 +51,15 @@ class Settings:
             "port": _int(env, "IVRKIT_PORT", 8000),
             "log_level": env.get("IVRKIT_LOG_LEVEL", "info").lower(),
             "db_pool_size": _int(env, "IVRKIT_DB_POOL_SIZE", 20),
+            "webhook_deadline": _seconds(env, "IVRKIT_WEBHOOK_DEADLINE", 5.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
+        if not 0 < settings.webhook_deadline <= 14:
+            raise ConfigError(
+                "IVRKIT_WEBHOOK_DEADLINE must be over 0 and at most 14 seconds "
+                f"(Twilio gives up after 15), not {settings.webhook_deadline:g}"
+            )
         if settings.db_pool_size < 1:
             raise ConfigError("IVRKIT_DB_POOL_SIZE must be at least 1")
         if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
@@ -75,3 +84,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a number of seconds, such as 5 or 2.5, not {raw!r}"
+        ) from None

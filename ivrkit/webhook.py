@@ -11,18 +11,26 @@ from urllib.parse import unquote_plus
 
 from starlette.types import Receive, Scope
 
+from ivrkit.fields import FieldProblem, check_fields
 from ivrkit.security import ProxyTrust, SignatureChecker
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class Refused(Exception):
-    """A request we will not serve: answered with ``status`` and ``reason`` as plain text."""
+    """A request we will not serve: answered with ``status`` and ``reason`` as plain text.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``detail`` goes to the log only (what the sender must not learn, such as the flows
+    this server runs); ``kind`` groups refusals alike for the log throttle (by default
+    the reason itself).
+    """
+
+    def __init__(self, status: int, reason: str, *, kind: str = "", detail: str = "") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind or reason
+        self.detail = detail
 
 
 class ClientGone(Exception):
@@ -128,11 +136,15 @@ class WebhookReader:
         params = dict(pairs)
         if needs_call_sid and not params.get("CallSid"):
             raise Refused(400, "CallSid is missing: is this a Twilio voice webhook?")
+        try:
+            check_fields(pairs, params, query)
+        except FieldProblem as problem:
+            raise Refused(400, problem.reason, kind=problem.kind) from None
         return Webhook(params, base_url, query)
 
     async def _body(self, receive: Receive, declared: str) -> bytes:
         limit = self.max_body_bytes
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise Refused(413, f"body of {declared} bytes is over the {limit} byte limit")
         body = b""
         while True:

@@ -35,6 +35,14 @@ class StatusUpdate:
     duration: int | None
     at: datetime
     params: dict[str, str]  # masked
+    flow: str | None = None
+    """Apply only to a call of this flow (its current flow or one on its stack)."""
+
+
+def call_of_flow(record: CallRecord, flow: str | None) -> bool:
+    """Whether ``record`` is a call of ``flow``: the flow it is in, or a flow that handed
+    it to a sub-flow (a number's status callback names the flow that answered it)."""
+    return flow is None or record.flow == flow or any(f[0] == flow for f in record.stack)
 
 
 class CallTaken(Exception):
@@ -101,10 +109,11 @@ class CallStore:
         raise NotImplementedError
 
     async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
-        """Apply a status callback; the (flow, state) the call was in, or None if unknown."""
+        """Apply a status callback; the (flow, state) the call was in, or None if there is no
+        such call of ``update.flow``."""
         async with self.session(update.call_sid) as session:
             record = session.record
-            if record is None:
+            if record is None or not call_of_flow(record, update.flow):
                 return None
             record.status = update.status or record.status
             if update.final:

@@ -133,6 +133,9 @@ STATUS = (
     "ended_at = CASE WHEN $3::boolean THEN $4::timestamp ELSE ended_at END, "
     "duration = CASE WHEN $3::boolean THEN COALESCE($5::integer, duration) ELSE duration END, "
     f"updated_at = $4::timestamp WHERE call_sid = $1 AND {WAIT_FUNCTION}($1) "
+    # Only a call of the flow in the callback's URL (or one it handed to a sub-flow).
+    "AND ($7::text IS NULL OR flow = $7 OR EXISTS (SELECT 1 FROM "
+    "jsonb_array_elements(stack::jsonb) AS frame WHERE frame->>0 = $7)) "
     "RETURNING call_sid, step, state, flow), "
     f"logged AS (INSERT INTO {events.name} ({_EVENT_LIST}) "
     "SELECT call_sid, step, $4::timestamp, 'status', state, '', $6::text, '' FROM updated) "
@@ -245,6 +248,7 @@ class LockingStore(CallStore):
                 update.at,
                 update.duration,
                 encode_json(update.params),
+                update.flow,
             )
         finally:
             pool.release(connection)

@@ -1,0 +1,164 @@
+"""Twilio's webhook fields checked for shape before anything touches a store.
+
+A field outside Twilio's format is never Twilio's: answering it with a 400 and the reason
+keeps it away from the database (a NUL byte in a CallSid broke PostgreSQL's shared lock
+connection for every call of the process), from ``int()`` (``"²".isdigit()`` is true,
+``int("²")`` raises) and from the event log. The checks are plain ASCII rules, cheap
+enough for every webhook: regular expressions compiled once and a membership test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+CALL_STATUSES = frozenset(
+    {
+        "queued",
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "failed",
+        "no-answer",
+        "canceled",
+    }
+)
+"""CallStatus values Twilio sends (twilio-voice-reference.md, section 4)."""
+
+SID_PREFIXES: Mapping[str, str] = {
+    "CallSid": "CA",
+    "AccountSid": "AC",
+    "ParentCallSid": "CA",
+    "DialCallSid": "CA",
+    "RecordingSid": "RE",
+    "QueueSid": "QU",
+}
+"""Fields holding a Twilio SID: its two-letter prefix, then 32 hex digits."""
+
+COUNT_FIELDS = frozenset(
+    {
+        "CallDuration",
+        "Duration",
+        "DialCallDuration",
+        "RecordingDuration",
+        "RecordingChannels",
+        "QueueTime",
+        "AvgQueueTime",
+        "QueuePosition",
+        "CurrentQueueSize",
+        "MaxQueueSize",
+        "SequenceNumber",
+        "SipResponseCode",
+        "MachineDetectionDuration",
+    }
+)
+"""Whole numbers Twilio sends as plain ASCII digits (seconds, counts, codes)."""
+
+MAX_COUNT_DIGITS = 10
+"""Ten digits: more than any duration (Twilio's longest call is 24 h = 86,400 s)."""
+MAX_STEP_DIGITS = 9
+MAX_STATE_CHARS = 200
+"""The ``state`` column's width: a longer state name is no state of ours."""
+
+_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+_COUNT = re.compile(rf"[0-9]{{1,{MAX_COUNT_DIGITS}}}")
+_STEP = re.compile(rf"[0-9]{{1,{MAX_STEP_DIGITS}}}")
+# C0 controls and DEL; tab, newline and carriage return are left to free text (speech,
+# transcriptions), and every field with a shape refuses them through its own rule.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SHOWN = 40
+
+
+def shown(value: str) -> str:
+    """A value as a log line and an answer may show it: quoted, escaped, cut short."""
+    if len(value) <= _SHOWN:
+        return repr(value)
+    return f"{value[:_SHOWN]!r}... ({len(value):,} characters)"
+
+
+class FieldProblem(ValueError):
+    """A field that is not Twilio's shape; ``kind`` names the rule (for log throttling)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def check_fields(
+    pairs: Sequence[tuple[str, str]], params: Mapping[str, str], query: Mapping[str, str]
+) -> None:
+    """Raise :class:`FieldProblem` for the first field of a webhook outside Twilio's shape.
+
+    ``pairs`` is the form as sent (to see control characters and repeated fields),
+    ``params`` the same as a dict, ``query`` the action URL's query (``state``, ``step``).
+    """
+    if _CONTROL.search("".join(map("".join, pairs))):
+        for name, value in pairs:
+            if _CONTROL.search(name) or _CONTROL.search(value):
+                raise FieldProblem(
+                    f"field {shown(name)} holds a control character (NUL, ...); Twilio sends none",
+                    "control character",
+                )
+    if len(params) != len(pairs):
+        _check_repeats(pairs)
+    for name, prefix in SID_PREFIXES.items():
+        sid = params.get(name)
+        if sid is not None and (not sid.startswith(prefix) or not _SID.fullmatch(sid)):
+            if sid == "" and name != "CallSid":
+                continue  # Twilio leaves some SIDs blank (no parent, no recording)
+            raise FieldProblem(
+                f"{name} {shown(sid)} is not Twilio's shape: {prefix} followed by 32 hex digits",
+                name,
+            )
+    status = params.get("CallStatus")
+    if status is not None and status not in CALL_STATUSES:
+        raise FieldProblem(
+            f"CallStatus {shown(status)} is not one of Twilio's: "
+            + ", ".join(sorted(CALL_STATUSES)),
+            "CallStatus",
+        )
+    for name in COUNT_FIELDS.intersection(params):
+        value = params[name]
+        if value and not _COUNT.fullmatch(value):
+            raise FieldProblem(
+                f"{name} {shown(value)} is not a whole number "
+                f"(ASCII digits 0-9, at most {MAX_COUNT_DIGITS})",
+                name,
+            )
+    _check_query(query)
+
+
+def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:
+    """Twilio sends each field once; a repeated field with a rule could smuggle a value
+    past it (the check sees one, the store another), so it is refused."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen and (name in SID_PREFIXES or name in COUNT_FIELDS or name == "CallStatus"):
+            raise FieldProblem(f"field {name} is sent more than once", "repeated field")
+        seen.add(name)
+
+
+def _check_query(query: Mapping[str, str]) -> None:
+    step = query.get("step")
+    if step is not None and not _STEP.fullmatch(step):
+        raise FieldProblem(
+            f"step {shown(step)} in the URL is not a step number "
+            f"(ASCII digits 0-9, at most {MAX_STEP_DIGITS}); was the URL built by ivrkit?",
+            "step",
+        )
+    state = query.get("state")
+    if state is not None and (len(state) > MAX_STATE_CHARS or not state.isprintable()):
+        raise FieldProblem(
+            f"state {shown(state)} in the URL is not a state name "
+            f"(printable, at most {MAX_STATE_CHARS} characters); was the URL built by ivrkit?",
+            "state",
+        )
+    for name, value in query.items():
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            raise FieldProblem(
+                f"URL query field {shown(name)} holds a control character; ivrkit puts none there",
+                "control character",
+            )

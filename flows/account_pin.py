@@ -1,6 +1,11 @@
-"""Account look-up: account number then PIN, by keypad or voice, with a lock-out."""
+"""Account look-up: account number then PIN, by keypad or voice, with a lock-out.
 
-from ivrkit import Call, Collect, Flow, Hangup, Retries, Return, Say
+Both entries are caller secrets: they are never logged or stored in clear. The account
+number is kept encrypted (a parent flow may read it back with ``reveal``), the PIN only as
+the verdict that it was right. Serving this flow needs IVRKIT_SECRET_KEY.
+"""
+
+from ivrkit import Call, Collect, Flow, Hangup, Retries, Return, Say, reveal
 
 # A real line would ask the billing system; the demo keeps two accounts in code.
 DEMO_ACCOUNTS = {"12345678": "4321", "87654321": "1111"}
@@ -11,11 +16,13 @@ def known_account(value: str, call: Call) -> bool:
 
 
 def pin_matches(value: str, call: Call) -> bool:
-    return DEMO_ACCOUNTS.get(call.data.get("account", "")) == value
+    return DEMO_ACCOUNTS.get(reveal(call.data["account"])) == value
 
 
 class AccountPin(Flow):
     """Verifies the caller; used alone or as a sub-flow of another line."""
+
+    sensitive = ("account", "pin")
 
     account = Collect(
         "Please enter or say your eight digit account number, then press pound.",
@@ -25,6 +32,7 @@ class AccountPin(Flow):
         validate=known_account,
         confirm="You entered {value}. Press 1 if that is right, or 2 to enter it again.",
         save_as="account",
+        keep="encrypted",
         retries=Retries(
             no_input=3,
             no_match=3,

@@ -42,6 +42,7 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.sensitive import matches, reveal
 
 __version__ = "0.1.0"
 
@@ -81,4 +82,6 @@ __all__ = [
     "SubFlow",
     "create_app",
     "decision",
+    "matches",
+    "reveal",
 ]

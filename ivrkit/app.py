@@ -34,6 +34,7 @@ from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
+from ivrkit.sensitive import mask_input
 from ivrkit.store import CallStore, CallTaken, StatusUpdate, create_store
 from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 
@@ -431,7 +432,7 @@ class IvrApp:
                 record.step,
             )
         session.log(self._event(record, "replay", hook, record.last_twiml, state=state))
-        return Answer(record.last_twiml or twiml.empty())
+        return Answer(self.runtime.replay_answer(record) or twiml.empty())
 
     def _apology(self, flow: type[Flow]) -> str:
         return twiml.apology(flow.apology, flow.fallback_number)
@@ -480,8 +481,8 @@ class IvrApp:
             hook.params, now=self.runtime.clock(), flow=flow.name, state="", data={}
         )
 
-    @staticmethod
     def _event(
+        self,
         record: CallRecord,
         kind: str,
         hook: Webhook,
@@ -491,6 +492,10 @@ class IvrApp:
         result: TurnResult | None = None,
         at: datetime | None = None,
     ) -> CallEvent:
+        """The event-log line of a webhook: numbers masked, and a secret entry as ``****``."""
+        params = mask_params(hook.params)
+        if (state or record.state) in self.registry.secret_states:
+            params = mask_input(params)
         return CallEvent(
             at=at or utcnow(),
             call_sid=record.call_sid,
@@ -498,8 +503,8 @@ class IvrApp:
             kind=kind,
             state=state or record.state,
             fired="; ".join(result.fired) if result else "",
-            params=mask_params(hook.params),
-            twiml=answer,
+            params=params,
+            twiml=result.stored if result else answer,
         )
 
 

@@ -52,6 +52,8 @@ class Flow:
     """Languages every prompt must be written in; ``ivrkit prompts`` flags the gaps."""
     migrations: ClassVar[Mapping[str, str]] = {}
     """Old state name -> new state name, for calls in progress when a state was removed."""
+    sensitive: ClassVar[tuple[str, ...]] = ()
+    """Collect states (by state name or save_as key) whose entry is a caller secret."""
     entry_points: ClassVar[tuple[str, ...]] = ()
     """States entered from outside the flow's own transitions (not reported unreachable)."""
     abstract: ClassVar[bool] = False

@@ -298,12 +298,21 @@ class Menu(_Asks):
         return lengths.pop() if len(lengths) == 1 else None
 
 
+KEEP_MODES = ("verdict", "hash", "encrypted")
+
+
 class Collect(_Asks):
     """Multi-digit (or spoken) entry: account numbers, PINs, dates.
 
     The value is validated by length, ``pattern`` and/or ``validate`` (sync or async,
     ``(value, call) -> bool``), optionally read back for confirmation, then saved in
     ``call.data[save_as]``.
+
+    ``sensitive=True`` (or any ``keep=``, or naming the state in ``Flow.sensitive``) marks
+    a caller secret: the validator still gets the clear value, but logs, the event log and
+    the stored TwiML see ``****``, and ``call.data[save_as]`` holds what ``keep`` says:
+    ``"verdict"`` (default, ``True``), ``"hash"`` or ``"encrypted"``; see
+    :mod:`ivrkit.sensitive`.
     """
 
     kind = "collect"
@@ -326,6 +335,8 @@ class Collect(_Asks):
         language: str | None = None,
         hints: Iterable[str] = (),
         global_keys: bool = False,
+        sensitive: bool = False,
+        keep: str | None = None,
     ) -> None:
         super().__init__(
             prompt,
@@ -338,6 +349,10 @@ class Collect(_Asks):
             hints=hints,
             global_keys=global_keys,
         )
+        if keep is not None and keep not in KEEP_MODES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_MODES)}, not {keep!r}")
+        self.sensitive = sensitive or keep is not None
+        self.keep = keep
         if not save_as.isidentifier():
             raise ValueError(f"save_as must be a simple name, not {save_as!r}")
         if isinstance(digits, int):

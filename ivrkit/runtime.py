@@ -17,7 +17,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivrkit import coverage as _coverage
 from ivrkit import nodes as n
-from ivrkit import twiml
+from ivrkit import sensitive, twiml
 from ivrkit.call import Call
 from ivrkit.errors import FlowRuntimeError
 from ivrkit.flow import Flow
@@ -32,10 +32,18 @@ RENDER_CACHE_SIZE = 4096
 
 @dataclass
 class TurnResult:
-    """What one webhook produced: the TwiML answer and the transitions fired."""
+    """What one webhook produced: the TwiML answer and the transitions fired.
+
+    ``stored`` is the answer as it may be stored and logged: ``twiml`` itself, or with a
+    caller secret read back masked (then ``twiml`` goes to Twilio only).
+    """
 
     twiml: str
     fired: list[str] = field(default_factory=list)
+    stored: str = ""
+
+    def __post_init__(self) -> None:
+        self.stored = self.stored or self.twiml
 
 
 class FlowRegistry:
@@ -52,6 +60,9 @@ class FlowRegistry:
             for number in numbers:
                 self.by_number[number] = flow
         self._check_subflows()
+        # Checked here so a missing IVRKIT_SECRET_KEY stops the app at start-up.
+        self.secret_states = sensitive.check_flows(self.by_name.values())
+        """State names whose input (Digits, SpeechResult) is masked in the event log."""
         if _coverage.RECORDER is not None:
             _coverage.RECORDER.register(flows)
 
@@ -102,11 +113,34 @@ class Runtime:
         """A callback for the state the call waits in: select the trigger and move on."""
         flow = self._current_flow(record)
         node = flow.state(record.state)
+        keep = sensitive.keep_mode(flow, node)
+        if keep is None:
+            return await self._resume(flow, node, record, params, base_url, no_input)
+        # A secret awaiting confirmation is clear only in memory, for this webhook's work:
+        # sealed again on every way out, so neither the store nor a cache sees it in clear.
+        sensitive.open_pending(record.counters)
+        try:
+            return await self._resume(flow, node, record, params, base_url, no_input, keep)
+        finally:
+            sensitive.seal_pending(record.counters)
+
+    async def _resume(
+        self,
+        flow: type[Flow],
+        node: n.Node,
+        record: CallRecord,
+        params: Mapping[str, str],
+        base_url: str,
+        no_input: bool,
+        keep: str | None = None,
+    ) -> TurnResult:
         turn = _Turn(self, record, params, base_url)
         call = turn.call_for(flow, record.state)
         selection: Selection = await select(
             flow, node, params, no_input=no_input, counters=record.counters, call=call
         )
+        if keep is not None:
+            selection.data = {key: sensitive.kept(keep, v) for key, v in selection.data.items()}
         record.data.update(selection.data)
         turn.notice = selection.notice
         turn.full_prompt = selection.trigger in ("repeat", "reenter")
@@ -114,6 +148,25 @@ class Runtime:
         state = turn.fire(flow, record.state, selection.trigger)
         await turn.advance(flow, state)
         return turn.finish()
+
+    def replay_answer(self, record: CallRecord) -> str:
+        """The answer for a webhook handled already: the stored one, secrets filled in again.
+
+        The stored answer has a read-back of a caller secret masked; while the call still
+        waits for that confirmation, the read-back is rebuilt from the encrypted entry so
+        a retried webhook gets what the caller heard the first time.
+        """
+        stored = record.last_twiml
+        pending = record.counters.get("pending")
+        if not isinstance(pending, str) or sensitive.MASK not in stored:
+            return stored
+        flow = self.registry.by_name.get(record.flow)
+        node = flow.states().get(record.state) if flow is not None else None
+        if not isinstance(node, n.Collect) or node.confirm is None:
+            return stored
+        if sensitive.keep_mode(flow, node) is None:
+            return stored
+        return sensitive.unmask_readback(stored, node.confirm, pending)
 
     def _current_flow(self, record: CallRecord) -> type[Flow]:
         """The flow the call is in, moving it off a state a redeploy removed."""
@@ -150,6 +203,8 @@ class _Turn:
         self.params = params
         self.base_url = base_url
         self.ops: list[Callable[[VoiceResponse], None]] = []
+        # The same verbs with caller secrets masked, when any were read back: what is stored.
+        self.stored_ops: list[Callable[[VoiceResponse], None]] | None = None
         self.key: list[tuple[Any, ...]] = []
         self.static = True
         self.fired: list[str] = []
@@ -176,14 +231,31 @@ class _Turn:
         return dest
 
     def emit(
-        self, key: tuple[Any, ...], op: Callable[[VoiceResponse], None], *, static: bool = True
+        self,
+        key: tuple[Any, ...],
+        op: Callable[[VoiceResponse], None],
+        *,
+        static: bool = True,
+        stored: Callable[[VoiceResponse], None] | None = None,
     ) -> None:
-        """Queue verbs for the answer; ``static`` ones may come from the render cache."""
+        """Queue verbs for the answer; ``static`` ones may come from the render cache.
+
+        ``stored`` renders the same verbs with caller secrets masked, for the record.
+        """
         self.key.append(key)
+        if stored is not None and self.stored_ops is None:
+            self.stored_ops = list(self.ops)
+        if self.stored_ops is not None:
+            self.stored_ops.append(stored or op)
         self.ops.append(op)
         self.static = self.static and static
 
     def finish(self) -> TurnResult:
+        if self.stored_ops is not None:
+            step = str(self.record.step)
+            answer = _render(self.ops).replace(twiml.STEP_SLOT, step)
+            self.record.last_twiml = _render(self.stored_ops).replace(twiml.STEP_SLOT, step)
+            return TurnResult(answer, self.fired, stored=self.record.last_twiml)
         cache = self.runtime.rendered
         key = (self.base_url, *self.key) if self.static else None
         template = cache.get(key) if key is not None else None
@@ -280,17 +352,23 @@ class _Turn:
         key: tuple[Any, ...] = (node.kind, flow.name, state, self.notice, retried)
         if isinstance(node, n.Menu | n.Collect):
             pending = self.record.counters.get("pending") if isinstance(node, n.Collect) else None
+            secret = sensitive.keep_mode(flow, node) is not None
+            masked: tuple[n.PromptPart, ...] | None = None
             if pending is not None:
-                readback = node.confirm.format(value=", ".join(pending))  # type: ignore[union-attr]
+                confirm: str = node.confirm  # type: ignore[union-attr,assignment]
+                readback = confirm.format(value=sensitive.spoken(pending))
                 parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
                 digits: int | None = 1
-                key = (*key, readback)
+                if secret:
+                    masked = (*notice, n.Say(confirm.format(value=sensitive.MASK)))
+                else:
+                    key = (*key, readback)
             else:
                 parts = notice + (node.short_prompt if retried else node.prompt)
                 digits = _menu_digits(flow, node) if isinstance(node, n.Menu) else _fixed(node)
             dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
 
-            def ask(response: VoiceResponse) -> None:
+            def ask(response: VoiceResponse, parts: tuple[n.PromptPart, ...] = parts) -> None:
                 twiml.gather(
                     response,
                     node,
@@ -301,6 +379,10 @@ class _Turn:
                     num_digits=digits,
                 )
 
+            if masked is not None:
+                # Never cached: the read-back holds the secret. Stored: the masked twin.
+                self.emit(key, ask, static=False, stored=lambda r: ask(r, masked))
+                return
             self.emit(key, ask, static=not dynamic)
             return
         if isinstance(node, n.Dial):
@@ -320,6 +402,13 @@ class _Turn:
             ),
             static=not dynamic,
         )
+
+
+def _render(ops: list[Callable[[VoiceResponse], None]]) -> str:
+    response = VoiceResponse()
+    for op in ops:
+        op(response)
+    return str(response)
 
 
 def _fixed(node: n.Collect) -> int | None:

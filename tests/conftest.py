@@ -16,6 +16,9 @@ from ivrkit.store import create_store, metadata
 from tests.driver import BASE, TOKEN, PhoneCall
 
 PG_ENV = "IVRKIT_TEST_DATABASE_URL"
+# flows/account_pin.py keeps the account number encrypted; its key, for every test and the
+# servers they start (tests of a missing key remove it with monkeypatch).
+os.environ.setdefault("IVRKIT_SECRET_KEY", "tests-only-key-never-used-in-production")
 # A Wednesday, 11:00 in New York: the support line is open.
 OPEN_HOURS = datetime(2026, 11, 18, 16, 0, tzinfo=UTC)
 CLOSED_HOURS = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)

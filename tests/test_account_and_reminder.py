@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from flows.account_pin import AccountPin
 from flows.appointment_reminder import AppointmentReminder
-from ivrkit import Flow, Hangup, Say, SubFlow
+from ivrkit import Flow, Hangup, Say, SubFlow, reveal
 from tests.conftest import phone
 
 
@@ -28,7 +28,11 @@ async def test_account_confirm_then_pin_verifies(serve):
         assert done.said() == ["Thank you, you are verified."]
         assert done.verbs[-1] == "Hangup"  # Return() at the top level ends the call
         record = await app.state.ivr.store.load(call.sid)
-        assert record.data == {"account": "12345678", "pin_ok": "4321"}
+        # Secrets: the account number kept encrypted, the PIN only as the verdict.
+        assert set(record.data) == {"account", "pin_ok"}
+        assert "12345678" not in record.data["account"]
+        assert reveal(record.data["account"]) == "12345678"
+        assert record.data["pin_ok"] is True
 
 
 async def test_account_by_speech_and_reentry(serve):
@@ -74,7 +78,7 @@ class Banking(Flow):
     welcome = Say("Welcome to Acme banking.", then="verify")
     verify = SubFlow("account_pin", then="balance")
     balance = Say(
-        lambda call: f"Account {call.data['account'][-4:]}: your balance is 10 dollars.",
+        lambda call: f"Account {reveal(call.data['account'])[-4:]}: your balance is 10 dollars.",
         then=Hangup(),
     )
 

@@ -27,4 +27,14 @@ async def menu(request):
     return Response(MENU, media_type="text/xml")
 
 
-app = Starlette(routes=[Route("/{path:path}", menu, methods=["POST"])])
+async def healthz(request):
+    # What the wrk script sends when it has no webhook to send (see wrk_load.py).
+    return Response("ok", media_type="text/plain")
+
+
+app = Starlette(
+    routes=[
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/{path:path}", menu, methods=["POST"]),
+    ]
+)

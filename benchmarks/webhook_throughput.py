@@ -1,15 +1,36 @@
-"""Requests/s and latency of the whole webhook path against a bare Starlette baseline.
+"""Requests/s and latency of ivrkit's whole webhook path, beside a bare Starlette app,
+counted only when every call was answered as intended.
 
 Each simulated call makes the four webhooks of a real one on flows/support_line.py
-(incoming call -> press 3 -> recording done -> status callback), every one signed and
-validated, its state loaded, transitioned, rendered and saved with an event row. The same
-wrk load (2 threads, 64 connections) is pointed at a bare Starlette app that answers a fixed
-TwiML menu, in the same run on the same machine. Every server is measured once per round
-(three by default, in turn, so a slow spell of a shared machine hits all of them); the
-script prints each run, the medians and the ratios.
+(incoming call -> press 3 -> recording done -> status callback ``completed``), each signed
+and validated, its state loaded, transitioned, rendered and saved with an event row. wrk
+(2 threads, 64 connections) sends every call's webhooks in order: a call's next webhook
+goes out a block of requests after its previous one, and wrk's unsent check request is
+absorbed by a harmless ``GET /healthz`` (see ``wrk_load.py``). The same load goes to a bare
+Starlette app answering fixed TwiML. Every server is measured once per round, three rounds
+in turn, each run on a fresh SQLite file or an emptied PostgreSQL database after a 2 s
+warm-up on calls of its own.
 
-    python benchmarks/webhook_throughput.py [--duration 10] [--connections 64] [--rounds 3]
-        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test]
+After each run the server is stopped (it finishes what it received) and its store is read
+call by call against what wrk sent: calls completed as intended (four events in order,
+ended ``completed`` in the intended state), cut off by the end of the run, or in flight
+when wrk stopped, and the anomalies: never started (no row although webhooks were sent),
+an error event, an apology, a replay, events or a final state not the intended ones, a
+webhook sent and not stored. A sample of calls is also walked over HTTP and each answer
+parsed as TwiML (the bare app's too). A run with any anomaly, any non-2xx answer, a socket
+error, a traceback in the server log or a thread that ran out of calls is reported INVALID
+and left out of the medians; the script exits 1 if every run of a server was invalid.
+It prints each run with its counts, then the medians of the valid runs, requests/s as a
+share of the bare app's, p99, and PostgreSQL against SQLite.
+
+    python benchmarks/webhook_throughput.py [--duration 10] [--rounds 3] [--connections 64]
+        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench]
+        [--workers 1 2] [--calls N] [--fault wrong-token|flow-raises]
+
+``--postgres`` names a database the benchmark may empty (it refuses one holding tables
+that are not ivrkit's); ``--workers`` lists the process counts to measure on it.
+``--fault`` serves ivrkit broken on purpose, to see the check at work: every run must
+come out INVALID.
 """
 
 from __future__ import annotations
@@ -17,46 +38,64 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
-import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
-
-from twilio.request_validator import RequestValidator
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token-" + "0" * 20
-LUA = r"""
-local lines = {}
-local index = 0
-function init(args)
-  -- each thread takes its own share of the lines (so of the calls), keeping their order
-  local n = 0
-  for line in io.lines(args[1]) do
-    if n % 2 == id then table.insert(lines, line) end
-    n = n + 1
-  end
-end
-local counter = 0
-function setup(thread)
-  thread:set("id", counter)
-  counter = counter + 1
-end
-request = function()
-  index = index + 1
-  if index > #lines then index = 1 end
-  local path, body, sig = lines[index]:match("([^\t]+)\t([^\t]*)\t([^\t]+)")
-  return wrk.format("POST", path, {["Content-Type"]="application/x-www-form-urlencoded",
-                                   ["X-Twilio-Signature"]=sig}, body)
-end
-"""
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.store_audit import (  # noqa: E402
+    Audit,
+    audit_postgres,
+    audit_sqlite,
+    empty_postgres,
+)
+from benchmarks.support_walk import (  # noqa: E402
+    ANSWER_MARKERS,
+    STEPS,
+    TOKEN,
+    CallPlan,
+    LineWriter,
+    check_signer,
+)
+from benchmarks.wrk_load import THREADS, WrkResult, run_wrk, write_script  # noqa: E402
+
+SUPPORT_LINE = ROOT / "flows" / "support_line.py"
+WARM_UP_SECONDS = 2
+SAMPLE_CALLS = 4
+BLOCK_WAVES = 16
+"""A call's next webhook is sent this many waves of requests (one per connection) later."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    database: str | None  # None: the bare app
+    workers: int = 1
+
+
+@dataclass
+class Run:
+    target: Target
+    wrk: WrkResult
+    calls_per_s: float
+    problems: list[str]
+    audit: Audit | None
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
 
 
 def free_port() -> int:
@@ -65,141 +104,247 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def call_requests(base: str, calls: int, block: int) -> list[str]:
-    """Signed requests, each call's steps a block apart so they arrive in order."""
-    validator = RequestValidator(TOKEN)
-    lines: list[str] = []
-    for first in range(0, calls, block):
-        sids = ["CA" + secrets.token_hex(16) for _ in range(min(block, calls - first))]
-        steps = [
-            ("/voice/support_line", {}),
-            ("/voice/support_line/action?state=main_menu&step=1", {"Digits": "3"}),
-            (
-                "/voice/support_line/action?state=voicemail&step=2",
-                {
-                    "RecordingUrl": "https://api.twilio.com/rec/RE1",
-                    "RecordingDuration": "12",
-                    "RecordingSid": "RE" + "1" * 32,
-                    "Digits": "#",
-                },
-            ),
-            ("/voice/support_line/status", {"CallStatus": "completed", "CallDuration": "40"}),
-        ]
-        for path, extra in steps:
-            for sid in sids:
-                params = {
-                    "CallSid": sid,
-                    "AccountSid": "AC" + "0" * 32,
-                    "From": "+14155550100",
-                    "To": "+15005550006",
-                    "Caller": "+14155550100",
-                    "Called": "+15005550006",
-                    "CallStatus": "in-progress",
-                    "Direction": "inbound",
-                    "ApiVersion": "2010-04-01",
-                    "FromCity": "SAN FRANCISCO",
-                    "FromState": "CA",
-                    "FromCountry": "US",
-                    **extra,
-                }
-                signature = validator.compute_signature(base + path, params)
-                lines.append(f"{path}\t{urlencode(params)}\t{signature}")
-    return lines
-
-
-def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    log = open(Path(tempfile.gettempdir()) / "ivrkit-bench-server.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def start_server(
+    command: list[str], env: dict[str, str], port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server and wait until its /healthz answers 200 (not just any listener)."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"server did not start: {' '.join(command)} (see {log.name})")
+    process.wait()
+    raise SystemExit(f"server did not start: {' '.join(command)} (see {log})")
 
 
-def run_wrk(port: int, data: Path, script: Path, duration: int, connections: int) -> dict:
-    threads = 2
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-        "-s",
-        str(script),
-        f"http://127.0.0.1:{port}",
-        "--",
-        str(data),
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def stop_server(process: subprocess.Popen[bytes]) -> str | None:
+    """SIGTERM: uvicorn finishes the requests it has, and the store flushes, before exit."""
+    process.terminate()
+    try:
+        code = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return "server did not stop within 60 s of SIGTERM"
+    # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
+    return None if code in (0, -signal.SIGTERM) else f"server exited with {code}"
 
-    def percentile(label: str) -> float:
-        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "p50": percentile("50"),
-        "p99": percentile("99"),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "none",
-    }
+def walk_samples(base: str, plan: CallPlan, bare: bool) -> list[str]:
+    """Walk the plan's calls one webhook at a time over HTTP; what was wrong with answers."""
+    writer = LineWriter(base)
+    problems = []
+    for sid in plan.sids:
+        for step in range(len(STEPS)):
+            path, body, signature = writer.line(sid, step).split("\t")
+            request = urllib.request.Request(
+                base + path,
+                data=body.encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    status, text = answer.status, answer.read().decode()
+            except urllib.error.HTTPError as error:
+                status, text = error.code, ""
+            problem = answer_problem(step, status, text, bare)
+            if problem:
+                problems.append(f"sample call {sid} webhook {step + 1}: {problem}")
+    return problems
+
+
+def answer_problem(step: int, status: int, text: str, bare: bool) -> str | None:
+    """None if this is the intended answer to the call's webhook number ``step`` (from 0)."""
+    if not bare and not ANSWER_MARKERS[step]:
+        return None if status == 204 and not text else f"status {status}, wanted 204 and no body"
+    if status != 200:
+        return f"status {status}"
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as error:
+        return f"not XML ({error})"
+    if root.tag != "Response" or len(root) == 0:
+        return f"not TwiML: {text[:80]!r}"
+    if not bare and ANSWER_MARKERS[step] not in text:
+        return f"not the intended answer (no {ANSWER_MARKERS[step]!r}): {text[:160]!r}"
+    return None
+
+
+def tracebacks(log: Path) -> int:
+    return log.read_text(errors="replace").count("Traceback (most recent call last)")
+
+
+def faulty_flow(directory: Path) -> Path:
+    """The support line with the recording step's next state raising: an apology (200)."""
+    source = SUPPORT_LINE.read_text()
+    if source.count('then="thanks",') != 1:
+        raise SystemExit(
+            f"{SUPPORT_LINE}: expected one 'then=\"thanks\",' to redirect for --fault "
+            "flow-raises; update faulty_flow() in benchmarks/webhook_throughput.py"
+        )
+    source = source.replace('then="thanks",', 'then="after_message",')
+    source += (
+        '\n    @decision("after_message")\n'
+        "    def fail_after_message(self, call: Call) -> str:\n"
+        '        raise RuntimeError("injected by webhook_throughput.py --fault flow-raises")\n'
+    )
+    path = directory / "support_line.py"
+    path.write_text(source)
+    return path
 
 
 def measure(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    port: int,
-    data: Path,
-    warm_up: Path,
-    script: Path,
-    args: argparse.Namespace,
-) -> dict:
-    process = start_server(command, env, port)
+    target: Target, args: argparse.Namespace, workdir: Path, script: Path, number: int
+) -> Run:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    check_signer(base)
+    block = BLOCK_WAVES * args.connections // THREADS
+    calls = args.calls or args.duration * 6000
+    plans = {
+        "warm-up": CallPlan.make(calls * WARM_UP_SECONDS // args.duration + block, THREADS, block),
+        "measured": CallPlan.make(calls, THREADS, block),
+    }
+    samples = CallPlan.make(SAMPLE_CALLS, 1, SAMPLE_CALLS)
+    stems = {name: workdir / f"run{number}-{name}" for name in plans}
+    for name, plan in plans.items():
+        plan.write(base, stems[name])
+    log = workdir / f"run{number}.log"
+    database = run_database(target, workdir, number)
+    command, env = server_command(target, database, args, workdir, port)
+    process = start_server(command, env, port, log)
     try:
-        # Calls of their own: wrk starts each run at the top of its file, so warming up on
-        # the measured calls would turn the first seconds of the run into replays.
-        run_wrk(port, warm_up, script, 2, args.connections)
-        result = run_wrk(port, data, script, args.duration, args.connections)
+        warm = run_wrk(port, stems["warm-up"], script, WARM_UP_SECONDS, args.connections)
+        result = run_wrk(port, stems["measured"], script, args.duration, args.connections)
+        problems = walk_samples(base, samples, target.database is None)[:3]
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-    result["name"] = name
-    print(
-        f"  {name:<34} {result['rps']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   "
-        f"p99 {result['p99']:6.2f} ms   non-2xx {result['non_2xx']}   "
-        f"socket errors {result['socket_errors']}",
-        flush=True,
+        stopped = stop_server(process)
+    for stem in stems.values():
+        for thread in range(THREADS):
+            Path(f"{stem}.{thread}").unlink()
+    problems += [stopped] if stopped else []
+    for name, wrk in (("warm-up", warm), ("run", result)):
+        if wrk.non_2xx:
+            problems.append(f"{wrk.non_2xx} non-2xx answers in the {name}")
+        if wrk.lost_by_transport:
+            problems.append(f"socket errors in the {name}: {wrk.socket_errors}")
+        if wrk.ran_out:
+            problems.append(f"wrk ran out of calls in the {name}: raise --calls")
+    if tracebacks(log):
+        problems.append(f"{tracebacks(log)} tracebacks in the server log ({log})")
+    audit = None
+    completed = 0
+    if target.database is not None:
+        sent: dict[str, int] = {}
+        tail: set[tuple[str, int]] = set()
+        for plan, wrk in ((plans["warm-up"], warm), (plans["measured"], result)):
+            sent.update(plan.sent_steps(wrk.sent))
+            tail |= plan.last_lines(wrk.sent, block)
+        sent.update(dict.fromkeys(samples.sids, len(STEPS)))
+        audit = read_store(database, sent, tail)
+        if audit.anomalies:
+            examples = ", ".join(f"{k}: {v}" for k, v in audit.examples.items())
+            problems.append(f"{audit.anomalies} calls not handled as intended (e.g. {examples})")
+        if audit.counts["in flight"] > 2 * args.connections:
+            problems.append(f"{audit.counts['in flight']} calls in flight at the end")
+        completed = sum(audit.categories.get(sid) == "completed" for sid in plans["measured"].sids)
+    return Run(target, result, completed / args.duration, problems, audit)
+
+
+def run_database(target: Target, workdir: Path, number: int) -> str:
+    """The run's empty store: a new SQLite file, or the PostgreSQL database emptied."""
+    if target.database is None:
+        return ""
+    if target.database.startswith("postgresql"):
+        empty_postgres(target.database)
+        return target.database
+    return f"sqlite+aiosqlite:///{workdir / f'run{number}.db'}"
+
+
+def server_command(
+    target: Target, database: str, args: argparse.Namespace, workdir: Path, port: int
+) -> tuple[list[str], dict[str, str]]:
+    python = sys.executable
+    if not database:
+        command = [python, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+        command += ["--port", str(port), "--app-dir", str(ROOT / "benchmarks"), "bare_app:app"]
+        return command, dict(os.environ)
+    flow = faulty_flow(workdir) if args.fault == "flow-raises" else SUPPORT_LINE
+    command = [python, "-m", "ivrkit.cli", "serve", str(flow), "--port", str(port)]
+    command += ["--workers", str(target.workers)]
+    token = TOKEN if args.fault != "wrong-token" else "not-the-" + TOKEN
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": token,
+        "IVRKIT_DATABASE_URL": database,
+        "IVRKIT_LOG_LEVEL": "warning",
+    }
+    return command, env
+
+
+def read_store(database: str, sent: dict[str, int], tail: set[tuple[str, int]]) -> Audit:
+    from ivrkit.loader import load_flows
+
+    apology = load_flows([SUPPORT_LINE])[0].apology
+    if database.startswith("postgresql"):
+        return audit_postgres(database, sent, tail, apology)
+    return audit_sqlite(Path(database.split("///", 1)[1]), sent, tail, apology)
+
+
+def report(run: Run) -> None:
+    wrk = run.wrk
+    verdict = "valid" if run.valid else "INVALID"
+    line = (
+        f"  {run.target.name:<34} {wrk.rps:>9.0f} req/s   p50 {wrk.p50:6.2f} ms   "
+        f"p99 {wrk.p99:6.2f} ms   {verdict}"
     )
-    return result
+    if run.audit is not None:
+        line += f"   {run.calls_per_s:.0f} calls/s completed"
+    print(line)
+    if run.audit is not None:
+        print(f"      {run.audit.summary()}")
+    if wrk.socket_errors["timeout"]:
+        print(f"      {wrk.socket_errors['timeout']} answers took over 2 s")
+    for problem in run.problems:
+        print(f"      INVALID: {problem}")
+    sys.stdout.flush()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--calls", type=int, default=40_000)
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="each server is measured once per round; medians are reported",
+        "--calls", type=int, default=0, help="calls prepared per run (default: 6000 a second)"
     )
-    parser.add_argument("--postgres", default=os.environ.get("IVRKIT_BENCH_POSTGRES"))
     parser.add_argument(
-        "--postgres-workers",
+        "--rounds", type=int, default=3, help="each server is measured once per round"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("IVRKIT_BENCH_POSTGRES"),
+        help="a database the benchmark may empty before each run",
+    )
+    parser.add_argument(
+        "--workers",
         type=int,
-        default=2,
-        help="uvicorn processes on PostgreSQL (SQLite is one process by design)",
+        nargs="+",
+        default=[1, 2],
+        help="uvicorn processes to measure on PostgreSQL (SQLite is one process by design)",
+    )
+    parser.add_argument(
+        "--fault",
+        choices=["wrong-token", "flow-raises"],
+        help="serve ivrkit broken on purpose: every ivrkit run must be reported INVALID",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -210,115 +355,67 @@ def main() -> int:
         f"{platform.python_version()}, {platform.platform()}"
     )
     print(
-        f"load: wrk 2 threads, {args.connections} connections, {args.duration}s per server, "
-        f"{args.rounds} round(s)"
+        f"load: wrk {THREADS} threads, {args.connections} connections, {args.duration}s per "
+        f"server after {WARM_UP_SECONDS}s of warm-up, {args.rounds} round(s)"
+        + (f"; FAULT INJECTED: {args.fault}" if args.fault else "")
     )
-    workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
-    script = workdir / "calls.lua"
-    script.write_text(LUA)
-    python = sys.executable
-    uvicorn = [python, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
-
     targets = [
-        ("bare Starlette, fixed TwiML", None, 1),
-        ("ivrkit, SQLite", f"sqlite+aiosqlite:///{workdir / 'bench.db'}", 1),
+        Target("bare Starlette, fixed TwiML", None),
+        Target("ivrkit, SQLite", "sqlite"),
     ]
-    if args.postgres:
-        targets.append(("ivrkit, PostgreSQL", args.postgres, 1))
-        if args.postgres_workers > 1:
-            targets.append(
-                (
-                    f"ivrkit, PostgreSQL, {args.postgres_workers} workers",
-                    args.postgres,
-                    args.postgres_workers,
-                )
-            )
-    runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
-    for number in range(1, args.rounds + 1):
-        print(f"round {number}:")
-        for name, url, workers in targets:
-            port = free_port()
-            # A call's next step comes 16 waves of requests after the last, so it is not
-            # sent before the step it answers has been handled.
-            base = f"http://127.0.0.1:{port}"
-            data = workdir / f"{port}.tsv"
-            data.write_text("\n".join(call_requests(base, args.calls, 16 * args.connections)))
-            warm_up = workdir / f"{port}-warm-up.tsv"
-            warm_up.write_text(
-                "\n".join(call_requests(base, args.calls // 4, 16 * args.connections))
-            )
-            if url is None:
-                command = [
-                    *uvicorn,
-                    "--port",
-                    str(port),
-                    "--app-dir",
-                    str(ROOT / "benchmarks"),
-                    "bare_app:app",
-                ]
-                env = dict(os.environ)
-            else:
-                if url.startswith("postgresql"):
-                    _reset_postgres(url)
-                else:
-                    Path(url.split("///", 1)[1]).unlink(missing_ok=True)
-                command = [
-                    python,
-                    "-m",
-                    "ivrkit.cli",
-                    "serve",
-                    "flows/support_line.py",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(workers),
-                ]
-                env = {
-                    **os.environ,
-                    "TWILIO_AUTH_TOKEN": TOKEN,
-                    "IVRKIT_DATABASE_URL": url,
-                    "IVRKIT_LOG_LEVEL": "warning",
-                }
-            runs[name].append(measure(name, command, env, port, data, warm_up, script, args))
+    for workers in args.workers if args.postgres else []:
+        suffix = f", {workers} workers" if workers > 1 else ""
+        targets.append(Target(f"ivrkit, PostgreSQL{suffix}", args.postgres, workers))
+    workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
+    script = write_script(workdir)
+    runs: dict[str, list[Run]] = {target.name: [] for target in targets}
+    number = 0
+    for round_number in range(1, args.rounds + 1):
+        print(f"round {round_number}:")
+        for target in targets:
+            number += 1
+            run = measure(target, args, workdir, script, number)
+            report(run)
+            runs[target.name].append(run)
+    return summarize(runs, args.rounds)
 
-    medians = {
-        name: {key: statistics.median(r[key] for r in results) for key in ("rps", "p50", "p99")}
-        for name, results in runs.items()
-    }
-    bare = medians[targets[0][0]]["rps"]
-    sqlite = medians[targets[1][0]]["rps"]
-    print("\nmedians over the rounds:")
-    for name, median in medians.items():
+
+def summarize(runs: dict[str, list[Run]], rounds: int) -> int:
+    print("\nmedians over the valid runs:")
+    medians: dict[str, dict[str, float]] = {}
+    for name, results in runs.items():
+        valid = [run for run in results if run.valid]
+        if not valid:
+            print(f"  {name:<34} no valid run of {rounds}: no figure")
+            continue
+        medians[name] = {
+            "rps": statistics.median(run.wrk.rps for run in valid),
+            "p99": statistics.median(run.wrk.p99 for run in valid),
+            "p50": statistics.median(run.wrk.p50 for run in valid),
+        }
+        m = medians[name]
         print(
-            f"  {name:<34} {median['rps']:>9.0f} req/s   p50 {median['p50']:6.2f} ms   "
-            f"p99 {median['p99']:6.2f} ms"
+            f"  {name:<34} {m['rps']:>9.0f} req/s   p50 {m['p50']:6.2f} ms   "
+            f"p99 {m['p99']:6.2f} ms   ({len(valid)} of {len(results)} runs valid)"
         )
     print()
-    for name, median in list(medians.items())[1:]:
-        print(
-            f"{name}: {median['rps'] / bare:.2f} x the bare app's requests/s "
-            f"(goal >= 0.5), p99 {median['p99']:.1f} ms (goal < 25 ms)"
-        )
-    for name, median in list(medians.items())[2:]:
-        print(
-            f"{name} / SQLite requests/s: {median['rps'] / sqlite:.2f} "
-            f"(goal: within 1.5x, i.e. >= 0.67)"
-        )
-    return 0
-
-
-def _reset_postgres(url: str) -> None:
-    import asyncio
-
-    from ivrkit.store import create_store, metadata
-
-    async def reset() -> None:
-        store = create_store(url)
-        async with store.engine.begin() as conn:
-            await conn.run_sync(metadata.drop_all)
-        await store.close()
-
-    asyncio.run(reset())
+    names = list(runs)
+    bare, sqlite = medians.get(names[0]), medians.get(names[1])
+    for name in names[1:]:
+        if name in medians and bare:
+            share = medians[name]["rps"] / bare["rps"]
+            print(
+                f"{name}: {share:.2f} x the bare app's requests/s, "
+                f"p99 {medians[name]['p99']:.1f} ms"
+            )
+    for name in names[2:]:
+        if name in medians and sqlite:
+            print(f"{name} / SQLite requests/s: {medians[name]['rps'] / sqlite['rps']:.2f}")
+    print(
+        "goals: SQLite >= 0.5 x bare with p99 < 25 ms; PostgreSQL >= 0.67 x SQLite "
+        "with p99 < 40 ms on 2 workers"
+    )
+    return 1 if len(medians) < len(runs) else 0
 
 
 if __name__ == "__main__":

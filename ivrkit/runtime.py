@@ -260,7 +260,7 @@ class _Turn:
         self.emit(key, op, static=not dynamic)
 
     def _render_end(self, flow: type[Flow], node: n.Node, state: str) -> None:
-        if isinstance(node, n.End):
+        if isinstance(node, n.Hangup):
             self._emit_prompt(flow, state, node.prompt, ("end-prompt", flow.name, state))
             self.emit(("hangup",), lambda response: response.hangup())
         elif isinstance(node, n.Reject):

@@ -284,10 +284,12 @@ class _Turn:
                 readback = node.confirm.format(value=", ".join(pending))  # type: ignore[union-attr]
                 parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
                 digits: int | None = 1
+                hints: tuple[str, ...] | None = node.confirm_hints()  # type: ignore[union-attr]
                 key = (*key, readback)
             else:
                 parts = notice + (node.short_prompt if retried else node.prompt)
                 digits = _menu_digits(flow, node) if isinstance(node, n.Menu) else _fixed(node)
+                hints = None
             dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
 
             def ask(response: VoiceResponse) -> None:
@@ -299,6 +301,7 @@ class _Turn:
                     voice=voice,
                     links=self._links(flow),
                     num_digits=digits,
+                    hints=hints,
                 )
 
             self.emit(key, ask, static=not dynamic)

@@ -21,9 +21,7 @@ from ivrkit.nodes import (
     Client,
     Collect,
     Conference,
-    Decision,
     Dial,
-    End,
     Enqueue,
     Hangup,
     Menu,
@@ -55,9 +53,7 @@ __all__ = [
     "Collect",
     "Conference",
     "ConfigError",
-    "Decision",
     "Dial",
-    "End",
     "Enqueue",
     "Flow",
     "FlowDefinitionError",
@@ -85,3 +81,17 @@ __all__ = [
     "matches",
     "reveal",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``End`` was a second name for Hangup; it still imports, with a warning, until 0.3."""
+    if name == "End":
+        import warnings
+
+        warnings.warn(
+            "ivrkit.End is deprecated and goes away in ivrkit 0.3: use Hangup (the same state)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Hangup
+    raise AttributeError(f"module 'ivrkit' has no attribute {name!r}")

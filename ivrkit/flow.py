@@ -14,10 +14,11 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from ivrkit import arguments as check
 from ivrkit import nodes as n
 from ivrkit.errors import FlowDefinitionError
 from ivrkit.machine import FlowMachine
-from ivrkit.validation import ERROR, Finding, check_flow
+from ivrkit.validation import ERROR, Finding, check_flow, relative_path
 
 DEFAULT_APOLOGY = "We're sorry, we are having trouble handling your call."
 
@@ -26,12 +27,21 @@ def _snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class Flow:
-    """Base class of every call flow.
+ARGUMENT_CODE = "IVR000"
+"""Findings for a state's argument of the wrong type or out of range (raised at definition)."""
 
-    Declare states as class attributes (``welcome = Say(..., then="menu")``); the first one
-    is where calls start unless ``initial`` names another. Flow-wide options are plain class
-    attributes, listed below with their defaults.
+
+class Flow:
+    """Base class of every call flow: subclass it and declare the states as attributes.
+
+    A call starts in the first state (or ``initial``), hears what each state says, and moves
+    along the outcomes (``then=``, ``choices=``, ``on=``...) until a state hangs up. The class
+    is checked when Python creates it: a wrong argument, an unknown target or a menu without
+    a give-up raises FlowDefinitionError naming the file, line, state and fix. Flow-wide
+    options are plain class attributes, listed below with their defaults.
+
+        class Hello(Flow):
+            welcome = Say("Hello from ivrkit.", then=Hangup("Goodbye."))
     """
 
     name: ClassVar[str] = ""
@@ -79,7 +89,13 @@ class Flow:
         except (OSError, TypeError):
             source_file, source_line = "<unknown>", 0
         cls.__ivrkit_source__ = (source_file, source_line)
+        flow_problems = _flow_argument_problems(cls)
         _compile(cls)
+        wrong_arguments = _argument_findings(cls, flow_problems)
+        if wrong_arguments:
+            # The rules below would trip over the same wrong values; these say it first.
+            cls.__ivrkit_findings__ = wrong_arguments
+            raise FlowDefinitionError([f.format() for f in wrong_arguments], wrong_arguments)
         cls.__ivrkit_findings__ = check_flow(cls)
         errors = [f for f in cls.__ivrkit_findings__ if f.severity == ERROR]
         if errors:
@@ -146,12 +162,16 @@ def _declared_nodes(cls: type[Flow]) -> dict[str, n.Node]:
         for attr, value in vars(klass).items():
             if isinstance(value, n.Node):
                 states[attr] = value
-            elif callable(value) and hasattr(value, "__ivrkit_decision__"):
-                state, targets = value.__ivrkit_decision__
+            elif callable(value) and isinstance(
+                getattr(value, "__ivrkit_decision__", None), n.DecisionMark
+            ):
+                mark: n.DecisionMark = value.__ivrkit_decision__
+                state, targets = mark.state, mark.targets
                 literal, is_open = (
                     _returned_literals(value) if targets is None else (targets, False)
                 )
                 node = n.Decision(value, literal)
+                node.argument_problems += mark.argument_problems
                 node.name = state
                 states[state] = node
                 if is_open:
@@ -193,9 +213,10 @@ def _compile(cls: type[Flow]) -> None:
     for name, node in states.items():
         node.name = node.name or name
     queue = list(states.items())
+    global_keys = cls.global_keys if isinstance(cls.global_keys, Mapping) else {}
     extra_targets: list[tuple[str, n.Target | n.Repeat | None]] = [
         ("give_up", cls.give_up),
-        *((f"key {key}", target) for key, target in cls.global_keys.items()),
+        *((f"key {key}", target) for key, target in global_keys.items()),
     ]
     for label, target in extra_targets:
         if isinstance(target, n.Node) and id(target) not in names:
@@ -212,7 +233,7 @@ def _compile(cls: type[Flow]) -> None:
             outcomes.append(("give_up", retries.give_up))
         for trigger, target in outcomes:
             if isinstance(target, n.Node) and id(target) not in names:
-                plain_end = isinstance(target, n.End) and not target.prompt
+                plain_end = isinstance(target, n.Hangup) and not target.prompt
                 generated = f"{source}>hangup" if plain_end else f"{source}>{trigger}"
                 names[id(target)] = generated
                 states[generated] = target
@@ -222,6 +243,64 @@ def _compile(cls: type[Flow]) -> None:
     cls.__ivrkit_names__ = names
     initial = cls.__dict__.get("initial") or cls.initial
     cls.__ivrkit_initial__ = initial or next(iter(states), "")
+
+
+def _flow_argument_problems(cls: type[Flow]) -> list[check.ArgumentProblem]:
+    """The flow-wide options, checked like a state's arguments (before anything reads them)."""
+    number = cls.number
+    numbers = [number] if isinstance(number, str) or number is None else number
+    problems: list[check.ArgumentProblem] = []
+    if not isinstance(numbers, list | tuple):
+        problems.append(
+            check.ArgumentProblem("number", check.given(number), 'expected "+15550100" or a list')
+        )
+    else:
+        for item in numbers:
+            problems += check.optional_text("number", item, '"+15550100"')
+    return (
+        problems
+        + check.name("name", cls.name, '"support_line"')
+        + (check.name("initial", cls.initial, '"welcome"') if cls.initial is not None else [])
+        + check.key_map("global_keys", cls.global_keys, optional=False, example='{"0": "operator"}')
+        + check.target("give_up", cls.give_up, optional=True)
+        + check.optional_text("fallback_number", cls.fallback_number, '"+15550100"')
+        + check.required_text("apology", cls.apology, '"Sorry, something went wrong."')
+        + check.optional_text("voice", cls.voice, '"Polly.Joanna"')
+        + check.optional_text("language", cls.language, '"en-US"')
+    )
+
+
+def _argument_findings(
+    cls: type[Flow], flow_problems: list[check.ArgumentProblem]
+) -> list[Finding]:
+    """One error finding per wrong argument, located at the state that was given it."""
+    source_file, source_line = cls.__ivrkit_source__
+    found = [
+        _argument_finding(cls, "", (source_file, source_line), problem)
+        for problem in flow_problems
+    ]
+    seen: set[int] = set()
+    for name, node in cls.__ivrkit_states__.items():
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        found += [_argument_finding(cls, name, node.defined_at, p) for p in node.argument_problems]
+    return found
+
+
+def _argument_finding(
+    cls: type[Flow], state: str, where: tuple[str, int], problem: check.ArgumentProblem
+) -> Finding:
+    return Finding(
+        code=ARGUMENT_CODE,
+        severity=ERROR,
+        file=relative_path(where[0]),
+        line=where[1],
+        flow=cls.__name__,
+        state=state,
+        message=f"{problem.argument}: {problem.problem}",
+        fix=problem.expected,
+    )
 
 
 def _transitions(cls: type[Flow]) -> list[tuple[str, str, str]]:

@@ -158,10 +158,10 @@ async def _collect(
         answer = digits or spoken_digits(speech)
         if no_input or not answer:
             return _miss("no_input", node, counters)
-        if answer == "1":
+        if answer == node.confirm_key:
             value = counters.pop("pending")
             return Selection("entered", data={node.save_as: value})
-        if answer == "2":
+        if answer == node.retry_key:
             counters.pop("pending")
             return Selection("reenter")
         return _miss("no_match", node, counters)

@@ -332,7 +332,7 @@ class _Turn:
         self.emit(key, op, static=not dynamic)
 
     def _render_end(self, flow: type[Flow], node: n.Node, state: str) -> None:
-        if isinstance(node, n.End):
+        if isinstance(node, n.Hangup):
             self._emit_prompt(flow, state, node.prompt, ("end-prompt", flow.name, state))
             self.emit(("hangup",), lambda response: response.hangup())
         elif isinstance(node, n.Reject):
@@ -359,6 +359,7 @@ class _Turn:
                 readback = confirm.format(value=sensitive.spoken(pending))
                 parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
                 digits: int | None = 1
+                hints: tuple[str, ...] | None = node.confirm_hints()  # type: ignore[union-attr]
                 if secret:
                     masked = (*notice, n.Say(confirm.format(value=sensitive.MASK)))
                 else:
@@ -366,6 +367,7 @@ class _Turn:
             else:
                 parts = notice + (node.short_prompt if retried else node.prompt)
                 digits = _menu_digits(flow, node) if isinstance(node, n.Menu) else _fixed(node)
+                hints = None
             dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
 
             def ask(response: VoiceResponse, parts: tuple[n.PromptPart, ...] = parts) -> None:
@@ -377,6 +379,7 @@ class _Turn:
                     voice=voice,
                     links=self._links(flow),
                     num_digits=digits,
+                    hints=hints,
                 )
 
             if masked is not None:

@@ -89,8 +89,12 @@ def gather(
     voice: Voice,
     links: Links,
     num_digits: int | None,
+    hints: Sequence[str] | None = None,
 ) -> None:
-    """A Gather holding the prompt, then a Redirect so silence comes back to us as no-input."""
+    """A Gather holding the prompt, then a Redirect so silence comes back to us as no-input.
+
+    ``hints`` replaces the node's own speech hints (a read-back expects its two keys).
+    """
     attrs: dict[str, Any] = {
         "action": links.action(node.name),
         "method": "POST",
@@ -104,8 +108,9 @@ def gather(
         attrs["speech_timeout"] = "auto"
         if node.language or voice.language:
             attrs["language"] = node.language or voice.language
-        if node.hints:
-            attrs["hints"] = ", ".join(node.hints)
+        chosen = node.hints if hints is None else hints
+        if chosen:
+            attrs["hints"] = ", ".join(chosen)
     verb = response.gather(**attrs)
     add_prompt(verb, parts, call, voice)
     response.redirect(links.no_input(node.name), method="POST")

@@ -270,7 +270,7 @@ def _check_node(report: _Reporter, flow: type[Flow], node: n.Node) -> None:
                 ERROR,
                 node,
                 f"no outcome for {', '.join(missing)}",
-                'add then="<state>" or on={"*": "<state>"}',
+                'add on={"*": "<state>"}; then= is only where a caller goes after an agent',
             )
     if isinstance(node, n.Decision) and node.targets:
         _check_decision_literals(report, flow, node)

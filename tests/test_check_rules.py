@@ -389,9 +389,9 @@ def test_ivr012_enqueue_without_leave_outcome():
     assert finding.message.startswith("no outcome for leave, queue-full")
 
 
-def test_ivr012_enqueue_with_then_passes():
+def test_ivr012_enqueue_with_star_passes():
     class Line(Flow):
-        queue = Enqueue("support", then="bye")
+        queue = Enqueue("support", on={"*": "bye"})
         bye = Hangup()
 
     assert Line.findings() == []

@@ -95,7 +95,17 @@ def test_valid_flow_has_machine_and_version():
 def test_misspelled_dial_and_queue_outcomes_fail_with_the_valid_names():
     from ivrkit import Enqueue
 
-    with pytest.raises(ValueError, match="Dial outcome 'bussy' is not a DialCallStatus; use "):
-        Dial("+15550100", on={"bussy": "voicemail"})
-    with pytest.raises(ValueError, match="Enqueue outcome 'left' is not a QueueResult"):
-        Enqueue("support", on={"left": "voicemail"})
+    with pytest.raises(FlowDefinitionError) as caught:
+
+        class Line(Flow):
+            sales = Dial("+15550100", on={"bussy": "voicemail", "*": "voicemail"})
+            queue = Enqueue("support", on={"left": "voicemail", "*": "voicemail"})
+            voicemail = Hangup()
+
+    assert [f"{f.state}: {f.message} ({f.fix})" for f in caught.value.findings] == [
+        'sales: on: Dial outcome "bussy" is not a DialCallStatus (use completed, answered, '
+        "busy, no-answer, failed, canceled or '*')",
+        'queue: on: Enqueue outcome "left" is not a QueueResult (use bridged, '
+        "bridging-in-process, error, hangup, leave, redirected, redirected-from-bridged, "
+        "queue-full, system-error or '*')",
+    ]

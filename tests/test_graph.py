@@ -58,8 +58,8 @@ SUPPORT_EDGES = {
     ("voicemail", "-->", "no recording", "no_message"),
     ("thanks", "-->", "", "thanks_hangup"),
     ("no_message", "-->", "", "goodbye"),
-    ("operator", "-->", "completed / answered / canceled", "operator_hangup"),
-    ("operator", "-->", "busy / no-answer / failed", "voicemail"),
+    ("operator", "-->", "completed / answered", "operator_hangup"),
+    ("operator", "-->", "busy / no-answer / failed / canceled", "voicemail"),
     ("support_hours", "-->", "", "support_queue"),
     ("support_hours", "-->", "", "closed"),
 }  # fmt: skip

@@ -14,6 +14,7 @@ from ivrkit import (
     Dial,
     Enqueue,
     Flow,
+    FlowDefinitionError,
     Hangup,
     Menu,
     Number,
@@ -151,7 +152,7 @@ def test_record_with_action_callback_and_fallthrough():
 
 
 def test_enqueue_with_our_hold_endpoint():
-    flow = flow_with(q=Enqueue("support", then="bye"), initial="q")
+    flow = flow_with(q=Enqueue("support", on={"*": "bye"}), initial="q")
     assert first_answer(flow) == (
         f'{HEAD}<Response><Enqueue action="{URL.format(state="q")}" method="POST" '
         'waitUrl="https://ivr.example.com/voice/kinds/hold?state=q&amp;step=1" '
@@ -178,5 +179,5 @@ def test_prompt_text_is_escaped_not_injected():
 
 
 def test_menu_retries_limits_must_be_positive():
-    with pytest.raises(ValueError, match="start at 1"):
-        Retries(no_input=0)
+    with pytest.raises(FlowDefinitionError, match=r"m: retries.no_input: 0 is out of range"):
+        flow_with(m=Menu("Press 1.", choices={"1": "bye"}, retries=Retries(no_input=0)))

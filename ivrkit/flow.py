@@ -6,17 +6,16 @@ import (``ivrkit serve`` and ``ivrkit check``) instead of during a live call.
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
 import re
-import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ivrkit import nodes as n
 from ivrkit.errors import FlowDefinitionError
 from ivrkit.machine import FlowMachine
+from ivrkit.rules.source import class_site
+from ivrkit.rules.source import returned_literals as _returned_literals
 from ivrkit.validation import ERROR, Finding, check_flow
 
 DEFAULT_APOLOGY = "We're sorry, we are having trouble handling your call."
@@ -71,12 +70,7 @@ class Flow:
             return
         if not cls.__dict__.get("name"):
             cls.name = _snake_case(cls.__name__)
-        try:
-            source_file = inspect.getsourcefile(cls) or "<unknown>"
-            source_line = inspect.getsourcelines(cls)[1]
-        except (OSError, TypeError):
-            source_file, source_line = "<unknown>", 0
-        cls.__ivrkit_source__ = (source_file, source_line)
+        cls.__ivrkit_source__ = class_site(cls)
         _compile(cls)
         cls.__ivrkit_findings__ = check_flow(cls)
         errors = [f for f in cls.__ivrkit_findings__ if f.severity == ERROR]
@@ -155,32 +149,6 @@ def _declared_nodes(cls: type[Flow]) -> dict[str, n.Node]:
                 if is_open:
                     cls.__ivrkit_open__ = cls.__ivrkit_open__ | {state}
     return states
-
-
-def _returned_literals(function: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
-    """String literals a decision returns, and whether it may return anything else."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return (), True
-    found: list[str] = []
-    is_open = False
-
-    def literal(expr: ast.expr | None) -> None:
-        nonlocal is_open
-        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-            if expr.value not in found:
-                found.append(expr.value)
-        elif isinstance(expr, ast.IfExp):
-            literal(expr.body)
-            literal(expr.orelse)
-        else:
-            is_open = True
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Return):
-            literal(node.value)
-    return tuple(found), is_open
 
 
 def _compile(cls: type[Flow]) -> None:

@@ -6,18 +6,17 @@ import (``ivrkit serve`` and ``ivrkit check``) instead of during a live call.
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
 import re
-import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ivrkit import arguments as check
 from ivrkit import nodes as n
 from ivrkit.errors import FlowDefinitionError
 from ivrkit.machine import FlowMachine
+from ivrkit.rules.source import class_site
+from ivrkit.rules.source import returned_literals as _returned_literals
 from ivrkit.validation import ERROR, Finding, check_flow, relative_path
 
 DEFAULT_APOLOGY = "We're sorry, we are having trouble handling your call."
@@ -83,12 +82,7 @@ class Flow:
             return
         if not cls.__dict__.get("name"):
             cls.name = _snake_case(cls.__name__)
-        try:
-            source_file = inspect.getsourcefile(cls) or "<unknown>"
-            source_line = inspect.getsourcelines(cls)[1]
-        except (OSError, TypeError):
-            source_file, source_line = "<unknown>", 0
-        cls.__ivrkit_source__ = (source_file, source_line)
+        cls.__ivrkit_source__ = class_site(cls)
         flow_problems = _flow_argument_problems(cls)
         _compile(cls)
         wrong_arguments = _argument_findings(cls, flow_problems)
@@ -177,32 +171,6 @@ def _declared_nodes(cls: type[Flow]) -> dict[str, n.Node]:
                 if is_open:
                     cls.__ivrkit_open__ = cls.__ivrkit_open__ | {state}
     return states
-
-
-def _returned_literals(function: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
-    """String literals a decision returns, and whether it may return anything else."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return (), True
-    found: list[str] = []
-    is_open = False
-
-    def literal(expr: ast.expr | None) -> None:
-        nonlocal is_open
-        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-            if expr.value not in found:
-                found.append(expr.value)
-        elif isinstance(expr, ast.IfExp):
-            literal(expr.body)
-            literal(expr.orelse)
-        else:
-            is_open = True
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Return):
-            literal(node.value)
-    return tuple(found), is_open
 
 
 def _compile(cls: type[Flow]) -> None:

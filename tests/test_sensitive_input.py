@@ -232,8 +232,12 @@ def test_a_missing_or_short_key_fails_at_start_up(
 
 
 def test_definition_mistakes_are_named() -> None:
-    with pytest.raises(ValueError, match="keep must be one of verdict, hash, encrypted"):
-        Collect("PIN?", save_as="pin", then="x", keep="plain")
+    with pytest.raises(FlowDefinitionError, match='keep: "plain" .*expected one of "verdict"'):
+
+        class Plain(Flow):
+            give_up = "bye"
+            pin = Collect("PIN?", save_as="pin", then="bye", keep="plain")
+            bye = Say("Bye.", then=Hangup())
 
     class Typo(Flow):
         give_up = "bye"

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from flows.support_line import SupportLine
 from ivrkit import twiml
-from ivrkit.postgres_store import CALL_LOCK_SPACE
+from ivrkit.store.postgres import CALL_LOCK_SPACE
 from tests.conftest import PG_ENV, phone
 from tests.driver import BASE, signed_headers
 

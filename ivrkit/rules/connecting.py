@@ -17,7 +17,7 @@ SUCCESS_OUTCOMES = {
 }
 """The outcomes of a bridge that happened, by state kind."""
 
-FAILURE_HANDLERS = (n.Record, n.Dial, n.Enqueue, n.End, n.Reject)
+FAILURE_HANDLERS = (n.Record, n.Dial, n.Enqueue, n.Hangup, n.Reject)
 """Kinds of state only reached after a failed connection: a message, another number or
 queue, a goodbye. A ``"*"`` going to one of these (after any prompts) was written for
 failures, so it is fine."""

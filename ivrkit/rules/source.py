@@ -95,7 +95,7 @@ def class_site(cls: type) -> tuple[str, int]:
     """
     try:
         file = inspect.getsourcefile(cls)
-    except TypeError:
+    except (OSError, TypeError):  # built-in, or defined where no source file exists (-c, REPL)
         file = None
     if file is None:
         return "<unknown>", 0

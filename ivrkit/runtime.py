@@ -60,7 +60,6 @@ class FlowRegistry:
             for number in numbers:
                 self.by_number[number] = flow
         self._check_subflows()
-        # Checked here so a missing IVRKIT_SECRET_KEY stops the app at start-up.
         self.secret_states = sensitive.check_flows(self.by_name.values())
         """State names whose input (Digits, SpeechResult) is masked in the event log."""
         if _coverage.RECORDER is not None:
@@ -91,6 +90,8 @@ class Runtime:
     """Runs flows over call records; shared by every request of the app."""
 
     def __init__(self, registry: FlowRegistry, *, clock: Callable[[], datetime]) -> None:
+        # Here, so a missing IVRKIT_SECRET_KEY stops the app at start-up, not a caller.
+        sensitive.require_keys(registry.by_name.values())
         self.registry = registry
         self.clock = clock
         # Rendered documents of static states, by what was rendered: most webhooks answer

@@ -304,3 +304,22 @@ class Clear(Flow):
     card = Collect("Card number?", digits=16, save_as="card_number", then="date")
     date = Collect("Which day?", digits=4, save_as="requested_date", then="bye")
     bye = Say("Bye.", then=Hangup())
+
+
+async def test_a_changed_key_gets_the_fallback_and_leaves_the_sealed_entry_as_it_was(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve([AccountPin]) as (app, client):
+        call = phone(client, "account_pin")
+        await call.start()
+        await call.press(ACCOUNT)
+        before = await app.state.ivr.store.load(call.sid)
+        sealed, step = before.counters["pending"], before.step
+        monkeypatch.setenv(KEY_ENV, "a-new-key-that-did-not-seal-the-entry")
+        answer = await call.press("1")
+        assert answer.status == 200
+        assert answer.verbs[-1] in ("Dial", "Hangup")  # the flow's apology and fallback
+        assert "encrypted under another IVRKIT_SECRET_KEY" in caplog.text
+        after = await app.state.ivr.store.load(call.sid)
+    assert (after.step, after.counters["pending"]) == (step, sealed)
+    assert leaks(caplog.text) == []

@@ -261,10 +261,7 @@ class _Turn:
         key = (self.base_url, *self.key) if self.static else None
         template = cache.get(key) if key is not None else None
         if template is None:
-            response = VoiceResponse()
-            for op in self.ops:
-                op(response)
-            template = str(response)
+            template = _render(self.ops)
             if key is not None:
                 if len(cache) >= RENDER_CACHE_SIZE:
                     cache.clear()
@@ -353,14 +350,13 @@ class _Turn:
         key: tuple[Any, ...] = (node.kind, flow.name, state, self.notice, retried)
         if isinstance(node, n.Menu | n.Collect):
             pending = self.record.counters.get("pending") if isinstance(node, n.Collect) else None
-            secret = sensitive.keep_mode(flow, node) is not None
             masked: tuple[n.PromptPart, ...] | None = None
             if pending is not None:
                 confirm: str = node.confirm  # type: ignore[union-attr,assignment]
                 readback = confirm.format(value=sensitive.spoken(pending))
                 parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
                 digits: int | None = 1
-                if secret:
+                if sensitive.keep_mode(flow, node) is not None:
                     masked = (*notice, n.Say(confirm.format(value=sensitive.MASK)))
                 else:
                     key = (*key, readback)

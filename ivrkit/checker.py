@@ -9,6 +9,7 @@ from typing import TextIO
 from ivrkit.errors import FlowDefinitionError, FlowLoadError, FlowRuntimeError
 from ivrkit.loader import flow_files, load_module_flows
 from ivrkit.runtime import FlowRegistry
+from ivrkit.secret_rules import secret_findings
 from ivrkit.validation import ERROR, Finding
 
 
@@ -30,7 +31,7 @@ def collect_findings(paths: list[str]) -> tuple[list[Finding], list[str]]:
             continue
         flows += loaded
         for flow in loaded:
-            findings += flow.findings()
+            findings += flow.findings() + secret_findings(flow)
     try:
         FlowRegistry(flows)
     except FlowRuntimeError as error:

@@ -21,6 +21,7 @@ from ivrkit.errors import (
 )
 from ivrkit.loader import load_flows
 from ivrkit.runtime import FlowRegistry
+from ivrkit.sensitive import require_keys
 
 FLOWS_ENV = "IVRKIT_FLOWS"
 
@@ -62,6 +63,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ivrkit: {error}", file=sys.stderr)
         return 2
     flows = _load_or_exit(args.paths)
+    try:
+        require_keys(flows)
+    except ConfigError as error:
+        print(f"ivrkit: {error}", file=sys.stderr)
+        return 2
     if settings.database_url.startswith("sqlite"):
         if args.workers > 1:
             print(

@@ -60,7 +60,6 @@ class FlowRegistry:
             for number in numbers:
                 self.by_number[number] = flow
         self._check_subflows()
-        # Checked here so a missing IVRKIT_SECRET_KEY stops the app at start-up.
         self.secret_states = sensitive.check_flows(self.by_name.values())
         """State names whose input (Digits, SpeechResult) is masked in the event log."""
         if _coverage.RECORDER is not None:
@@ -91,6 +90,8 @@ class Runtime:
     """Runs flows over call records; shared by every request of the app."""
 
     def __init__(self, registry: FlowRegistry, *, clock: Callable[[], datetime]) -> None:
+        # Here, so a missing IVRKIT_SECRET_KEY stops the app at start-up, not a caller.
+        sensitive.require_keys(registry.by_name.values())
         self.registry = registry
         self.clock = clock
         # Rendered documents of static states, by what was rendered: most webhooks answer
@@ -260,10 +261,7 @@ class _Turn:
         key = (self.base_url, *self.key) if self.static else None
         template = cache.get(key) if key is not None else None
         if template is None:
-            response = VoiceResponse()
-            for op in self.ops:
-                op(response)
-            template = str(response)
+            template = _render(self.ops)
             if key is not None:
                 if len(cache) >= RENDER_CACHE_SIZE:
                     cache.clear()
@@ -352,7 +350,6 @@ class _Turn:
         key: tuple[Any, ...] = (node.kind, flow.name, state, self.notice, retried)
         if isinstance(node, n.Menu | n.Collect):
             pending = self.record.counters.get("pending") if isinstance(node, n.Collect) else None
-            secret = sensitive.keep_mode(flow, node) is not None
             masked: tuple[n.PromptPart, ...] | None = None
             if pending is not None:
                 confirm: str = node.confirm  # type: ignore[union-attr,assignment]
@@ -360,7 +357,7 @@ class _Turn:
                 parts: tuple[n.PromptPart, ...] = (*notice, n.Say(readback))
                 digits: int | None = 1
                 hints: tuple[str, ...] | None = node.confirm_hints()  # type: ignore[union-attr]
-                if secret:
+                if sensitive.keep_mode(flow, node) is not None:
                     masked = (*notice, n.Say(confirm.format(value=sensitive.MASK)))
                 else:
                     key = (*key, readback)

@@ -41,7 +41,7 @@ from xml.sax.saxutils import escape
 from cryptography.fernet import Fernet, InvalidToken
 
 from ivrkit import nodes as n
-from ivrkit.errors import ConfigError, FlowDefinitionError, FlowRuntimeError
+from ivrkit.errors import ConfigError, FlowRuntimeError
 
 KEY_ENV = "IVRKIT_SECRET_KEY"
 MIN_KEY_LENGTH = 32
@@ -153,34 +153,43 @@ def needs_key(flow: Any, node: n.Node) -> bool:
 
 
 def check_flows(flows: Iterable[Any]) -> frozenset[str]:
-    """Check every flow's secrets at start-up; return the sensitive state names.
+    """Check every flow's ``sensitive`` list; return the sensitive state names.
 
-    Raises :class:`FlowDefinitionError` for a ``Flow.sensitive`` name that matches nothing
-    and :class:`ConfigError` when a flow needs ``IVRKIT_SECRET_KEY`` and it is missing.
+    Raises :class:`FlowRuntimeError` for a ``Flow.sensitive`` name that matches nothing
+    (like an unknown sub-flow, found when the flows are put together).
     """
     problems: list[str] = []
     secret_states: set[str] = set()
     for flow in flows:
         problems += _listed_problems(flow)
-        for name, node in flow.states().items():
-            if keep_mode(flow, node) is None:
-                continue
-            secret_states.add(name)
-            if needs_key(flow, node):
-                try:
-                    keyring()
-                except ConfigError as error:
-                    file, line = node.defined_at
-                    why = "keeps it encrypted while the caller confirms the read-back"
-                    if node.keep in ("hash", "encrypted"):
-                        why = f'keeps it as keep="{node.keep}"'
-                    raise ConfigError(
-                        f"{file}:{line}: {flow.__name__}.{name} is a sensitive entry and {why}, "
-                        f"which needs a key: {error}"
-                    ) from None
+        secret_states.update(
+            name for name, node in flow.states().items() if keep_mode(flow, node) is not None
+        )
     if problems:
-        raise FlowDefinitionError(problems)
+        raise FlowRuntimeError("\n".join(problems))
     return frozenset(secret_states)
+
+
+def require_keys(flows: Iterable[Any]) -> None:
+    """Fail at start-up, not at the first call, when a flow needs IVRKIT_SECRET_KEY.
+
+    Raises :class:`ConfigError` naming the first state that needs the key, and why.
+    """
+    for flow in flows:
+        for name, node in flow.states().items():
+            if not needs_key(flow, node):
+                continue
+            try:
+                keyring()
+            except ConfigError as error:
+                file, line = node.defined_at
+                why = "keeps it encrypted while the caller confirms the read-back"
+                if node.keep in ("hash", "encrypted"):
+                    why = f'keeps it as keep="{node.keep}"'
+                raise ConfigError(
+                    f"{file}:{line}: {flow.__name__}.{name} is a sensitive entry and {why}, "
+                    f"which needs a key: {error}"
+                ) from None
 
 
 def _listed_problems(flow: Any) -> list[str]:

@@ -22,7 +22,6 @@ from ivrkit import (
     Collect,
     ConfigError,
     Flow,
-    FlowDefinitionError,
     FlowRuntimeError,
     Hangup,
     Menu,
@@ -33,6 +32,7 @@ from ivrkit import (
     reveal,
 )
 from ivrkit.cli import main
+from ivrkit.secret_rules import looks_secret, secret_findings
 from ivrkit.sensitive import KEY_ENV, Keyring
 from ivrkit.store import create_store
 from tests.conftest import phone
@@ -41,6 +41,7 @@ from tests.driver import TOKEN
 ACCOUNT = "87654321"
 PIN = "1111"
 SPOKEN_ACCOUNT = "eight seven six five four three two one"
+FLOW_FILE = str(Path(__file__).parents[1] / "flows" / "account_pin.py")
 # Text that is random by construction (tokens, salts, sids, timestamps) may hold any run of
 # digits; it is cut out before looking for the 4-digit PIN, so the test cannot flake.
 RANDOM_TEXT = re.compile(
@@ -251,7 +252,7 @@ def test_definition_mistakes_are_named() -> None:
         pin = Collect("PIN?", save_as="pin_ok", then="bye")
         bye = Say("Bye.", then=Hangup())
 
-    with pytest.raises(FlowDefinitionError) as found:
+    with pytest.raises(FlowRuntimeError) as found:
         create_app([Typo, Text], settings=Settings(auth_token=TOKEN))
     assert "Typo.sensitive names 'pn', which is neither" in str(found.value)
     assert "(known: pin, pin_ok)" in str(found.value)
@@ -269,3 +270,60 @@ def test_kept_values_refuse_the_wrong_key_and_the_wrong_kind() -> None:
     with pytest.raises(FlowRuntimeError, match="is not a keep='hash' value"):
         ours.matches(sealed, "12345678")
     assert not theirs.matches(ours.digest("1234"), "1234")
+
+
+def test_serve_refuses_to_start_without_the_key_and_check_warns_of_secrets_in_clear(
+    monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    assert main(["serve", FLOW_FILE, "--insecure-dev"]) == 2
+    refused = capsys.readouterr().err
+    assert refused.startswith("ivrkit: ")
+    assert "AccountPin.account" in refused
+    assert "IVRKIT_SECRET_KEY is not set" in refused
+    assert "Traceback" not in refused
+
+    # ivrkit check needs no key, and finds nothing to say about account_pin now ...
+    assert main(["check", FLOW_FILE]) == 0
+    assert capsys.readouterr().out == "0 error(s), 0 warning(s)\n"
+    # ... but warns about a PIN collected in clear.
+    assert secret_findings(AccountPin) == []
+    assert [f.state for f in secret_findings(Lounge)] == []
+    (finding,) = secret_findings(Clear)
+    assert finding.code == "IVR050"
+    assert finding.severity == "warning"
+    assert finding.state == "card"
+    assert "card_number" in finding.message
+    assert finding.fix.startswith("add sensitive=True")
+    assert [looks_secret(name) for name in ("pin_ok", "accountnumber", "date", "spinner")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+class Clear(Flow):
+    give_up = "bye"
+    card = Collect("Card number?", digits=16, save_as="card_number", then="date")
+    date = Collect("Which day?", digits=4, save_as="requested_date", then="bye")
+    bye = Say("Bye.", then=Hangup())
+
+
+async def test_a_changed_key_gets_the_fallback_and_leaves_the_sealed_entry_as_it_was(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve([AccountPin]) as (app, client):
+        call = phone(client, "account_pin")
+        await call.start()
+        await call.press(ACCOUNT)
+        before = await app.state.ivr.store.load(call.sid)
+        sealed, step = before.counters["pending"], before.step
+        monkeypatch.setenv(KEY_ENV, "a-new-key-that-did-not-seal-the-entry")
+        answer = await call.press("1")
+        assert answer.status == 200
+        assert answer.verbs[-1] in ("Dial", "Hangup")  # the flow's apology and fallback
+        assert "encrypted under another IVRKIT_SECRET_KEY" in caplog.text
+        after = await app.state.ivr.store.load(call.sid)
+    assert (after.step, after.counters["pending"]) == (step, sealed)
+    assert leaks(caplog.text) == []

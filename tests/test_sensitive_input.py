@@ -22,6 +22,7 @@ from ivrkit import (
     Collect,
     ConfigError,
     Flow,
+    FlowDefinitionError,
     FlowRuntimeError,
     Hangup,
     Menu,

@@ -743,6 +743,11 @@ class Hangup(Node):
         return describe_prompt(self.prompt) or "hang up"
 
 
+End = Hangup
+"""The class's old name inside ivrkit (checker rules still say ``n.End``); ``ivrkit.End`` is
+a deprecated alias with a warning, and only ``Hangup`` is public."""
+
+
 _RECORD_KEYS = 'expected the keys that stop the recording, e.g. "#", or "" for none'
 
 

@@ -972,8 +972,8 @@ class Reject(Node):
 
     No outcomes. ``reason`` is "rejected" (default) or "busy" (the caller hears a busy tone).
 
-        initial = "screen"
-        blocked = Reject("busy")
+        blocked = Reject("busy")  # reached from the first state, e.g. a decision:
+        # return "blocked" if call.from_number in BLOCKED else "welcome"
     """
 
     kind = "reject"

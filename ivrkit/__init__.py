@@ -16,6 +16,7 @@ from ivrkit.errors import (
 )
 from ivrkit.flow import Flow
 from ivrkit.hours import BusinessHours
+from ivrkit.loader import load_flows
 from ivrkit.nodes import (
     REPEAT,
     Client,
@@ -78,6 +79,7 @@ __all__ = [
     "SubFlow",
     "create_app",
     "decision",
+    "load_flows",
     "matches",
     "reveal",
 ]

@@ -48,6 +48,7 @@ class Flow:
     number: ClassVar[str | Sequence[str] | None] = None
     """Phone number(s) whose calls this flow answers when routed by the ``To`` parameter."""
     initial: ClassVar[str | None] = None
+    """The state calls start in; None: the first state declared."""
     global_keys: ClassVar[Mapping[str, n.Target | n.Repeat]] = {}
     """Keys that work in every Menu of the flow, e.g. {"0": "operator", "*": REPEAT}."""
     give_up: ClassVar[n.Target | None] = None
@@ -55,8 +56,11 @@ class Flow:
     fallback_number: ClassVar[str | None] = None
     """Where callers are transferred when the flow's own code fails; None: hang up."""
     apology: ClassVar[str] = DEFAULT_APOLOGY
+    """What the caller hears when the flow's own code fails, before the fallback."""
     voice: ClassVar[str | None] = None
+    """Text-to-speech voice of every Say, e.g. "Polly.Joanna"; None: Twilio's default."""
     language: ClassVar[str | None] = None
+    """Language of speech and speech recognition, e.g. "en-GB"; None: Twilio's (en-US)."""
     languages: ClassVar[tuple[str, ...]] = ()
     """Languages every prompt must be written in; ``ivrkit prompts`` flags the gaps."""
     migrations: ClassVar[Mapping[str, str]] = {}
@@ -66,6 +70,7 @@ class Flow:
     entry_points: ClassVar[tuple[str, ...]] = ()
     """States entered from outside the flow's own transitions (not reported unreachable)."""
     abstract: ClassVar[bool] = False
+    """True on a base class that only shares states: it is not checked or served itself."""
 
     __ivrkit_states__: ClassVar[dict[str, n.Node]] = {}
     __ivrkit_initial__: ClassVar[str] = ""

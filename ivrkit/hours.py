@@ -10,6 +10,7 @@ be read is refused when the BusinessHours is created, with the file and line.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ def _definition_site() -> str:
         frame.f_code.co_filename.startswith(_PACKAGE_DIR) or frame.f_code.co_filename == "<string>"
     ):
         frame = frame.f_back  # type: ignore[assignment]
-    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    if frame is None:
+        return "<unknown>"
+    path = frame.f_code.co_filename
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    shown = path if relative.startswith("..") else relative  # like the checker's findings
+    return f"{shown}:{frame.f_lineno}"
 
 
 def _day(text: str) -> int:

@@ -64,6 +64,11 @@ def load_module_flows(path: Path) -> list[type[Flow]]:
 
 
 def load_flows(paths: list[str]) -> list[type[Flow]]:
+    """The Flow classes in these files and folders, checked, as ``ivrkit serve`` loads them.
+
+    Raises FlowDefinitionError (a flow is wrong as written) or FlowLoadError (a path or
+    import failed); ``create_app(load_flows(["flows/"]))`` is how a test builds the app.
+    """
     flows: list[type[Flow]] = []
     for path in flow_files(paths):
         flows += load_module_flows(path)

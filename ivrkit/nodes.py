@@ -367,8 +367,8 @@ class Menu(_Asks):
         hints: Iterable[str] = (),
         global_keys: bool = True,
     ) -> None:
-        good_words = not check.word_map("words", words)
-        words = dict(words or {}) if good_words else {}
+        word_problems = check.word_map("words", words)
+        words = {} if word_problems or words is None else dict(words)
         super().__init__(
             prompt,
             short_prompt=short_prompt,
@@ -380,9 +380,9 @@ class Menu(_Asks):
             hints=hints or tuple(words),
             global_keys=global_keys,
         )
-        self._check(check.word_map("words", None if good_words else words))
+        self._check(word_problems)
         good_choices = self._check(check.key_map("choices", choices, optional=False))
-        if good_choices and good_words and not choices and not words:
+        if good_choices and not word_problems and not choices and not words:
             self._check(
                 [
                     check.ArgumentProblem(
@@ -758,6 +758,11 @@ class Hangup(Node):
         return describe_prompt(self.prompt) or "hang up"
 
 
+End = Hangup
+"""The class's old name inside ivrkit (checker rules still say ``n.End``); ``ivrkit.End`` is
+a deprecated alias with a warning, and only ``Hangup`` is public."""
+
+
 _RECORD_KEYS = 'expected the keys that stop the recording, e.g. "#", or "" for none'
 
 
@@ -982,8 +987,8 @@ class Reject(Node):
 
     No outcomes. ``reason`` is "rejected" (default) or "busy" (the caller hears a busy tone).
 
-        initial = "screen"
-        blocked = Reject("busy")
+        blocked = Reject("busy")  # reached from the first state, e.g. a decision:
+        # return "blocked" if call.from_number in BLOCKED else "welcome"
     """
 
     kind = "reject"

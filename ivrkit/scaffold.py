@@ -44,8 +44,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from ivrkit import Settings, create_app
-from ivrkit.loader import load_flows
+from ivrkit import Settings, create_app, load_flows
 
 FLOW_FILE = Path(__file__).resolve().parents[1] / "flows" / "{name}.py"
 TOKEN = "test-auth-token-{name}"

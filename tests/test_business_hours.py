@@ -5,6 +5,7 @@ Every moment is a fixed UTC instant, so the expectations hold on any machine clo
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, date, datetime
 
@@ -123,4 +124,5 @@ def test_unreadable_hours_are_refused_with_the_place(timezone, weekly, holidays,
     line = sys._getframe().f_lineno + 2
     with pytest.raises(FlowDefinitionError) as caught:
         BusinessHours(timezone, weekly, holidays=holidays)
-    assert caught.value.problems == [f"{__file__}:{line}: BusinessHours: {problem}"]
+    where = f"{os.path.relpath(__file__)}:{line}"  # relative, like the checker's findings
+    assert caught.value.problems == [f"{where}: BusinessHours: {problem}"]

@@ -44,3 +44,16 @@ def test_rejects_names_that_are_not_modules(tmp_path, name):
     with pytest.raises(ValueError, match="lower_snake_case"):
         create(name, root=tmp_path)
     assert not (tmp_path / "flows").exists()
+
+
+def test_generated_files_use_only_the_public_api(tmp_path):
+    import ast
+
+    import ivrkit
+
+    for path in create("billing_line", root=tmp_path):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ivrkit"):
+                assert node.module == "ivrkit", f"{path.name} imports {node.module}"
+                assert {alias.name for alias in node.names} <= set(ivrkit.__all__), path.name

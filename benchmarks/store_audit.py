@@ -51,7 +51,6 @@ class Audit:
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # category -> one CallSid
-    categories: dict[str, str] = field(default_factory=dict)  # CallSid -> category
 
     @property
     def anomalies(self) -> int:
@@ -65,7 +64,6 @@ class Audit:
     def add(self, category: str, call_sid: str) -> None:
         self.counts[category] += 1
         self.examples.setdefault(category, call_sid)
-        self.categories[call_sid] = category
 
 
 @dataclass(frozen=True)

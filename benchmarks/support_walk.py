@@ -52,7 +52,7 @@ FINAL_DURATION = 40
 ANSWER_MARKERS: tuple[str, ...] = (
     "state=main_menu&amp;step=1",  # the menu's Gather posts back to its own step
     "<Record ",  # press 3: the voicemail prompt and its Record
-    "<Hangup",  # recording done: thanks and hang up
+    "Thank you, we will call you back.",  # recording done (then it hangs up)
     "",  # status callback: 204, no body
 )
 """A piece of the TwiML that only the intended answer to each webhook contains."""

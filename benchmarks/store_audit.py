@@ -59,7 +59,7 @@ class Audit:
     def summary(self) -> str:
         fine = ", ".join(f"{self.counts[name]} {name}" for name in FINE)
         bad = ", ".join(f"{name} {self.counts[name]}" for name in ANOMALIES)
-        return f"calls (warm-up and samples included): {fine}; anomalies: {bad}"
+        return f"calls: {fine}; anomalies: {bad}"
 
     def add(self, category: str, call_sid: str) -> None:
         self.counts[category] += 1

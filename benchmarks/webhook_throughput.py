@@ -48,7 +48,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +62,11 @@ from benchmarks.store_audit import (  # noqa: E402
     empty_postgres,
 )
 from benchmarks.support_walk import (  # noqa: E402
-    ANSWER_MARKERS,
     STEPS,
     TOKEN,
     CallPlan,
     LineWriter,
+    answer_problem,
     check_signer,
 )
 from benchmarks.wrk_load import THREADS, WrkResult, run_wrk, write_script  # noqa: E402
@@ -160,23 +159,6 @@ def walk_samples(base: str, plan: CallPlan, bare: bool) -> list[str]:
             if problem:
                 problems.append(f"sample call {sid} webhook {step + 1}: {problem}")
     return problems
-
-
-def answer_problem(step: int, status: int, text: str, bare: bool) -> str | None:
-    """None if this is the intended answer to the call's webhook number ``step`` (from 0)."""
-    if not bare and not ANSWER_MARKERS[step]:
-        return None if status == 204 and not text else f"status {status}, wanted 204 and no body"
-    if status != 200:
-        return f"status {status}"
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as error:
-        return f"not XML ({error})"
-    if root.tag != "Response" or len(root) == 0:
-        return f"not TwiML: {text[:80]!r}"
-    if not bare and ANSWER_MARKERS[step] not in text:
-        return f"not the intended answer (no {ANSWER_MARKERS[step]!r}): {text[:160]!r}"
-    return None
 
 
 def tracebacks(log: Path) -> int:
@@ -309,7 +291,7 @@ def report(run: Run) -> None:
     )
     print(line)
     if run.audit is not None:
-        print(f"      {run.audit.summary()}")
+        print(f"      warm-up, run and samples: {run.audit.summary()}")
     if wrk.socket_errors["timeout"]:
         print(f"      {wrk.socket_errors['timeout']} answers took over 2 s")
     for problem in run.problems:

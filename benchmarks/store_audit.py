@@ -154,22 +154,24 @@ def audit_sqlite(
 def audit_postgres(
     url: str, sent: dict[str, int], tail: set[tuple[str, int]], apology: str
 ) -> Audit:
+    return asyncio.run(audit_postgres_async(url, sent, tail, apology))
+
+
+async def audit_postgres_async(
+    url: str, sent: dict[str, int], tail: set[tuple[str, int]], apology: str
+) -> Audit:
     import asyncpg
 
-    async def read() -> tuple[list[Any], list[Any]]:
-        db = await asyncpg.connect(plain_dsn(url))
-        try:
-            rows = await db.fetch(CALLS_QUERY)
-            contains = "(strpos(twiml, $1) > 0 OR strpos(twiml, $2) > 0)"
-            event_rows = await db.fetch(
-                EVENTS_QUERY.format(contains=contains), *apology_markers(apology)
-            )
-        finally:
-            await db.close()
-        return [tuple(r) for r in rows], [tuple(r) for r in event_rows]
-
-    rows, event_rows = asyncio.run(read())
-    return classify(sent, tail, rows, event_rows)
+    db = await asyncpg.connect(plain_dsn(url))
+    try:
+        rows = await db.fetch(CALLS_QUERY)
+        contains = "(strpos(twiml, $1) > 0 OR strpos(twiml, $2) > 0)"
+        event_rows = await db.fetch(
+            EVENTS_QUERY.format(contains=contains), *apology_markers(apology)
+        )
+    finally:
+        await db.close()
+    return classify(sent, tail, [tuple(r) for r in rows], [tuple(r) for r in event_rows])
 
 
 def plain_dsn(url: str) -> str:

@@ -155,6 +155,8 @@ def walk_samples(base: str, plan: CallPlan, bare: bool) -> list[str]:
                     status, text = answer.status, answer.read().decode()
             except urllib.error.HTTPError as error:
                 status, text = error.code, ""
+            except OSError as error:
+                return [*problems, f"sample call {sid} webhook {step + 1}: no answer ({error})"]
             problem = answer_problem(step, status, text, bare)
             if problem:
                 problems.append(f"sample call {sid} webhook {step + 1}: {problem}")
@@ -187,6 +189,7 @@ def faulty_flow(directory: Path) -> Path:
 def measure(
     target: Target, args: argparse.Namespace, workdir: Path, script: Path, number: int
 ) -> Run:
+    """One run: a fresh store, the server, warm-up, the measured load, samples, the audit."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     check_signer(base)
@@ -194,7 +197,7 @@ def measure(
     calls = args.calls or args.duration * 6000
     plans = {
         "warm-up": CallPlan.make(calls * WARM_UP_SECONDS // args.duration + block, THREADS, block),
-        "measured": CallPlan.make(calls, THREADS, block),
+        "run": CallPlan.make(calls, THREADS, block),
     }
     samples = CallPlan.make(SAMPLE_CALLS, 1, SAMPLE_CALLS)
     stems = {name: workdir / f"run{number}-{name}" for name in plans}
@@ -206,40 +209,53 @@ def measure(
     process = start_server(command, env, port, log)
     try:
         warm = run_wrk(port, stems["warm-up"], script, WARM_UP_SECONDS, args.connections)
-        result = run_wrk(port, stems["measured"], script, args.duration, args.connections)
-        problems = walk_samples(base, samples, target.database is None)[:3]
+        result = run_wrk(port, stems["run"], script, args.duration, args.connections)
+        problems = walk_samples(base, samples, bare=not database)
     finally:
         stopped = stop_server(process)
-    for stem in stems.values():
-        for thread in range(THREADS):
-            Path(f"{stem}.{thread}").unlink()
+        for stem in stems.values():
+            for thread in range(THREADS):
+                Path(f"{stem}.{thread}").unlink()
     problems += [stopped] if stopped else []
     for name, wrk in (("warm-up", warm), ("run", result)):
-        if wrk.non_2xx:
-            problems.append(f"{wrk.non_2xx} non-2xx answers in the {name}")
-        if wrk.lost_by_transport:
-            problems.append(f"socket errors in the {name}: {wrk.socket_errors}")
-        if wrk.ran_out:
-            problems.append(f"wrk ran out of calls in the {name}: raise --calls")
+        problems += transport_problems(name, wrk)
     if tracebacks(log):
         problems.append(f"{tracebacks(log)} tracebacks in the server log ({log})")
-    audit = None
-    if target.database is not None:
-        sent: dict[str, int] = {}
-        tail: set[tuple[str, int]] = set()
-        for plan, wrk in ((plans["warm-up"], warm), (plans["measured"], result)):
-            sent.update(plan.sent_steps(wrk.sent))
-            tail |= plan.last_lines(wrk.sent, block)
-        sent.update(dict.fromkeys(samples.sids, len(STEPS)))
-        audit = read_store(database, sent, tail)
-        if audit.anomalies:
-            examples = ", ".join(
-                f"{name}: {sid}" for name, sid in audit.examples.items() if name in ANOMALIES
-            )
-            problems.append(f"{audit.anomalies} calls not handled as intended (e.g. {examples})")
-        if audit.counts["in flight"] > 2 * args.connections:
-            problems.append(f"{audit.counts['in flight']} calls in flight at the end")
+    if not database:
+        return Run(target, result, problems, None)
+    sent: dict[str, int] = dict.fromkeys(samples.sids, len(STEPS))
+    tail: set[tuple[str, int]] = set()
+    for plan, wrk in ((plans["warm-up"], warm), (plans["run"], result)):
+        sent.update(plan.sent_steps(wrk.sent))
+        tail |= plan.last_lines(wrk.sent, block)
+    audit = read_store(database, sent, tail)
+    problems += store_problems(audit, args.connections)
     return Run(target, result, problems, audit)
+
+
+def transport_problems(name: str, wrk: WrkResult) -> list[str]:
+    problems = []
+    if wrk.non_2xx:
+        problems.append(f"{wrk.non_2xx} non-2xx answers in the {name}")
+    if wrk.lost_by_transport:
+        problems.append(f"socket errors in the {name}: {wrk.socket_errors}")
+    if wrk.ran_out:
+        problems.append(f"wrk ran out of calls in the {name}: raise --calls")
+    return problems
+
+
+def store_problems(audit: Audit, connections: int) -> list[str]:
+    problems = []
+    if audit.anomalies:
+        examples = ", ".join(
+            f"{name}: {sid}" for name, sid in audit.examples.items() if name in ANOMALIES
+        )
+        problems.append(f"{audit.anomalies} calls not handled as intended (e.g. {examples})")
+    # At most one request per connection is unanswered when wrk stops, in each of the
+    # warm-up and the run.
+    if audit.counts["in flight"] > 2 * connections:
+        problems.append(f"{audit.counts['in flight']} calls in flight at the end")
+    return problems
 
 
 def run_database(target: Target, workdir: Path, number: int) -> str:
@@ -274,12 +290,18 @@ def server_command(
 
 
 def read_store(database: str, sent: dict[str, int], tail: set[tuple[str, int]]) -> Audit:
+    """Audit the run's store; a SQLite file is deleted afterwards (they grow large)."""
     from ivrkit.loader import load_flows
 
     apology = load_flows([SUPPORT_LINE])[0].apology
     if database.startswith("postgresql"):
         return audit_postgres(database, sent, tail, apology)
-    return audit_sqlite(Path(database.split("///", 1)[1]), sent, tail, apology)
+    path = Path(database.split("///", 1)[1])
+    try:
+        return audit_sqlite(path, sent, tail, apology)
+    finally:
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
 
 
 def report(run: Run) -> None:
@@ -294,8 +316,10 @@ def report(run: Run) -> None:
         print(f"      warm-up, run and samples: {run.audit.summary()}")
     if wrk.socket_errors["timeout"]:
         print(f"      {wrk.socket_errors['timeout']} answers took over 2 s")
-    for problem in run.problems:
+    for problem in run.problems[:6]:
         print(f"      INVALID: {problem}")
+    if len(run.problems) > 6:
+        print(f"      INVALID: and {len(run.problems) - 6} more")
     sys.stdout.flush()
 
 
@@ -348,6 +372,7 @@ def main() -> int:
         targets.append(Target(f"ivrkit, PostgreSQL{suffix}", args.postgres, workers))
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
     script = write_script(workdir)
+    print(f"server logs: {workdir}")
     runs: dict[str, list[Run]] = {target.name: [] for target in targets}
     number = 0
     for round_number in range(1, args.rounds + 1):

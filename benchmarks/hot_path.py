@@ -22,6 +22,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -199,6 +200,7 @@ def main() -> int:
         audit = audit_postgres(url, sent, set(), apology)
     else:
         audit = audit_sqlite(Path(url.split("///", 1)[1]), sent, set(), apology)
+    shutil.rmtree(workdir)
     print(f"  store: {audit.summary()}")
     if audit.counts["completed"] != len(plan.sids):
         print(f"  WRONG: {len(plan.sids) - audit.counts['completed']} calls not completed")

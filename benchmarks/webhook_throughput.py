@@ -1,36 +1,39 @@
-"""Requests/s and latency of ivrkit's whole webhook path, beside a bare Starlette app,
-counted only when every call was answered as intended.
+"""Webhook throughput of ivrkit beside a bare Starlette app, counted only if answers were right.
 
-Each simulated call makes the four webhooks of a real one on flows/support_line.py
-(incoming call -> press 3 -> recording done -> status callback ``completed``), each signed
-and validated, its state loaded, transitioned, rendered and saved with an event row. wrk
-(2 threads, 64 connections) sends every call's webhooks in order: a call's next webhook
-goes out a block of requests after its previous one, and wrk's unsent check request is
-absorbed by a harmless ``GET /healthz`` (see ``wrk_load.py``). The same load goes to a bare
-Starlette app answering fixed TwiML. Every server is measured once per round, three rounds
-in turn, each run on a fresh SQLite file or an emptied PostgreSQL database after a 2 s
+What it measures. Each simulated call makes the four webhooks of a real call on
+flows/support_line.py: incoming call, press 3, recording done, status callback `completed`.
+Every webhook is signed and validated, its call loaded, transitioned, rendered and saved with
+an event row. wrk (2 threads, 64 connections) sends each call's webhooks in order, a call's
+next webhook 16 waves of requests after its previous one. The same load goes to a bare
+Starlette app answering fixed TwiML. Each server is measured once per round, three rounds in
+turn, every run on a fresh SQLite file or an emptied PostgreSQL database, after 2 s of
 warm-up on calls of its own.
 
-After each run the server is stopped (it finishes what it received) and its store is read
-call by call against what wrk sent: calls completed as intended (four events in order,
-ended ``completed`` in the intended state), cut off by the end of the run, or in flight
-when wrk stopped, and the anomalies: never started (no row although webhooks were sent),
-an error event, an apology, a replay, events or a final state not the intended ones, a
-webhook sent and not stored. A sample of calls is also walked over HTTP and each answer
-parsed as TwiML (the bare app's too). A run with any anomaly, any non-2xx answer, a socket
-error, a traceback in the server log or a thread that ran out of calls is reported INVALID
-and left out of the medians; the script exits 1 if every run of a server was invalid.
-It prints each run with its counts, then the medians of the valid runs, requests/s as a
-share of the bare app's, p99, and PostgreSQL against SQLite.
+How it proves it. wrk calls its script's request() once before the run and never sends that
+request; the script hands it a harmless GET /healthz, so no call loses a webhook. After each
+run the server is stopped (it finishes what it received) and its store is read call by call
+against what wrk sent. Each call counts as completed as intended (four events in order, ended
+`completed` in the intended state), cut off (the run ended before its next webhook was sent)
+or in flight (its last webhook was unanswered when wrk stopped), or as an anomaly: never
+started (webhooks sent, no row), error event, apology, replay, unexpected (events or final
+state not the intended ones) or missing (a webhook sent and never stored). A few calls are
+also walked over HTTP and every answer parsed as TwiML, the bare app's included. A run with
+any anomaly, non-2xx answer, socket error, traceback in the server log, or a wrk thread that
+ran out of calls is INVALID: it is printed with its reasons and left out of the medians, and
+the script exits 1 when every run of a server was invalid.
+
+What it prints: the machine, then per run requests/s, p50, p99, valid or INVALID and the call
+counts; then the medians of the valid runs, each server's requests/s as a share of the bare
+app's with its p99, and PostgreSQL's requests/s as a share of SQLite's.
 
     python benchmarks/webhook_throughput.py [--duration 10] [--rounds 3] [--connections 64]
-        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench]
-        [--workers 1 2] [--calls N] [--fault wrong-token|flow-raises]
+        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench] [--workers 1 2]
+        [--calls N] [--fault wrong-token|flow-raises]
 
-``--postgres`` names a database the benchmark may empty (it refuses one holding tables
-that are not ivrkit's); ``--workers`` lists the process counts to measure on it.
-``--fault`` serves ivrkit broken on purpose, to see the check at work: every run must
-come out INVALID.
+--postgres names a database the benchmark may empty before each run (it refuses one that
+holds tables other than ivrkit's); --workers lists the process counts to measure on it.
+--fault serves ivrkit broken on purpose (another auth token, or a flow that raises on the
+recording step) to watch the check at work: every ivrkit run must come out INVALID.
 """
 
 from __future__ import annotations

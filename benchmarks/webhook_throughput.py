@@ -213,7 +213,9 @@ def measure(
     try:
         warm = run_wrk(port, stems["warm-up"], script, WARM_UP_SECONDS, args.connections)
         result = run_wrk(port, stems["run"], script, args.duration, args.connections)
-        problems = walk_samples(base, samples, bare=not database)
+        wrong = walk_samples(base, samples, bare=not database)
+        total = SAMPLE_CALLS * len(STEPS)
+        problems = [f"{len(wrong)} of {total} sample answers wrong: {wrong[0]}"] if wrong else []
     finally:
         stopped = stop_server(process)
         for stem in stems.values():

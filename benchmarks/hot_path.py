@@ -5,6 +5,13 @@ is noisy on a small machine. This drives the ASGI app directly with the same sig
 requests, 64 calls at a time, and prints microseconds of CPU per webhook for the bare
 Starlette app and for ivrkit. ``--profile`` adds a cProfile of the ivrkit run.
 
+The figure counts only if the answers were the intended ones: every answer is checked
+after the timed part (the bare app's are TwiML; ivrkit's are the support line's intended
+prompt for each webhook, and a 204 for the status callback), and ivrkit's store is read
+back call by call (``store_audit.py``): every call must have completed as intended. The
+script exits 1 otherwise. ``--database`` takes a PostgreSQL URL of a database the script
+may empty.
+
     python benchmarks/hot_path.py [--calls 4000] [--database sqlite|URL] [--profile]
 """
 
@@ -15,17 +22,26 @@ import asyncio
 import cProfile
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from webhook_throughput import TOKEN, call_requests  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from benchmarks.store_audit import audit_postgres, audit_sqlite, empty_postgres  # noqa: E402
+from benchmarks.support_walk import (  # noqa: E402
+    STEPS,
+    TOKEN,
+    CallPlan,
+    LineWriter,
+    answer_problem,
+)
+
 BASE = "http://127.0.0.1:8000"
 
 
@@ -58,11 +74,15 @@ def scopes(lines: list[str]) -> list[tuple[dict, bytes]]:
     return out
 
 
-async def drive(app, requests: list[tuple[dict, bytes]], concurrency: int) -> tuple[float, int]:
+async def drive(
+    app, requests: list[tuple[dict, bytes]], concurrency: int
+) -> tuple[float, dict, list[tuple[int, bytes]]]:
     statuses: dict[int, int] = {}
-    queue = list(reversed(requests))
+    answers: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
+    queue = list(reversed(list(enumerate(requests))))
 
-    async def one(scope: dict, body: bytes) -> None:
+    async def one(index: int, scope: dict, body: bytes) -> None:
+        chunks: list[bytes] = []
         sent = False
 
         async def receive() -> dict:
@@ -75,19 +95,33 @@ async def drive(app, requests: list[tuple[dict, bytes]], concurrency: int) -> tu
         async def send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+                answers[index] = (message["status"], b"")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
 
         await app(dict(scope), receive, send)
+        answers[index] = (answers[index][0], b"".join(chunks))
 
     async def worker() -> None:
         while queue:
-            scope, body = queue.pop()
-            await one(scope, body)
+            index, (scope, body) = queue.pop()
+            await one(index, scope, body)
 
     started, started_loop = time.process_time(), time.thread_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     loop_share = time.thread_time() - started_loop
     statuses["loop thread share"] = round(loop_share / (time.process_time() - started), 2)
-    return time.process_time() - started, statuses
+    return time.process_time() - started, statuses, answers
+
+
+def wrong_answers(plan: CallPlan, answers: list[tuple[int, bytes]], bare: bool) -> list[str]:
+    """What was not the intended answer, in the order the requests were made."""
+    problems = []
+    for (call, step), (status, body) in zip(plan.lines_of[0], answers, strict=True):
+        problem = answer_problem(step, status, body.decode(), bare)
+        if problem:
+            problems.append(f"call {plan.sids[call]} webhook {step + 1}: {problem}")
+    return problems
 
 
 async def with_lifespan(app, body):
@@ -118,12 +152,17 @@ def main() -> int:
     parser.add_argument("--database", default="sqlite")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    requests = scopes(call_requests(BASE, args.calls, 4 * args.concurrency))
+    # A call's next webhook comes 4 waves of requests after its previous one.
+    plan = CallPlan.make(args.calls, 1, 4 * args.concurrency)
+    writer = LineWriter(BASE)
+    requests = scopes([writer.line(plan.sids[call], step) for call, step in plan.lines_of[0]])
+    failures = 0
 
     from bare_app import app as bare
 
-    elapsed, statuses = asyncio.run(drive(bare, requests, args.concurrency))
+    elapsed, statuses, answers = asyncio.run(drive(bare, requests, args.concurrency))
     print(f"bare Starlette: {elapsed / len(requests) * 1e6:7.1f} us CPU/request {statuses}")
+    failures += report(wrong_answers(plan, answers, bare=True), len(answers))
 
     os.environ["TWILIO_AUTH_TOKEN"] = TOKEN
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-hot-"))
@@ -131,10 +170,7 @@ def main() -> int:
     if url == "sqlite":
         url = f"sqlite+aiosqlite:///{workdir / 'hot.db'}"
     elif url.startswith("postgresql"):
-        sys.path.insert(0, str(ROOT))
-        from webhook_throughput import _reset_postgres
-
-        _reset_postgres(url)
+        empty_postgres(url)
     os.environ["IVRKIT_DATABASE_URL"] = url
     os.environ["IVRKIT_PUBLIC_URL"] = BASE
     from ivrkit import create_app
@@ -152,14 +188,34 @@ def main() -> int:
             if profiler:
                 profiler.disable()
 
-    elapsed, statuses = asyncio.run(with_lifespan(app, run))
+    elapsed, statuses, answers = asyncio.run(with_lifespan(app, run))
     print(
         f"ivrkit ({url.split(':')[0]}): {elapsed / len(requests) * 1e6:7.1f} us CPU/request "
         f"{statuses}"
     )
+    failures += report(wrong_answers(plan, answers, bare=False), len(answers))
+    sent = dict.fromkeys(plan.sids, len(STEPS))
+    apology = load_flows([ROOT / "flows" / "support_line.py"])[0].apology
+    if url.startswith("postgresql"):
+        audit = audit_postgres(url, sent, set(), apology)
+    else:
+        audit = audit_sqlite(Path(url.split("///", 1)[1]), sent, set(), apology)
+    shutil.rmtree(workdir)
+    print(f"  store: {audit.summary()}")
+    if audit.counts["completed"] != len(plan.sids):
+        print(f"  WRONG: {len(plan.sids) - audit.counts['completed']} calls not completed")
+        failures += 1
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
-    return 0
+    return 1 if failures else 0
+
+
+def report(problems: list[str], answers: int) -> int:
+    """Print how many answers were the intended ones; 1 if any was not."""
+    print(f"  answers: {answers - len(problems)} of {answers} as intended")
+    for problem in problems[:3]:
+        print(f"  WRONG: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

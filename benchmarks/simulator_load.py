@@ -22,7 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webhook_throughput import ROOT, TOKEN, free_port, start_server  # noqa: E402
+from webhook_throughput import (  # noqa: E402
+    ROOT,
+    TOKEN,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 from simulator import run_load  # noqa: E402
 
@@ -35,7 +41,8 @@ def measure(
     path: str,
     args: argparse.Namespace,
 ) -> dict:
-    process = start_server(command, env, port)
+    log = Path(tempfile.gettempdir()) / f"ivrkit-simload-{port}.log"
+    process = start_server(command, env, port, log)
     try:
         url = f"http://127.0.0.1:{port}{path}"
         asyncio.run(run_load(url, calls=50, concurrency=8, auth_token=TOKEN, seed=1))  # warm-up
@@ -43,8 +50,9 @@ def measure(
             run_load(url, calls=args.calls, concurrency=args.concurrency, auth_token=TOKEN, seed=1)
         )
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stopped = stop_server(process)
+        if stopped:
+            print(f"{name}: {stopped} (see {log})")
     result = {
         "name": name,
         "rps": report.requests_per_second,

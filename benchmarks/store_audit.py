@@ -51,7 +51,6 @@ class Audit:
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # category -> one CallSid
-    categories: dict[str, str] = field(default_factory=dict)  # CallSid -> category
 
     @property
     def anomalies(self) -> int:
@@ -60,12 +59,11 @@ class Audit:
     def summary(self) -> str:
         fine = ", ".join(f"{self.counts[name]} {name}" for name in FINE)
         bad = ", ".join(f"{name} {self.counts[name]}" for name in ANOMALIES)
-        return f"calls (warm-up and samples included): {fine}; anomalies: {bad}"
+        return f"calls: {fine}; anomalies: {bad}"
 
     def add(self, category: str, call_sid: str) -> None:
         self.counts[category] += 1
         self.examples.setdefault(category, call_sid)
-        self.categories[call_sid] = category
 
 
 @dataclass(frozen=True)
@@ -156,22 +154,24 @@ def audit_sqlite(
 def audit_postgres(
     url: str, sent: dict[str, int], tail: set[tuple[str, int]], apology: str
 ) -> Audit:
+    return asyncio.run(audit_postgres_async(url, sent, tail, apology))
+
+
+async def audit_postgres_async(
+    url: str, sent: dict[str, int], tail: set[tuple[str, int]], apology: str
+) -> Audit:
     import asyncpg
 
-    async def read() -> tuple[list[Any], list[Any]]:
-        db = await asyncpg.connect(plain_dsn(url))
-        try:
-            rows = await db.fetch(CALLS_QUERY)
-            contains = "(strpos(twiml, $1) > 0 OR strpos(twiml, $2) > 0)"
-            event_rows = await db.fetch(
-                EVENTS_QUERY.format(contains=contains), *apology_markers(apology)
-            )
-        finally:
-            await db.close()
-        return [tuple(r) for r in rows], [tuple(r) for r in event_rows]
-
-    rows, event_rows = asyncio.run(read())
-    return classify(sent, tail, rows, event_rows)
+    db = await asyncpg.connect(plain_dsn(url))
+    try:
+        rows = await db.fetch(CALLS_QUERY)
+        contains = "(strpos(twiml, $1) > 0 OR strpos(twiml, $2) > 0)"
+        event_rows = await db.fetch(
+            EVENTS_QUERY.format(contains=contains), *apology_markers(apology)
+        )
+    finally:
+        await db.close()
+    return classify(sent, tail, [tuple(r) for r in rows], [tuple(r) for r in event_rows])
 
 
 def plain_dsn(url: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
+from xml.etree import ElementTree
 
 from twilio.request_validator import RequestValidator
 
@@ -52,10 +53,27 @@ FINAL_DURATION = 40
 ANSWER_MARKERS: tuple[str, ...] = (
     "state=main_menu&amp;step=1",  # the menu's Gather posts back to its own step
     "<Record ",  # press 3: the voicemail prompt and its Record
-    "<Hangup",  # recording done: thanks and hang up
+    "Thank you, we will call you back.",  # recording done (then it hangs up)
     "",  # status callback: 204, no body
 )
 """A piece of the TwiML that only the intended answer to each webhook contains."""
+
+
+def answer_problem(step: int, status: int, text: str, bare: bool) -> str | None:
+    """None if this is the intended answer to the call's webhook number ``step`` (from 0)."""
+    if not bare and not ANSWER_MARKERS[step]:
+        return None if status == 204 and not text else f"status {status}, wanted 204 and no body"
+    if status != 200:
+        return f"status {status}"
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as error:
+        return f"not XML ({error})"
+    if root.tag != "Response" or len(root) == 0:
+        return f"not TwiML: {text[:80]!r}"
+    if not bare and ANSWER_MARKERS[step] not in text:
+        return f"not the intended answer (no {ANSWER_MARKERS[step]!r}): {text[:160]!r}"
+    return None
 
 
 def common_params(call_sid: str) -> dict[str, str]:

@@ -1,36 +1,39 @@
-"""Requests/s and latency of ivrkit's whole webhook path, beside a bare Starlette app,
-counted only when every call was answered as intended.
+"""Webhook throughput of ivrkit beside a bare Starlette app, counted only if answers were right.
 
-Each simulated call makes the four webhooks of a real one on flows/support_line.py
-(incoming call -> press 3 -> recording done -> status callback ``completed``), each signed
-and validated, its state loaded, transitioned, rendered and saved with an event row. wrk
-(2 threads, 64 connections) sends every call's webhooks in order: a call's next webhook
-goes out a block of requests after its previous one, and wrk's unsent check request is
-absorbed by a harmless ``GET /healthz`` (see ``wrk_load.py``). The same load goes to a bare
-Starlette app answering fixed TwiML. Every server is measured once per round, three rounds
-in turn, each run on a fresh SQLite file or an emptied PostgreSQL database after a 2 s
+What it measures. Each simulated call makes the four webhooks of a real call on
+flows/support_line.py: incoming call, press 3, recording done, status callback `completed`.
+Every webhook is signed and validated, its call loaded, transitioned, rendered and saved with
+an event row. wrk (2 threads, 64 connections) sends each call's webhooks in order, a call's
+next webhook 16 waves of requests after its previous one. The same load goes to a bare
+Starlette app answering fixed TwiML. Each server is measured once per round, three rounds in
+turn, every run on a fresh SQLite file or an emptied PostgreSQL database, after 2 s of
 warm-up on calls of its own.
 
-After each run the server is stopped (it finishes what it received) and its store is read
-call by call against what wrk sent: calls completed as intended (four events in order,
-ended ``completed`` in the intended state), cut off by the end of the run, or in flight
-when wrk stopped, and the anomalies: never started (no row although webhooks were sent),
-an error event, an apology, a replay, events or a final state not the intended ones, a
-webhook sent and not stored. A sample of calls is also walked over HTTP and each answer
-parsed as TwiML (the bare app's too). A run with any anomaly, any non-2xx answer, a socket
-error, a traceback in the server log or a thread that ran out of calls is reported INVALID
-and left out of the medians; the script exits 1 if every run of a server was invalid.
-It prints each run with its counts, then the medians of the valid runs, requests/s as a
-share of the bare app's, p99, and PostgreSQL against SQLite.
+How it proves it. wrk calls its script's request() once before the run and never sends that
+request; the script hands it a harmless GET /healthz, so no call loses a webhook. After each
+run the server is stopped (it finishes what it received) and its store is read call by call
+against what wrk sent. Each call counts as completed as intended (four events in order, ended
+`completed` in the intended state), cut off (the run ended before its next webhook was sent)
+or in flight (its last webhook was unanswered when wrk stopped), or as an anomaly: never
+started (webhooks sent, no row), error event, apology, replay, unexpected (events or final
+state not the intended ones) or missing (a webhook sent and never stored). A few calls are
+also walked over HTTP and every answer parsed as TwiML, the bare app's included. A run with
+any anomaly, non-2xx answer, socket error, traceback in the server log, or a wrk thread that
+ran out of calls is INVALID: it is printed with its reasons and left out of the medians, and
+the script exits 1 when every run of a server was invalid.
+
+What it prints: the machine, then per run requests/s, p50, p99, valid or INVALID and the call
+counts; then the medians of the valid runs, each server's requests/s as a share of the bare
+app's with its p99, and PostgreSQL's requests/s as a share of SQLite's.
 
     python benchmarks/webhook_throughput.py [--duration 10] [--rounds 3] [--connections 64]
-        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench]
-        [--workers 1 2] [--calls N] [--fault wrong-token|flow-raises]
+        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench] [--workers 1 2]
+        [--calls N] [--fault wrong-token|flow-raises]
 
-``--postgres`` names a database the benchmark may empty (it refuses one holding tables
-that are not ivrkit's); ``--workers`` lists the process counts to measure on it.
-``--fault`` serves ivrkit broken on purpose, to see the check at work: every run must
-come out INVALID.
+--postgres names a database the benchmark may empty before each run (it refuses one that
+holds tables other than ivrkit's); --workers lists the process counts to measure on it.
+--fault serves ivrkit broken on purpose (another auth token, or a flow that raises on the
+recording step) to watch the check at work: every ivrkit run must come out INVALID.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +58,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.store_audit import (  # noqa: E402
+    ANOMALIES,
     Audit,
     audit_postgres,
     audit_sqlite,
     empty_postgres,
 )
 from benchmarks.support_walk import (  # noqa: E402
-    ANSWER_MARKERS,
     STEPS,
     TOKEN,
     CallPlan,
     LineWriter,
+    answer_problem,
     check_signer,
 )
 from benchmarks.wrk_load import THREADS, WrkResult, run_wrk, write_script  # noqa: E402
@@ -89,7 +92,6 @@ class Target:
 class Run:
     target: Target
     wrk: WrkResult
-    calls_per_s: float
     problems: list[str]
     audit: Audit | None
 
@@ -156,27 +158,12 @@ def walk_samples(base: str, plan: CallPlan, bare: bool) -> list[str]:
                     status, text = answer.status, answer.read().decode()
             except urllib.error.HTTPError as error:
                 status, text = error.code, ""
+            except OSError as error:
+                return [*problems, f"sample call {sid} webhook {step + 1}: no answer ({error})"]
             problem = answer_problem(step, status, text, bare)
             if problem:
                 problems.append(f"sample call {sid} webhook {step + 1}: {problem}")
     return problems
-
-
-def answer_problem(step: int, status: int, text: str, bare: bool) -> str | None:
-    """None if this is the intended answer to the call's webhook number ``step`` (from 0)."""
-    if not bare and not ANSWER_MARKERS[step]:
-        return None if status == 204 and not text else f"status {status}, wanted 204 and no body"
-    if status != 200:
-        return f"status {status}"
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as error:
-        return f"not XML ({error})"
-    if root.tag != "Response" or len(root) == 0:
-        return f"not TwiML: {text[:80]!r}"
-    if not bare and ANSWER_MARKERS[step] not in text:
-        return f"not the intended answer (no {ANSWER_MARKERS[step]!r}): {text[:160]!r}"
-    return None
 
 
 def tracebacks(log: Path) -> int:
@@ -193,7 +180,7 @@ def faulty_flow(directory: Path) -> Path:
         )
     source = source.replace('then="thanks",', 'then="after_message",')
     source += (
-        '\n    @decision("after_message")\n'
+        '\n    @decision("after_message", targets=["thanks"])\n'
         "    def fail_after_message(self, call: Call) -> str:\n"
         '        raise RuntimeError("injected by webhook_throughput.py --fault flow-raises")\n'
     )
@@ -205,6 +192,7 @@ def faulty_flow(directory: Path) -> Path:
 def measure(
     target: Target, args: argparse.Namespace, workdir: Path, script: Path, number: int
 ) -> Run:
+    """One run: a fresh store, the server, warm-up, the measured load, samples, the audit."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     check_signer(base)
@@ -212,7 +200,7 @@ def measure(
     calls = args.calls or args.duration * 6000
     plans = {
         "warm-up": CallPlan.make(calls * WARM_UP_SECONDS // args.duration + block, THREADS, block),
-        "measured": CallPlan.make(calls, THREADS, block),
+        "run": CallPlan.make(calls, THREADS, block),
     }
     samples = CallPlan.make(SAMPLE_CALLS, 1, SAMPLE_CALLS)
     stems = {name: workdir / f"run{number}-{name}" for name in plans}
@@ -224,40 +212,55 @@ def measure(
     process = start_server(command, env, port, log)
     try:
         warm = run_wrk(port, stems["warm-up"], script, WARM_UP_SECONDS, args.connections)
-        result = run_wrk(port, stems["measured"], script, args.duration, args.connections)
-        problems = walk_samples(base, samples, target.database is None)[:3]
+        result = run_wrk(port, stems["run"], script, args.duration, args.connections)
+        wrong = walk_samples(base, samples, bare=not database)
+        total = SAMPLE_CALLS * len(STEPS)
+        problems = [f"{len(wrong)} of {total} sample answers wrong: {wrong[0]}"] if wrong else []
     finally:
         stopped = stop_server(process)
-    for stem in stems.values():
-        for thread in range(THREADS):
-            Path(f"{stem}.{thread}").unlink()
+        for stem in stems.values():
+            for thread in range(THREADS):
+                Path(f"{stem}.{thread}").unlink()
     problems += [stopped] if stopped else []
     for name, wrk in (("warm-up", warm), ("run", result)):
-        if wrk.non_2xx:
-            problems.append(f"{wrk.non_2xx} non-2xx answers in the {name}")
-        if wrk.lost_by_transport:
-            problems.append(f"socket errors in the {name}: {wrk.socket_errors}")
-        if wrk.ran_out:
-            problems.append(f"wrk ran out of calls in the {name}: raise --calls")
+        problems += transport_problems(name, wrk)
     if tracebacks(log):
         problems.append(f"{tracebacks(log)} tracebacks in the server log ({log})")
-    audit = None
-    completed = 0
-    if target.database is not None:
-        sent: dict[str, int] = {}
-        tail: set[tuple[str, int]] = set()
-        for plan, wrk in ((plans["warm-up"], warm), (plans["measured"], result)):
-            sent.update(plan.sent_steps(wrk.sent))
-            tail |= plan.last_lines(wrk.sent, block)
-        sent.update(dict.fromkeys(samples.sids, len(STEPS)))
-        audit = read_store(database, sent, tail)
-        if audit.anomalies:
-            examples = ", ".join(f"{k}: {v}" for k, v in audit.examples.items())
-            problems.append(f"{audit.anomalies} calls not handled as intended (e.g. {examples})")
-        if audit.counts["in flight"] > 2 * args.connections:
-            problems.append(f"{audit.counts['in flight']} calls in flight at the end")
-        completed = sum(audit.categories.get(sid) == "completed" for sid in plans["measured"].sids)
-    return Run(target, result, completed / args.duration, problems, audit)
+    if not database:
+        return Run(target, result, problems, None)
+    sent: dict[str, int] = dict.fromkeys(samples.sids, len(STEPS))
+    tail: set[tuple[str, int]] = set()
+    for plan, wrk in ((plans["warm-up"], warm), (plans["run"], result)):
+        sent.update(plan.sent_steps(wrk.sent))
+        tail |= plan.last_lines(wrk.sent, block)
+    audit = read_store(database, sent, tail)
+    problems += store_problems(audit, args.connections)
+    return Run(target, result, problems, audit)
+
+
+def transport_problems(name: str, wrk: WrkResult) -> list[str]:
+    problems = []
+    if wrk.non_2xx:
+        problems.append(f"{wrk.non_2xx} non-2xx answers in the {name}")
+    if wrk.lost_by_transport:
+        problems.append(f"socket errors in the {name}: {wrk.socket_errors}")
+    if wrk.ran_out:
+        problems.append(f"wrk ran out of calls in the {name}: raise --calls")
+    return problems
+
+
+def store_problems(audit: Audit, connections: int) -> list[str]:
+    problems = []
+    if audit.anomalies:
+        examples = ", ".join(
+            f"{name}: {sid}" for name, sid in audit.examples.items() if name in ANOMALIES
+        )
+        problems.append(f"{audit.anomalies} calls not handled as intended (e.g. {examples})")
+    # At most one request per connection is unanswered when wrk stops, in each of the
+    # warm-up and the run.
+    if audit.counts["in flight"] > 2 * connections:
+        problems.append(f"{audit.counts['in flight']} calls in flight at the end")
+    return problems
 
 
 def run_database(target: Target, workdir: Path, number: int) -> str:
@@ -292,12 +295,18 @@ def server_command(
 
 
 def read_store(database: str, sent: dict[str, int], tail: set[tuple[str, int]]) -> Audit:
+    """Audit the run's store; a SQLite file is deleted afterwards (they grow large)."""
     from ivrkit.loader import load_flows
 
     apology = load_flows([SUPPORT_LINE])[0].apology
     if database.startswith("postgresql"):
         return audit_postgres(database, sent, tail, apology)
-    return audit_sqlite(Path(database.split("///", 1)[1]), sent, tail, apology)
+    path = Path(database.split("///", 1)[1])
+    try:
+        return audit_sqlite(path, sent, tail, apology)
+    finally:
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
 
 
 def report(run: Run) -> None:
@@ -307,15 +316,15 @@ def report(run: Run) -> None:
         f"  {run.target.name:<34} {wrk.rps:>9.0f} req/s   p50 {wrk.p50:6.2f} ms   "
         f"p99 {wrk.p99:6.2f} ms   {verdict}"
     )
-    if run.audit is not None:
-        line += f"   {run.calls_per_s:.0f} calls/s completed"
     print(line)
     if run.audit is not None:
-        print(f"      {run.audit.summary()}")
+        print(f"      warm-up, run and samples: {run.audit.summary()}")
     if wrk.socket_errors["timeout"]:
         print(f"      {wrk.socket_errors['timeout']} answers took over 2 s")
-    for problem in run.problems:
+    for problem in run.problems[:6]:
         print(f"      INVALID: {problem}")
+    if len(run.problems) > 6:
+        print(f"      INVALID: and {len(run.problems) - 6} more")
     sys.stdout.flush()
 
 
@@ -368,6 +377,7 @@ def main() -> int:
         targets.append(Target(f"ivrkit, PostgreSQL{suffix}", args.postgres, workers))
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
     script = write_script(workdir)
+    print(f"server logs: {workdir}")
     runs: dict[str, list[Run]] = {target.name: [] for target in targets}
     number = 0
     for round_number in range(1, args.rounds + 1):

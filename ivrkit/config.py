@@ -17,6 +17,8 @@ class Settings:
 
     ``insecure_dev`` turns off X-Twilio-Signature validation: only for a laptop and the
     simulator without a token, never in production (it is logged loudly at start).
+    ``trust_simulated_time`` (implied by ``insecure_dev``) lets the simulator's
+    ``X-Ivrkit-Sim-Time`` header set ``call.now``: for tests, never in production.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -29,6 +31,7 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     db_pool_size: int = 20
+    trust_simulated_time: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["AsgiHost", "AsgiResponse", "LifespanError"]
@@ -151,23 +151,19 @@ class AsgiHost:
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> AsgiResponse:
         """One HTTP request to the app; its exceptions propagate (a test wants to see them)."""
-        parts = urlsplit(url)
-        scheme = parts.scheme or "http"
-        host = parts.hostname or "testserver"
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
-        path = parts.path or "/"
+        target = _target(url)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
             "method": method,
-            "headers": [(b"host", parts.netloc.encode("latin-1")), *headers],
-            "scheme": scheme,
-            "path": unquote(path),
-            "raw_path": path.encode("latin-1"),
-            "query_string": parts.query.encode("latin-1"),
+            "headers": [target.host_header, *headers],
+            "scheme": target.scheme,
+            "path": target.path,
+            "raw_path": target.raw_path,
+            "query_string": target.query_string,
             "root_path": "",
-            "server": (host, port),
+            "server": target.server,
             "client": CLIENT_ADDRESS,
             "state": dict(self.state),
         }
@@ -201,6 +197,41 @@ class AsgiHost:
             if finished is not None and not finished.done():
                 finished.set_result(None)
         return AsgiResponse(status, raw_headers, b"".join(chunks))
+
+
+class _Target(NamedTuple):
+    """What a request scope needs from a URL."""
+
+    scheme: str
+    host_header: tuple[bytes, bytes]
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    server: tuple[str, int]
+
+
+_targets: dict[str, _Target] = {}
+
+
+def _target(url: str) -> _Target:
+    """The URL taken apart once: a suite's calls request the same URLs again and again."""
+    target = _targets.get(url)
+    if target is None:
+        parts = urlsplit(url)
+        scheme = parts.scheme or "http"
+        path = parts.path or "/"
+        target = _Target(
+            scheme,
+            (b"host", parts.netloc.encode("latin-1")),
+            unquote(path),
+            path.encode("latin-1"),
+            parts.query.encode("latin-1"),
+            (parts.hostname or "testserver", parts.port or _DEFAULT_PORTS.get(scheme, 80)),
+        )
+        if len(_targets) >= 4096:
+            _targets.clear()
+        _targets[url] = target
+    return target
 
 
 def _name(app: Any) -> str:

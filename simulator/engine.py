@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin as _urljoin
 
 from simulator.caller import (
     Caller,
@@ -192,6 +192,21 @@ def _int(
     if high is not None:
         number = min(number, high)
     return number
+
+
+_joined: dict[tuple[str, str], str] = {}
+
+
+def urljoin(base: str, url: str) -> str:
+    """``urllib.parse.urljoin``, remembered: a suite's calls resolve the same actions again
+    and again, and joining costs more than the rest of a verb."""
+    key = (base, url)
+    joined = _joined.get(key)
+    if joined is None:
+        if len(_joined) >= 4096:
+            _joined.clear()
+        joined = _joined[key] = _urljoin(base, url)
+    return joined
 
 
 def _text(element: ET.Element) -> str:

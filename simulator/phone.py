@@ -181,6 +181,7 @@ class LiveCall(EventLog):
             listeners=[self.events.append], **self._options,
         )
         self._task = asyncio.ensure_future(self._drive(engine))
+        self._task.add_done_callback(self._ended)
         await self._until_pause()
         return self
 
@@ -210,11 +211,16 @@ class LiveCall(EventLog):
         channel = self._channel
         if channel.paused.done():
             channel.paused = asyncio.get_running_loop().create_future()
-        waits: set[asyncio.Future[Any]] = {channel.paused, self._task}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not self._task.done():
+            await channel.paused  # the next input point, or the end of the call (_ended)
         if self._task.done():
             self.result = self._task.result()  # re-raises a crash inside the engine
             await self._release()
+
+    def _ended(self, task: asyncio.Future[CallResult]) -> None:
+        """The engine stopped: wake whoever waits for the next input point."""
+        if self._channel is not None and not self._channel.paused.done():
+            self._channel.paused.set_result(("end", None))
 
     async def _give(self, kind: str, answer: Any, what: str) -> LiveCall:
         if self._task is None:
@@ -472,15 +478,22 @@ class Phone:
         self._live: list[LiveCall] = []
         self._sync: list[SyncCall] = []
         self._hosts: dict[tuple[int, asyncio.AbstractEventLoop], AsgiHost] = {}
+        self._transports: dict[tuple[int, asyncio.AbstractEventLoop, str | None], Transport] = {}
         self._sync_runner: _LoopThread | None = None
 
-    def _host(self, app: Any) -> AsgiHost:
-        """The app's host on the running event loop: one lifespan per app and loop."""
-        key = (id(app), asyncio.get_running_loop())
+    def _in_process(self, app: Any, token: str | None) -> Transport:
+        """The app's transport on the running event loop: one lifespan per app and loop, one
+        transport (and signer) per token; each call still gets its own cookie jar."""
+        loop = asyncio.get_running_loop()
+        key = (id(app), loop)
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = AsgiHost(app)
-        return host
+        transport = self._transports.get((id(app), loop, token))
+        if transport is None or transport.host is not host:
+            transport = Transport(host=host, auth_token=token)
+            self._transports[(id(app), loop, token)] = transport
+        return transport
 
     def _factory(
         self, url: str | None, app: Any, options: dict[str, Any]
@@ -502,11 +515,16 @@ class Phone:
         client = options.pop("client", self.client)
 
         async def connect() -> Transport:
-            if app is not None:
-                return Transport(host=self._host(app), auth_token=token)
             return Transport(client=client, auth_token=token)
 
+        async def connect_in_process() -> Transport:
+            return self._in_process(app, token)
+
         def make() -> LiveCall:
+            if app is not None:
+                # The transport is the phone's: closing the call leaves it (and the app) be.
+                return LiveCall(connect=connect_in_process, owns_transport=False, url=target,
+                                params=params, **options)
             return LiveCall(connect=connect, url=target, params=params, **options)
 
         return make
@@ -564,6 +582,8 @@ class Phone:
     async def stop_apps(self, loop: asyncio.AbstractEventLoop) -> None:
         """Shut down the lifespans of the apps called on ``loop`` (run this on that loop)."""
         errors: list[BaseException] = []
+        for key3 in [key3 for key3 in self._transports if key3[1] is loop]:
+            del self._transports[key3]
         for key in [key for key in self._hosts if key[1] is loop]:
             try:
                 await self._hosts.pop(key).stop()

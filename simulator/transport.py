@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import os
 import ssl
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,7 +214,7 @@ class Session:
             method = "POST"
         url, overrides = split_fragment(self.transport.absolute(url))
         result = Fetch(method=method, url=url)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()  # the shape of a uuid4's hex, without the UUID object
         extra = dict(headers) if headers else {}
         attempts = 1 + overrides.retries
         for attempt in range(attempts):

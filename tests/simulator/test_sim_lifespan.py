@@ -155,3 +155,23 @@ async def test_a_failed_shut_down_is_reported():
     with pytest.raises(LifespanError, match="shut-down failed: disk full"):
         await phone.aclose()
     assert asyncio.all_tasks() <= before
+
+
+async def test_a_start_up_cancelled_midway_leaves_nothing_running():
+    """A test cancelled (or timed out) while the app starts: the lifespan task is ended."""
+    starting = asyncio.Event()
+
+    async def slow(scope, receive, send):
+        await receive()
+        starting.set()
+        await asyncio.Event().wait()  # never completes its start-up
+
+    phone = Phone()
+    before = asyncio.all_tasks()
+    placing = asyncio.ensure_future(phone.call("/voice", app=slow).start())
+    await starting.wait()
+    placing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await placing
+    await phone.aclose()
+    assert asyncio.all_tasks() == before

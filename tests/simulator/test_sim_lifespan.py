@@ -175,3 +175,24 @@ async def test_a_start_up_cancelled_midway_leaves_nothing_running():
         await placing
     await phone.aclose()
     assert asyncio.all_tasks() == before
+
+
+async def test_a_starlette_apps_lifespan_state_reaches_its_requests(phone):
+    """Lifespan state (Starlette's ``yield {...}``) is copied into each request, as uvicorn does."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield {"greeting": "Hello from the lifespan."}
+
+    async def voice(request):
+        twiml = f"<Response><Say>{request.state.greeting}</Say></Response>"
+        return Response(twiml, media_type="text/xml")
+
+    app = Starlette(routes=[Route("/voice", voice, methods=["POST"])], lifespan=lifespan)
+    call = await phone.call("/voice", app=app).start()
+    assert call.said == ["Hello from the lifespan."]

@@ -35,6 +35,7 @@ from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
 from ivrkit.sensitive import mask_input
+from ivrkit.simulated_time import following_simulated_time, with_simulated_time
 from ivrkit.store import CallStore, CallTaken, StatusUpdate, create_store
 from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 
@@ -557,26 +558,38 @@ def create_app(
     settings = settings or Settings.from_env()
     settings.require_token()
     store = store or create_store(settings.database_url, pool_size=settings.db_pool_size)
-    ivr = IvrApp(flows, settings, store, clock or (lambda: datetime.now(UTC)))
+    clock = clock or (lambda: datetime.now(UTC))
+    trusts_time = settings.trust_simulated_time or settings.insecure_dev
+    ivr = IvrApp(flows, settings, store, following_simulated_time(clock) if trusts_time else clock)
+    if trusts_time:
+        for endpoint in ivr.endpoints.values():
+            endpoint.handler = with_simulated_time(endpoint.handler)
     if settings.insecure_dev:
         log.warning(
             "X-Twilio-Signature validation is OFF (insecure dev mode): anyone who can "
             "reach this server can drive calls. Never run like this in production."
         )
 
+    running = 0  # lifespans in progress: a test harness may run one inside another
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
-        # Everything alive now (modules, flows, their machines) lives as long as the server:
-        # keep it out of the cyclic collector's full scans, which otherwise stall every
-        # call in flight for tens of milliseconds a few times a minute under load.
-        gc.collect()
-        gc.freeze()
+        nonlocal running
+        if running == 0:
+            await store.open()
+            # Everything alive now (modules, flows, their machines) lives as long as the
+            # server: keep it out of the cyclic collector's full scans, which otherwise stall
+            # every call in flight for tens of milliseconds a few times a minute under load.
+            gc.collect()
+            gc.freeze()
+        running += 1
         try:
             yield
         finally:
-            ivr.throttle.flush()
-            await store.close()
+            running -= 1
+            if running == 0:
+                ivr.throttle.flush()
+                await store.close()
 
     endpoints = ivr.endpoints
     routes = [Route("/healthz", ivr.healthz, methods=["GET"])]

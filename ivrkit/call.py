@@ -24,8 +24,10 @@ class Call:
     """One phone call as a flow sees it.
 
     ``data`` persists with the call's state between webhooks (JSON-serialisable values only);
-    ``now`` is the server clock, or the simulated clock in tests, so business-hours logic
-    can be tested at any time of day.
+    ``now`` is the app's clock (UTC wall clock, or the ``clock`` given to ``create_app``),
+    or on a test or dev server (``Settings(trust_simulated_time=True)``, ``--insecure-dev``)
+    the simulator's virtual time for the call (``X-Ivrkit-Sim-Time``), so business-hours
+    logic can be tested at any time of day.
     """
 
     sid: str

@@ -17,6 +17,8 @@ class Settings:
 
     ``insecure_dev`` turns off X-Twilio-Signature validation: only for a laptop and the
     simulator without a token, never in production (it is logged loudly at start).
+    ``trust_simulated_time`` (implied by ``insecure_dev``) lets the simulator's
+    ``X-Ivrkit-Sim-Time`` header set ``call.now``: for tests, never in production.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -32,6 +34,7 @@ class Settings:
     webhook_deadline: float = 5.0
     """Seconds a webhook may take before it is answered with the apology (call webhooks)
     or a 503 (status and recording callbacks); well under Twilio's 15 s."""
+    trust_simulated_time: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 from simulator.caller import (
     Answer,
     DialOutcome,
+    GatherPrompt,
+    HangUp,
     InteractiveCaller,
     Press,
     QueueOutcome,
@@ -158,14 +160,56 @@ def _call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fallback-url", metavar="URL")
     parser.add_argument("--max-requests", type=int, default=100,
                         help="end the call after this many requests (loop guard, default 100)")
+    parser.add_argument("--start", metavar="ISO8601",
+                        help="when the call happens, e.g. 2026-11-22T03:00:00-05:00 (sent as "
+                             "X-Ivrkit-Sim-Time; a test or --insecure-dev ivrkit uses it as "
+                             "call.now)")
+
+
+class _ScriptCaller(ScriptedCaller):
+    """The command line's script: says on stderr why the caller hangs up at a Gather."""
+
+    def __init__(self, steps: list[Answer], err: TextIO, why: str) -> None:
+        super().__init__(steps)
+        self._err = err
+        self._why = why
+
+    async def gather(self, prompt: GatherPrompt) -> Any:
+        answer = await super().gather(prompt)
+        if isinstance(answer, HangUp) and self._why:
+            self._err.write(f"ivrkit-sim: {self._why}\n")
+            self._err.flush()
+            self._why = ""
+        return answer
+
+
+def _why_no_input(steps: list[Answer], args: argparse.Namespace) -> str:
+    if any(isinstance(step, Press | Speak | Timeout) for step in steps):
+        return "no --press or --speak left for this Gather: the caller hangs up"
+    if steps or not sys.stdin.isatty():
+        return "no input (stdin is not a terminal): the caller hangs up; use -i or --press"
+    return "no input (--json is not interactive): the caller hangs up; use -i or --press"
 
 
 async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from simulator.phone import run_call
+    from simulator.phone import parse_start, run_call
 
     steps: list[Answer] = [*args.gathers, *args.dials, *args.records, *args.queues]
     interactive = args.interactive or (not steps and sys.stdin.isatty() and not args.json)
-    caller: Any = InteractiveCaller(out=out) if interactive else ScriptedCaller(steps)
+    caller: Any = (
+        InteractiveCaller(out=out) if interactive
+        else _ScriptCaller(steps, err, _why_no_input(steps, args))
+    )
+    try:
+        start_time = parse_start(args.start, "--start") if args.start else None
+    except ValueError as error:
+        err.write(f"ivrkit-sim: {error}\n")
+        return 2
+    params = CallParams(from_=args.from_, to=args.to, account_sid=args.account_sid)
+    if not args.json:
+        # The CallSid is what `ivrkit events CALLSID` (and Twilio's console) look calls up by.
+        when = f" at {start_time.isoformat()}" if start_time else ""
+        out.write(f"== call {params.call_sid}{when}: {args.method} {args.url}\n")
 
     def show(event: Event) -> None:
         if args.json:
@@ -176,10 +220,9 @@ async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     result = await run_call(
         args.url, caller, auth_token=_token(args, err), method=args.method,
-        params=CallParams(from_=args.from_, to=args.to, account_sid=args.account_sid),
-        fallback_url=args.fallback_url, status_callback=args.status_callback,
+        params=params, fallback_url=args.fallback_url, status_callback=args.status_callback,
         status_callback_events=args.status_events or ("completed",),
-        max_requests=args.max_requests, on_event=show,
+        max_requests=args.max_requests, on_event=show, start_time=start_time,
     )
     return 0 if result.ok else 1
 

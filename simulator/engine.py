@@ -10,10 +10,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin as _urljoin
 
 from simulator.caller import (
     Caller,
@@ -51,8 +51,9 @@ from simulator.model import (
 )
 from simulator.transport import Fetch, Session
 
-__all__ = ["ERROR_NOTICE", "CallResult", "Engine", "parse_twiml"]
+__all__ = ["ERROR_NOTICE", "SIM_TIME_HEADER", "CallResult", "Engine", "parse_twiml"]
 
+SIM_TIME_HEADER = "X-Ivrkit-Sim-Time"
 ERROR_NOTICE = "We are sorry, an application error has occurred. Goodbye."
 MAX_BODY = 64 * 1024
 LOOP_CAP = 1000
@@ -193,6 +194,21 @@ def _int(
     return number
 
 
+_joined: dict[tuple[str, str], str] = {}
+
+
+def urljoin(base: str, url: str) -> str:
+    """``urllib.parse.urljoin``, remembered: a suite's calls resolve the same actions again
+    and again, and joining costs more than the rest of a verb."""
+    key = (base, url)
+    joined = _joined.get(key)
+    if joined is None:
+        if len(_joined) >= 4096:
+            _joined.clear()
+        joined = _joined[key] = _urljoin(base, url)
+    return joined
+
+
 def _text(element: ET.Element) -> str:
     return " ".join("".join(element.itertext()).split())
 
@@ -215,6 +231,7 @@ class Engine:
         status_callback_events: Iterable[str] = ("completed",),
         max_requests: int = 100,
         listeners: Iterable[Callable[[Event], Any]] = (),
+        start_time: datetime | None = None,
     ) -> None:
         self.session = session
         self.caller = caller
@@ -231,6 +248,12 @@ class Engine:
         self.max_requests = max_requests
         self.listeners = list(listeners)
         self.clock = Clock()
+        if start_time is not None and start_time.utcoffset() is None:
+            raise ValueError(
+                f"start_time {start_time.isoformat()} has no UTC offset; give one, e.g. "
+                "2026-11-22T03:00:00-05:00, so the call happens at a definite moment"
+            )
+        self.start_time = start_time
         self.events: list[Event] = []
         self.requests_made = 0
         self.verbs_run = 0
@@ -244,6 +267,19 @@ class Engine:
         self.events.append(event)
         for listener in self.listeners:
             listener(event)
+
+    def now(self) -> datetime:
+        """The call's virtual time: its start time (or the wall clock) plus what has passed."""
+        if self.start_time is None:
+            return datetime.now(UTC)
+        return self.start_time + timedelta(seconds=self.clock.now)
+
+    def _time_header(self) -> dict[str, str] | None:
+        """``X-Ivrkit-Sim-Time``, only for a call given a start time: an app that trusts it
+        (a test or dev server) shows flows this time as ``call.now``."""
+        if self.start_time is None:
+            return None
+        return {SIM_TIME_HEADER: self.now().isoformat()}
 
     def _answer(self) -> None:
         if self.clock.answered_at is None:
@@ -265,7 +301,7 @@ class Engine:
         self.requests_made += 1
         body = self.params.base(status or self.call_status)
         body.update(params)
-        result = await self.session.fetch(method, url, body)
+        result = await self.session.fetch(method, url, body, headers=self._time_header())
         if status is None:
             self.call_status = "in-progress"
         for exchange in result.exchanges:
@@ -354,14 +390,17 @@ class Engine:
             return
         params = self.params.base(status)
         params.update(
-            Timestamp=format_datetime(datetime.now(UTC), usegmt=True),
+            Timestamp=format_datetime(self.now().astimezone(UTC), usegmt=True),
             SequenceNumber=str(self._sequence),
             CallbackSource="call-progress-events",
         )
         if event_name == "completed":
             params["CallDuration"] = str(self.clock.duration)
         self._sequence += 1
-        result = await self.session.fetch(self.status_callback_method, self.status_callback, params)
+        result = await self.session.fetch(
+            self.status_callback_method, self.status_callback, params,
+            headers=self._time_header(),
+        )
         for exchange in result.exchanges:
             self.emit(RequestEvent(
                 exchange.method, exchange.url, exchange.params, exchange.status,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from simulator.asgi import AsgiHost
 from simulator.caller import (
     Answer,
     Caller,
@@ -33,7 +35,9 @@ from simulator.engine import CallResult, Engine
 from simulator.model import CallParams, Event, EventLog
 from simulator.transport import Transport
 
-__all__ = ["CallEnded", "LiveCall", "Phone", "SyncCall", "WrongInput", "run_call"]
+__all__ = [
+    "CallEnded", "LiveCall", "Phone", "SyncCall", "WrongInput", "parse_start", "run_call",
+]
 
 T = TypeVar("T")
 
@@ -54,24 +58,29 @@ async def run_call(
     status_callback_events: Iterable[str] = ("completed",),
     max_requests: int = 100,
     on_event: Callable[[Event], Any] | None = None,
+    start_time: datetime | None = None,
 ) -> CallResult:
     """Place one call to ``url`` (or to ``app`` in-process) and run it to the end.
 
     ``caller`` is a ``Caller`` or a list of steps for a ``ScriptedCaller``. Pass ``transport`` to
-    share one HTTP client between many calls (it is then not closed here).
+    share one HTTP client between many calls (it is then not closed here). An ``app`` of its own
+    has its lifespan run around the call. ``start_time`` (with a UTC offset) is when the call
+    happens, sent as ``X-Ivrkit-Sim-Time``.
     """
     if not isinstance(caller, Caller):
         caller = ScriptedCaller(caller)
     own = transport is None
     if transport is None:
-        transport = Transport(app=app, auth_token=auth_token)
+        transport = Transport(app=app, auth_token=auth_token, lifespan=True)
     try:
+        if own:
+            await transport.start()
         engine = Engine(
             session=transport.session(), caller=caller, url=url, method=method, params=params,
             fallback_url=fallback_url, fallback_method=fallback_method,
             status_callback=status_callback, status_callback_method=status_callback_method,
             status_callback_events=status_callback_events, max_requests=max_requests,
-            listeners=[on_event] if on_event else (),
+            listeners=[on_event] if on_event else (), start_time=start_time,
         )
         return await engine.run()
     finally:
@@ -139,9 +148,18 @@ class LiveCall(EventLog):
     """
 
     def __init__(
-        self, *, transport: Transport, owns_transport: bool, url: str, **engine_options: Any
+        self,
+        *,
+        transport: Transport | None = None,
+        owns_transport: bool = True,
+        url: str,
+        connect: Callable[[], Awaitable[Transport]] | None = None,
+        **engine_options: Any,
     ) -> None:
+        if (transport is None) == (connect is None):
+            raise TypeError("LiveCall: give a transport= or a connect= coroutine function")
         self._transport = transport
+        self._connect = connect
         self._owns_transport = owns_transport
         self._url = url
         self._options = engine_options
@@ -157,13 +175,27 @@ class LiveCall(EventLog):
         if self._task is not None:
             raise RuntimeError("start(): this call was already started; place a new call")
         self._channel = _Channel()
+        transport = await self._opened_transport()
         engine = Engine(
-            session=self._transport.session(), caller=self._channel, url=self._url,
+            session=transport.session(), caller=self._channel, url=self._url,
             listeners=[self.events.append], **self._options,
         )
         self._task = asyncio.ensure_future(self._drive(engine))
+        self._task.add_done_callback(self._ended)
         await self._until_pause()
         return self
+
+    async def _opened_transport(self) -> Transport:
+        """The call's transport, connected (the app's lifespan started) on this event loop."""
+        if self._transport is None:
+            assert self._connect is not None
+            self._transport = await self._connect()
+        try:
+            await self._transport.start()
+        except BaseException:
+            await self._release()
+            raise
+        return self._transport
 
     async def _drive(self, engine: Engine) -> CallResult:
         try:
@@ -179,11 +211,16 @@ class LiveCall(EventLog):
         channel = self._channel
         if channel.paused.done():
             channel.paused = asyncio.get_running_loop().create_future()
-        waits: set[asyncio.Future[Any]] = {channel.paused, self._task}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not self._task.done():
+            await channel.paused  # the next input point, or the end of the call (_ended)
         if self._task.done():
             self.result = self._task.result()  # re-raises a crash inside the engine
             await self._release()
+
+    def _ended(self, task: asyncio.Future[CallResult]) -> None:
+        """The engine stopped: wake whoever waits for the next input point."""
+        if self._channel is not None and not self._channel.paused.done():
+            self._channel.paused.set_result(("end", None))
 
     async def _give(self, kind: str, answer: Any, what: str) -> LiveCall:
         if self._task is None:
@@ -294,7 +331,7 @@ class LiveCall(EventLog):
     async def _release(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._owns_transport:
+            if self._owns_transport and self._transport is not None:
                 await self._transport.aclose()
 
     async def aclose(self) -> None:
@@ -314,13 +351,36 @@ class LiveCall(EventLog):
         await self.aclose()
 
 
-class SyncCall:
-    """``LiveCall`` for synchronous code: the call runs on its own event loop in a thread."""
+class _LoopThread:
+    """An event loop running in a daemon thread: where synchronous tests' calls (and the
+    lifespans of the apps they call) run."""
 
-    def __init__(self, factory: Callable[[], LiveCall]) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class SyncCall:
+    """``LiveCall`` for synchronous code: the call runs on an event loop in a thread (its own,
+    or the one a ``Phone`` shares between its synchronous calls)."""
+
+    def __init__(
+        self, factory: Callable[[], LiveCall], runner: _LoopThread | None = None
+    ) -> None:
+        self._owns_runner = runner is None
+        self._runner = runner or _LoopThread()
+        self._loop = self._runner.loop
         self._call = self._run(self._make(factory))
 
     @staticmethod
@@ -328,7 +388,7 @@ class SyncCall:
         return factory()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._runner.run(coro)
 
     def start(self) -> SyncCall:
         self._run(self._call.start())
@@ -370,10 +430,11 @@ class SyncCall:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._run(self._call.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        try:
+            self._run(self._call.aclose())
+        finally:
+            if self._owns_runner:
+                self._runner.close()
 
     def __enter__(self) -> SyncCall:
         return self.start()
@@ -387,7 +448,12 @@ class SyncCall:
 
 class Phone:
     """Places calls with shared defaults: the target (``url`` or ASGI ``app``), caller numbers,
-    auth token (requests are signed only when one is given), limits."""
+    auth token (requests are signed only when one is given), the calls' start time, limits.
+
+    An in-process ``app`` is served the way a server would serve it: its lifespan starts before
+    the first call to it and shuts down at ``aclose()`` (the ``phone`` fixture does that after
+    the test), once per event loop the calls run on.
+    """
 
     def __init__(
         self,
@@ -399,6 +465,7 @@ class Phone:
         to: str = "+15005550001",
         client: httpx.AsyncClient | None = None,
         max_requests: int = 100,
+        start: datetime | str | None = None,
     ) -> None:
         self.url = url
         self.app = app
@@ -407,8 +474,26 @@ class Phone:
         self.to = to
         self.client = client
         self.max_requests = max_requests
+        self.start = start
         self._live: list[LiveCall] = []
         self._sync: list[SyncCall] = []
+        self._hosts: dict[tuple[int, asyncio.AbstractEventLoop], AsgiHost] = {}
+        self._transports: dict[tuple[int, asyncio.AbstractEventLoop, str | None], Transport] = {}
+        self._sync_runner: _LoopThread | None = None
+
+    def _in_process(self, app: Any, token: str | None) -> Transport:
+        """The app's transport on the running event loop: one lifespan per app and loop, one
+        transport (and signer) per token; each call still gets its own cookie jar."""
+        loop = asyncio.get_running_loop()
+        key = (id(app), loop)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = AsgiHost(app)
+        transport = self._transports.get((id(app), loop, token))
+        if transport is None or transport.host is not host:
+            transport = Transport(host=host, auth_token=token)
+            self._transports[(id(app), loop, token)] = transport
+        return transport
 
     def _factory(
         self, url: str | None, app: Any, options: dict[str, Any]
@@ -424,14 +509,23 @@ class Phone:
             extra=options.pop("extra", {}),
         )
         options.setdefault("max_requests", self.max_requests)
+        start = options.pop("start", self.start)
+        if start is not None:
+            options["start_time"] = parse_start(start, "phone.call(start=...)")
         client = options.pop("client", self.client)
 
+        async def connect() -> Transport:
+            return Transport(client=client, auth_token=token)
+
+        async def connect_in_process() -> Transport:
+            return self._in_process(app, token)
+
         def make() -> LiveCall:
-            shared = client is not None and app is None
-            transport = Transport(app=app, client=client if shared else None, auth_token=token)
-            return LiveCall(
-                transport=transport, owns_transport=True, url=target, params=params, **options
-            )
+            if app is not None:
+                # The transport is the phone's: closing the call leaves it (and the app) be.
+                return LiveCall(connect=connect_in_process, owns_transport=False, url=target,
+                                params=params, **options)
+            return LiveCall(connect=connect, url=target, params=params, **options)
 
         return make
 
@@ -439,9 +533,11 @@ class Phone:
         """A new call (not started): ``await phone.call("/voice").start()``.
 
         Options: from_, to, extra (more webhook params), params (a CallParams), auth_token,
-        client (an httpx.AsyncClient to reuse, e.g. one whose ASGI app's lifespan is running;
-        bare paths join its base_url), method, fallback_url, fallback_method, status_callback,
-        status_callback_method, status_callback_events, max_requests.
+        start (the call's start time, a datetime or ISO 8601 text with a UTC offset: sent as
+        ``X-Ivrkit-Sim-Time``, which a test or dev ivrkit server uses as ``call.now``),
+        client (an httpx.AsyncClient to reuse; bare paths join its base_url), method,
+        fallback_url, fallback_method, status_callback, status_callback_method,
+        status_callback_events, max_requests.
         """
         call = self._factory(url, app, dict(options))()
         self._live.append(call)
@@ -449,7 +545,9 @@ class Phone:
 
     def sync(self, url: str | None = None, *, app: Any = None, **options: Any) -> SyncCall:
         """Same as ``call()`` for synchronous tests; returns a started ``SyncCall``."""
-        call = SyncCall(self._factory(url, app, dict(options)))
+        if self._sync_runner is None:
+            self._sync_runner = _LoopThread()
+        call = SyncCall(self._factory(url, app, dict(options)), self._sync_runner)
         self._sync.append(call)
         return call.start()
 
@@ -460,8 +558,9 @@ class Phone:
         """A whole scripted call: ``await phone.run("/voice", steps=[Press("1"), HangUp()])``."""
         live = self._factory(url, app, dict(options))()
         try:
+            transport = await live._opened_transport()
             engine = Engine(
-                session=live._transport.session(), caller=ScriptedCaller(steps), url=live._url,
+                session=transport.session(), caller=ScriptedCaller(steps), url=live._url,
                 **live._options,
             )
             return await engine.run()
@@ -469,10 +568,62 @@ class Phone:
             await live.aclose()
 
     async def aclose(self) -> None:
-        for call in self._live:
-            await call.aclose()
-        self.close_sync()
+        """Close the calls and shut down the lifespans started on this event loop; then the
+        synchronous calls and theirs."""
+        try:
+            for call in self._live:
+                await call.aclose()
+        finally:
+            try:
+                await self.stop_apps(asyncio.get_running_loop())
+            finally:
+                self.close_sync()
+
+    async def stop_apps(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Shut down the lifespans of the apps called on ``loop`` (run this on that loop)."""
+        errors: list[BaseException] = []
+        for key3 in [key3 for key3 in self._transports if key3[1] is loop]:
+            del self._transports[key3]
+        for key in [key for key in self._hosts if key[1] is loop]:
+            try:
+                await self._hosts.pop(key).stop()
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def event_loops(self) -> list[asyncio.AbstractEventLoop]:
+        """The event loops where apps' lifespans still run (``stop_apps`` each of them)."""
+        return list(dict.fromkeys(key[1] for key in self._hosts))
 
     def close_sync(self) -> None:
-        for sync_call in self._sync:
-            sync_call.close()
+        """Close the synchronous calls, shut down the apps they called, stop their loop."""
+        runner, self._sync_runner = self._sync_runner, None
+        try:
+            for sync_call in self._sync:
+                sync_call.close()
+        finally:
+            if runner is not None:
+                try:
+                    runner.run(self.stop_apps(runner.loop))
+                finally:
+                    runner.close()
+
+
+def parse_start(value: datetime | str, where: str) -> datetime:
+    """A call's start time from a datetime or ISO 8601 text; it must carry a UTC offset."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise ValueError(
+                f"{where}: {value!r} is not an ISO 8601 time; write e.g. 2026-11-22T03:00:00-05:00"
+            ) from None
+    if moment.utcoffset() is None:
+        raise ValueError(
+            f"{where}: {value!s} has no UTC offset; add one, e.g. 2026-11-22T03:00:00-05:00 "
+            "(New York in winter) or 2026-11-22T08:00:00Z"
+        )
+    return moment

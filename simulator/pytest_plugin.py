@@ -10,32 +10,84 @@
         call.press("1")
         assert call.ended
 
-Configure defaults with ``phone.url``, ``phone.app``, ``phone.auth_token`` (or the
-``TWILIO_AUTH_TOKEN`` environment variable), ``phone.from_``, ``phone.to``.
+An in-process app's lifespan (an ivrkit app opens its database there) starts before the first
+call to it and shuts down after the test, on the event loop its calls ran on. Configure
+defaults with ``phone.url``, ``phone.app``, ``phone.auth_token`` (or the ``TWILIO_AUTH_TOKEN``
+environment variable), ``phone.from_``, ``phone.to``, ``phone.start``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from simulator.phone import Phone
 
+pytest_asyncio: Any
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - pytest-asyncio is a dev dependency
+    pytest_asyncio = None
+
 
 @pytest.fixture
-def phone() -> Iterator[Phone]:
-    """A Phone placing simulated calls; open calls are closed after the test."""
+def _ivrkit_phone() -> Iterator[Phone]:
     placed = Phone(auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None)
     yield placed
-    placed.close_sync()
-    for call in placed._live:
-        task = call._task
-        if task is None or task.done():
-            continue
-        loop = task.get_loop()
-        if not loop.is_closed() and not loop.is_running():
-            loop.run_until_complete(call.aclose())
-        elif not loop.is_closed():
-            task.cancel()
+    close_phone(placed)
+
+
+@pytest.fixture
+def phone(_ivrkit_phone: Phone, request: pytest.FixtureRequest) -> Phone:
+    """A Phone placing simulated calls; open calls are closed and the apps it started are shut
+    down after the test."""
+    if pytest_asyncio is not None and inspect.iscoroutinefunction(request.function):
+        # pytest-asyncio closes a test's own event loop before sync fixtures are torn down;
+        # this async fixture shuts the apps down on that loop while it still runs.
+        request.getfixturevalue("_ivrkit_phone_on_test_loop")
+    return _ivrkit_phone
+
+
+async def close_on_running_loop(placed: Phone) -> None:
+    """Close the calls still waiting on the running loop and stop the apps started there."""
+    loop = asyncio.get_running_loop()
+    try:
+        for call in placed._live:
+            task = call._task
+            if task is not None and not task.done() and task.get_loop() is loop:
+                await call.aclose()
+    finally:
+        await placed.stop_apps(loop)
+
+
+if pytest_asyncio is not None:
+
+    @pytest_asyncio.fixture(loop_scope="function")  # type: ignore[untyped-decorator]
+    async def _ivrkit_phone_on_test_loop(_ivrkit_phone: Phone) -> AsyncIterator[None]:
+        yield
+        await close_on_running_loop(_ivrkit_phone)
+
+
+def close_phone(placed: Phone) -> None:
+    """Tear down what a test left: its synchronous calls, calls still waiting, and the apps'
+    lifespans, each on the event loop it runs on if that loop still exists."""
+    try:
+        placed.close_sync()
+    finally:
+        for loop in {task.get_loop() for task in _waiting(placed)}:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(close_on_running_loop(placed))
+        for loop in placed.event_loops():
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(placed.stop_apps(loop))
+            # A closed loop cancelled the lifespan task when it shut down; nothing is left
+            # to run it on.
+
+
+def _waiting(placed: Phone) -> list[asyncio.Task[Any]]:
+    return [call._task for call in placed._live if call._task and not call._task.done()]

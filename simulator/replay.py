@@ -206,6 +206,8 @@ class _Tape:
         self.documents = list(documents)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan to run
         while True:  # drain the request body
             message = await receive()
             if not message.get("more_body"):

@@ -2,6 +2,7 @@
 
     url: http://127.0.0.1:8000/voice        # or --url on the command line
     from: "+15551230000"                     # optional call defaults: to, method, auth_token
+    start: 2026-11-22T03:00:00-05:00         # when the calls happen (X-Ivrkit-Sim-Time)
     scenarios:
       - name: sales is reachable
         steps:
@@ -39,7 +40,7 @@ from simulator.caller import (
 )
 from simulator.engine import CallResult
 from simulator.model import CallParams
-from simulator.phone import run_call
+from simulator.phone import parse_start, run_call
 from simulator.transport import Transport
 
 __all__ = [
@@ -172,8 +173,14 @@ _CALL_OPTIONS = {"from": "from_", "to": "to", "method": "method", "auth_token": 
                  "status_callback": "status_callback"}
 
 
-def _options(data: dict[str, Any]) -> dict[str, Any]:
-    return {ours: data[key] for key, ours in _CALL_OPTIONS.items() if key in data}
+def _options(data: dict[str, Any], where: str) -> dict[str, Any]:
+    options = {ours: data[key] for key, ours in _CALL_OPTIONS.items() if key in data}
+    if data.get("start") is not None:
+        try:
+            options["start_time"] = parse_start(data["start"], f"{where}: start")
+        except ValueError as error:
+            raise ScenarioError(str(error)) from None
+    return options
 
 
 def load_scenarios(path: str | Path) -> ScenarioFile:
@@ -195,11 +202,11 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
             parse_step(step, f"{where}: step {n}")
             for n, step in enumerate(item.get("steps") or [], 1)
         ]
-        options = _options(item)
+        options = _options(item, where)
         if "url" in item:
             options["url"] = item["url"]
         scenarios.append(Scenario(name, steps, _expectation(item.get("expect"), where), options))
-    return ScenarioFile(path, data.get("url"), scenarios, _options(data))
+    return ScenarioFile(path, data.get("url"), scenarios, _options(data, path))
 
 
 def check(expect: Expectation, result: CallResult) -> list[str]:
@@ -255,7 +262,7 @@ async def run_scenarios(
     token = auth_token or scenario_file.options.get("auth_token") or os.environ.get(
         "TWILIO_AUTH_TOKEN"
     )
-    async with Transport(app=app, auth_token=token) as transport:
+    async with Transport(app=app, auth_token=token, lifespan=True) as transport:
         for scenario in scenario_file.scenarios:
             options = {**scenario_file.options, **scenario.options}
             target = url or options.pop("url", None) or scenario_file.url

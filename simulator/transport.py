@@ -9,20 +9,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import os
 import ssl
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from simulator.asgi import AsgiHost, AsgiResponse
 from simulator.signing import Signer
 
-__all__ = ["Exchange", "Fetch", "Overrides", "Session", "Transport", "split_fragment"]
+__all__ = [
+    "Exchange", "Fetch", "Overrides", "Session", "Transport", "encode_form", "split_fragment",
+]
 
 USER_AGENT = "TwilioProxy/1.1"
 ASGI_BASE_URL = "http://testserver"
@@ -113,9 +116,12 @@ class _Failure(Exception):
 
 
 class Transport:
-    """Shared HTTP machinery. Give ``app`` for an in-process ASGI app, or ``client`` to reuse one.
+    """Shared HTTP machinery. Give ``app`` for an in-process ASGI app, ``host`` for one whose
+    lifespan someone else runs (``Phone``), or ``client`` to reuse an httpx client.
 
-    The client is closed by ``aclose()`` only when this transport created it.
+    An in-process app is called directly (``AsgiHost``); with ``lifespan=True`` its lifespan
+    starts at ``start()`` (or ``async with``) and shuts down at ``aclose()``. The client is
+    closed by ``aclose()`` only when this transport created it.
     """
 
     def __init__(
@@ -125,22 +131,25 @@ class Transport:
         client: httpx.AsyncClient | None = None,
         auth_token: str | None = None,
         max_connections: int = 100,
+        host: AsgiHost | None = None,
+        lifespan: bool = False,
     ) -> None:
-        self.app = app
-        self._owns_client = client is None
+        self._owns_host = host is None and app is not None and client is None
+        if self._owns_host:
+            host = AsgiHost(app, lifespan=lifespan)
+        self.host = host
+        self.app = host.app if host is not None else app
+        self._owns_client = client is None and host is None
         # With our own client, requests go straight to its transport: the client's per-request
         # work (URL merging, its own cookie jar, auth and redirect hooks) is not needed here and
         # costs more CPU than the rest of the simulator.
         self._direct: httpx.AsyncBaseTransport | None = None
-        if client is None:
+        if client is None and host is None:
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
-            if app is not None:
-                self._direct = httpx.ASGITransport(app=app)
-            else:
-                skip_missing_sniffio()
-                self._direct = httpx.AsyncHTTPTransport(limits=limits, verify=_ssl_context())
+            skip_missing_sniffio()
+            self._direct = httpx.AsyncHTTPTransport(limits=limits, verify=_ssl_context())
             client = httpx.AsyncClient(transport=self._direct)
         self.client = client
         self.signer = Signer(auth_token) if auth_token else None
@@ -149,20 +158,30 @@ class Transport:
         """Bare paths (``/voice``) go to the in-process app at http://testserver, or to the given
         client's ``base_url``; signatures need the absolute URL."""
         if url.startswith("/"):
-            if self.app is not None:
+            if self.host is not None:
                 return ASGI_BASE_URL + url
-            if str(self.client.base_url):
+            if self.client is not None and str(self.client.base_url):
                 return str(self.client.base_url.join(url))
         return url
 
     def session(self) -> Session:
         return Session(self)
 
+    async def start(self) -> None:
+        """Run the in-process app's lifespan start-up, if this transport runs it."""
+        if self.host is not None:
+            await self.host.start()
+
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.aclose()
+        try:
+            if self._owns_host and self.host is not None:
+                await self.host.stop()
+        finally:
+            if self._owns_client and self.client is not None:
+                await self.client.aclose()
 
     async def __aenter__(self) -> Transport:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -177,9 +196,15 @@ class Session:
         self.cookies = httpx.Cookies()
 
     async def fetch(
-        self, method: str, url: str, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Fetch:
-        """Request ``url`` with the call's ``params`` (form body for POST, query for GET).
+        """Request ``url`` with the call's ``params`` (form body for POST, query for GET) and any
+        extra ``headers``.
 
         Follows 301/302/303/307 (at most 10), retries per the fragment's ``rc``/``rp``, and never
         raises for network trouble: the result carries the Twilio error code instead.
@@ -189,11 +214,14 @@ class Session:
             method = "POST"
         url, overrides = split_fragment(self.transport.absolute(url))
         result = Fetch(method=method, url=url)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()  # the shape of a uuid4's hex, without the UUID object
+        extra = dict(headers) if headers else {}
         attempts = 1 + overrides.retries
         for attempt in range(attempts):
             try:
-                await self._follow(result, method, url, dict(params or {}), overrides, token)
+                await self._follow(
+                    result, method, url, dict(params or {}), overrides, token, extra
+                )
                 return result
             except _Failure as failure:
                 result.error_code = failure.code
@@ -212,9 +240,10 @@ class Session:
         params: dict[str, str],
         overrides: Overrides,
         token: str,
+        extra: dict[str, str],
     ) -> None:
         for _hop in range(MAX_REDIRECTS + 1):
-            response = await self._send(result, method, url, params, overrides, token)
+            response = await self._send(result, method, url, params, overrides, token, extra)
             status = response.status_code
             if status in _FOLLOWED:
                 location = response.headers.get("location")
@@ -249,46 +278,36 @@ class Session:
         params: dict[str, str],
         overrides: Overrides,
         token: str,
-    ) -> httpx.Response:
+        extra: dict[str, str],
+    ) -> httpx.Response | AsgiResponse:
         transport = self.transport
-        headers = {"User-Agent": USER_AGENT, "I-Twilio-Idempotency-Token": token}
+        headers = {"User-Agent": USER_AGENT, "I-Twilio-Idempotency-Token": token, **extra}
         if method == "GET":
             if params:
                 parts = urlsplit(url)
-                query = urlencode(params)
+                query = encode_form(params)
                 query = f"{parts.query}&{query}" if parts.query else query
                 url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-            content = None
+            content = b""
             signed = transport.signer.sign(url) if transport.signer else None
         else:
-            content = urlencode(params).encode()
+            content = encode_form(params).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             signed = transport.signer.sign(url, params) if transport.signer else None
         if signed is not None:
             headers["X-Twilio-Signature"] = signed
-        if transport._direct is not None:
-            request = httpx.Request(
-                method, url, content=content, headers=headers,
-                extensions={"timeout": _timeout(overrides).as_dict()},
-            )
-        else:
-            request = transport.client.build_request(
-                method, url, content=content, headers=headers, timeout=_timeout(overrides)
-            )
-        if self.cookies.jar:  # the cookie jar is slow; most apps set no cookies
-            self.cookies.set_cookie_header(request)
         # In-process apps ignore httpx timeouts, so the total cap (and rt) is enforced here.
         cap = min(overrides.total_ms, overrides.read_ms) / 1000
         started = time.perf_counter()
         status: int | None = None
         try:
             async with asyncio.timeout(cap):
-                if transport._direct is not None:
-                    response = await transport._direct.handle_async_request(request)
-                    response.request = request
+                if transport.host is not None:
+                    response: httpx.Response | AsgiResponse = await self._send_in_process(
+                        transport.host, method, url, headers, content
+                    )
                 else:
-                    response = await transport.client.send(request)
-                await response.aread()
+                    response = await self._send_http(method, url, headers, content, overrides)
             status = response.status_code
         except (TimeoutError, httpx.TimeoutException) as exc:
             connect = isinstance(exc, httpx.ConnectTimeout)
@@ -314,9 +333,73 @@ class Session:
                 method, url, params, status,
                 round((time.perf_counter() - started) * 1000, 3),
             ))
+        return response
+
+    async def _send_in_process(
+        self, host: AsgiHost, method: str, url: str, headers: dict[str, str], content: bytes
+    ) -> AsgiResponse:
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in headers.items()]
+        if method == "POST":
+            raw.append((b"content-length", str(len(content)).encode()))
+        if self.cookies.jar:  # the cookie jar is slow; most apps set no cookies
+            probe = httpx.Request(method, url)
+            self.cookies.set_cookie_header(probe)
+            raw.append((b"cookie", probe.headers["cookie"].encode("latin-1")))
+        response = await host.request(method, url, raw, content)
+        if "set-cookie" in response.headers:
+            self.cookies.extract_cookies(httpx.Response(
+                response.status_code, headers=response.raw_headers,
+                request=httpx.Request(method, url),
+            ))
+        return response
+
+    async def _send_http(
+        self, method: str, url: str, headers: dict[str, str], content: bytes,
+        overrides: Overrides,
+    ) -> httpx.Response:
+        transport = self.transport
+        if transport._direct is not None:
+            request = httpx.Request(
+                method, url, content=content if method == "POST" else None, headers=headers,
+                extensions={"timeout": _timeout(overrides).as_dict()},
+            )
+        else:
+            assert transport.client is not None
+            request = transport.client.build_request(
+                method, url, content=content if method == "POST" else None, headers=headers,
+                timeout=_timeout(overrides),
+            )
+        if self.cookies.jar:  # the cookie jar is slow; most apps set no cookies
+            self.cookies.set_cookie_header(request)
+        if transport._direct is not None:
+            response = await transport._direct.handle_async_request(request)
+            response.request = request
+        else:
+            assert transport.client is not None
+            response = await transport.client.send(request)
+        await response.aread()
         if "set-cookie" in response.headers:
             self.cookies.extract_cookies(response)
         return response
+
+
+_quoted: dict[str, str] = {}
+
+
+def encode_form(params: Mapping[str, str]) -> str:
+    """``urlencode(params)``, with each name and value quoted once and remembered: a call's
+    webhooks repeat most of them (AccountSid, the numbers, CallSid, the status)."""
+    quoted = _quoted
+    pairs = []
+    for name, value in params.items():
+        for text in (name, value):
+            if text not in quoted:
+                if len(quoted) >= 8192:
+                    quoted.clear()
+                quoted[text] = quote_plus(str(text))
+        pairs.append(f"{quoted[name]}={quoted[value]}")
+    return "&".join(pairs)
 
 
 _timeouts: dict[Overrides, httpx.Timeout] = {}

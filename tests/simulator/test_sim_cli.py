@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -244,3 +245,41 @@ def test_python_dash_m(serve):
     )
     assert completed.returncode == 1
     assert "11200" in completed.stdout
+
+
+def test_transcript_header_shows_the_call_sid(serve):
+    app = demo_ivr()
+    server = serve(app)
+    code, out, _ = run_cli("call", f"{server.url}/voice", "--press", "3", "--record", "4#",
+                           "--auth-token", TOKEN)
+    assert code == 0
+    header = out.splitlines()[0]
+    match = re.fullmatch(rf"== call (CA[0-9a-f]{{32}}): POST {server.url}/voice", header)
+    assert match, header
+    assert {seen.params["CallSid"] for seen in app.seen} == {match.group(1)}
+
+
+def test_silence_without_a_terminal_is_explained_on_stderr(serve):
+    server = serve(demo_ivr())
+    code, out, err = run_cli("call", f"{server.url}/voice", "--auth-token", TOKEN)
+    assert err == (
+        "ivrkit-sim: no input (stdin is not a terminal): the caller hangs up; use -i or --press\n"
+    )
+    assert out.splitlines()[-1].endswith("(caller-hangup)")
+    assert code == 0
+
+
+def test_a_script_that_runs_out_at_a_gather_says_so(serve):
+    server = serve(demo_ivr())
+    _, out, err = run_cli("call", f"{server.url}/voice", "--press", "timeout",
+                          "--auth-token", TOKEN)
+    assert "<- caller stays silent (timeout)" in out
+    assert err == "ivrkit-sim: no --press or --speak left for this Gather: the caller hangs up\n"
+
+
+def test_start_must_carry_a_utc_offset(serve):
+    server = serve(demo_ivr())
+    code, out, err = run_cli("call", f"{server.url}/voice", "--start", "2026-11-22T03:00:00")
+    assert code == 2
+    assert out == ""
+    assert "--start: 2026-11-22T03:00:00 has no UTC offset; add one" in err

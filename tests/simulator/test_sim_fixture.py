@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import warnings
+
 import pytest
-from sim_apps import TOKEN, TwimlApp, twiml
+from sim_apps import TOKEN, TwimlApp, demo_ivr, twiml
 
 from simulator import CallEnded, Phone, WrongInput
+from simulator.pytest_plugin import close_phone
 
 MENU = twiml(
     '<Gather action="/menu?state=choice" numDigits="1">'
@@ -129,30 +134,27 @@ async def test_phone_run_whole_script(phone):
     assert result.reason == "caller-hangup"  # no Dial outcome scripted
 
 
-async def test_call_left_waiting_over_http_is_cleaned_up(phone, serve):
-    from sim_apps import demo_ivr
-
+def test_calls_left_waiting_over_http_are_closed_by_the_fixtures_teardown(serve):
+    """A test may end while its calls wait at a Gather: the teardown hangs them up and closes
+    their HTTP clients, so no socket is left for the garbage collector to find."""
     server = serve(demo_ivr())
-    call = await phone.call(f"{server.url}/voice").start()
-    assert call.waiting_for == "gather"
-    # No hangup: the fixture and the event loop's teardown must close the HTTP client.
-
-
-def test_sync_call_left_waiting_over_http_is_cleaned_up(phone, serve):
-    import gc
-
-    from sim_apps import demo_ivr
-
-    gc.collect()  # an unclosed socket from the test above would warn (= fail) here
-    server = serve(demo_ivr())
-    call = phone.sync(f"{server.url}/voice")
-    assert call.waiting_for == "gather"
-
-
-def test_nothing_leaked_by_the_tests_above():
-    import gc
-
-    gc.collect()
+    phone = Phone(auth_token=TOKEN)
+    loop = asyncio.new_event_loop()
+    try:
+        waiting = loop.run_until_complete(phone.call(f"{server.url}/voice").start())
+        sync_waiting = phone.sync(f"{server.url}/voice")
+        assert waiting.waiting_for == sync_waiting.waiting_for == "gather"
+        close_phone(phone)  # what the phone fixture runs after a test
+        assert waiting._transport.client.is_closed
+        assert sync_waiting._call._transport.client.is_closed
+        assert waiting.waiting_for is None
+        assert not waiting.ended
+    finally:
+        loop.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 async def test_reuse_a_client_with_base_url(phone):

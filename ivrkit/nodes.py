@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
+from ivrkit.lines import line_of
+
 if TYPE_CHECKING:
     from ivrkit.call import Call
 
@@ -34,7 +36,7 @@ def _definition_site() -> tuple[str, int]:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return ("<unknown>", 0)
-    return (frame.f_code.co_filename, frame.f_lineno)
+    return (frame.f_code.co_filename, line_of(frame))
 
 
 class Node:

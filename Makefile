@@ -1,6 +1,8 @@
 # Two commands matter: `make run` (the example flow on 127.0.0.1:8000) and `make test`.
-# Both create .venv and install the package on first use.
+# Both create .venv and install the package on first use. `make run PORT=9000` (or
+# IVRKIT_PORT=9000 make run) listens elsewhere.
 PYTHON ?= python3
+PORT ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -14,7 +16,7 @@ $(BIN)/ivrkit: pyproject.toml
 install: $(BIN)/ivrkit
 
 run: install
-	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev
+	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev $(if $(PORT),--port $(PORT))
 
 test: install
 	$(BIN)/ruff check .

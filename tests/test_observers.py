@@ -1,4 +1,4 @@
-"""The runtime reports what a call did to observers; coverage is one, and needs no runtime import."""
+"""The runtime reports what a call did to observers; coverage is one of them."""
 
 from __future__ import annotations
 

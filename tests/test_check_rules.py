@@ -354,7 +354,31 @@ def test_ivr009_decision_with_known_literals_passes():
     assert Line.machine().fire("route", "goto:closed") == "closed"
 
 
-# -- IVR010 sub-flow: see test_flow_definition.py (needs the registry) ------------------------
+# -- IVR010 sub-flow (across flows; the commands: test_tools_agree.py) ----------------------
+
+
+def test_ivr010_every_missing_subflow_is_a_finding_at_its_line():
+    from ivrkit import SubFlow
+    from ivrkit.validation import check_subflows
+
+    class Caller(Flow):
+        verify = SubFlow("account_pin", then="pay")
+        pay = SubFlow("payments", then="bye")
+        bye = Hangup()
+
+    class Payments(Flow):
+        take = Hangup("Paid.")
+
+    missing = check_subflows([Caller])
+    assert [(f.code, f.severity, f.state) for f in missing] == [
+        ("IVR010", ERROR, "verify"),
+        ("IVR010", ERROR, "pay"),
+    ]
+    assert missing[1].line == missing[0].line + 1
+    assert missing[0].file == "tests/test_check_rules.py"
+    assert 'sub-flow "account_pin" is not loaded (loaded: caller)' in missing[0].message
+    assert [f.state for f in check_subflows([Caller, Payments])] == ["verify"]
+
 
 # -- IVR011 reject ---------------------------------------------------------------------------
 

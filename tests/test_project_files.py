@@ -21,14 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
     ],
 )
 def test_make_run_passes_the_port(args, env, expected, monkeypatch):
-    monkeypatch.delenv("PORT", raising=False)
+    for name in ("PORT", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):  # also when make test runs us
+        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     done = subprocess.run(
-        ["make", "-n", "-o", ".venv/bin/ivrkit", "run", *args],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/bin/ivrkit", "run", *args],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
-    command = done.stdout.strip().splitlines()[-1]
+    (command,) = [line for line in done.stdout.splitlines() if " serve " in line]
     assert command.startswith(".venv/bin/ivrkit serve flows/support_line.py")
     assert command.rstrip().endswith(expected)
 

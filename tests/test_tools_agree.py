@@ -135,3 +135,15 @@ def test_paths_are_printed_relative_to_the_current_folder(project, capsys):
     assert "ivrkit graph: flows/parent.py: no flow 'Nope' (flows there: Parent)" in err
     assert main(["prompts", str(project / "nowhere")]) == 2
     assert capsys.readouterr().err == "ivrkit prompts: nowhere: no such file or folder\n"
+
+
+def test_the_app_refuses_with_the_same_findings(project):
+    from ivrkit.errors import FlowRuntimeError
+    from ivrkit.loader import load_flows
+    from ivrkit.runtime import FlowRegistry
+
+    with pytest.raises(FlowRuntimeError) as refused:
+        FlowRegistry(load_flows(["flows"]))
+    message = str(refused.value)
+    assert message.startswith("flows/parent.py:7: IVR010 error: Parent.verify: ")
+    assert "; flows/parent.py:8: IVR010 error: Parent.billing: " in message

@@ -102,7 +102,7 @@ def test_graph_takes_several_modules_and_folders_and_links_them(project, capsys)
     account_pin = Path(__file__).resolve().parents[1] / "flows" / "account_pin.py"
     assert main(["graph", "flows", "other", str(account_pin)]) == 0
     out = capsys.readouterr().out
-    assert "parent_verify ==>|\"enter\"| account_pin_" in out
+    assert 'parent_verify ==>|"enter"| account_pin_' in out
     assert 'parent_billing ==>|"enter"| billing_line_hello' in out
     assert "flow:" not in out  # no box for a flow that was not loaded
 
@@ -147,3 +147,16 @@ def test_the_app_refuses_with_the_same_findings(project):
     message = str(refused.value)
     assert message.startswith("flows/parent.py:7: IVR010 error: Parent.verify: ")
     assert "; flows/parent.py:8: IVR010 error: Parent.billing: " in message
+
+
+def test_check_names_two_flows_sharing_a_name_without_the_runtime(project, capsys):
+    copy = BILLING.replace(
+        "class BillingLine(Flow):", 'class Billing2(Flow):\n    name = "billing_line"'
+    )
+    (project / "other" / "billing_copy.py").write_text(copy)
+    assert main(["check", "other"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        "other/billing_copy.py:5: Billing2 and BillingLine are both named 'billing_line'; "
+        "set name = ... on one"
+    ) in out

@@ -129,7 +129,12 @@ def class_site(cls: type) -> tuple[str, int]:
         return "<unknown>", 0
     index = source_index(file)
     line = index.classes.get(cls.__qualname__) if index is not None else None
-    return (file, line) if line is not None else ("<unknown>", 0)
+    if line is None:  # source only in linecache (a notebook cell, exec'd code): ask inspect
+        try:
+            line = inspect.getsourcelines(cls)[1]
+        except (OSError, TypeError):
+            return "<unknown>", 0
+    return file, line
 
 
 def returned_literals(function: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:

@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 $(BIN)/ivrkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# -qq: errors only; -q still shows setuptools' notice about every editable install
+	$(BIN)/pip install --quiet --quiet -e '.[dev]'
 	touch $(BIN)/ivrkit
 
 .PHONY: install run test lint bench

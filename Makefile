@@ -6,10 +6,11 @@ PORT ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
+# pip -qq for the editable install: errors only (at -q setuptools still prints a notice
+# about editable installs, a dozen lines on every fresh clone).
 $(BIN)/ivrkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# -qq: errors only; -q still shows setuptools' notice about every editable install
 	$(BIN)/pip install --quiet --quiet -e '.[dev]'
 	touch $(BIN)/ivrkit
 

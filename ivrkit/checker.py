@@ -36,6 +36,7 @@ def collect_findings(paths: list[str]) -> tuple[list[Finding], list[str]]:
         for flow in loaded:
             findings += flow.findings()
     findings += check_subflows(flows)
+    findings.sort(key=lambda f: (f.severity != ERROR, f.file, f.line))  # errors first
     failures += _shared_names(flows)
     return findings, failures
 

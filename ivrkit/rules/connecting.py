@@ -91,8 +91,8 @@ def _check_star_after_bridge(
         WARNING,
         node,
         f'on={{"*": "{name}"}} catches only unsuccessful outcomes: after a finished bridge the '
-        f'call ends, so a caller who talked to the {what} never reaches "{name}" (an '
-        'Enqueue\'s "*" used to catch "bridged" too)',
+        f'call ends, so a caller who talked to the {what} never reaches "{name}"; an '
+        'Enqueue\'s "*" used to catch "bridged" too',
         f'if callers should reach "{name}" after talking, add then="{name}"; if "*" is for '
         "failures only, add then=Hangup() to say so",
     )

@@ -3,7 +3,8 @@
 The runtime reports each state a call enters and each trigger it takes (a key, a retry, a
 give-up, a sub-flow hand-off) to the observers in :data:`ACTIVE`. With none registered
 (production, by default) each report is one check of an empty tuple, so the webhook path
-pays nothing. Observers run inside the webhook: keep them quick and never raise.
+pays nothing. Observers run inside the webhook, so keep them quick; one that raises is
+logged and skipped, and the call goes on as if nobody watched.
 
     class Counter(CallObserver):
         def trigger_taken(self, flow, source, trigger, dest, call_sid):
@@ -14,11 +15,14 @@ pays nothing. Observers run inside the webhook: keep them quick and never raise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ivrkit.flow import Flow
+
+log = logging.getLogger("ivrkit.observers")
 
 RETRY_TRIGGERS = frozenset({"no_input", "no_match", "reenter"})
 """Triggers that ask the caller again in the same state."""
@@ -66,19 +70,30 @@ def remove(observer: CallObserver) -> None:
 def flows_loaded(flows: Iterable[type[Flow]]) -> None:
     loaded = list(flows)
     for observer in ACTIVE:
-        observer.flows_loaded(loaded)
+        _tell(observer, observer.flows_loaded, loaded)
 
 
 def state_entered(flow: type[Flow], state: str, call_sid: str) -> None:
     for observer in ACTIVE:
-        observer.state_entered(flow, state, call_sid)
+        _tell(observer, observer.state_entered, flow, state, call_sid)
 
 
 def trigger_taken(flow: type[Flow], source: str, trigger: str, dest: str, call_sid: str) -> None:
     """Report a move, and the retry or give-up it stands for."""
     for observer in ACTIVE:
-        observer.trigger_taken(flow, source, trigger, dest, call_sid)
+        _tell(observer, observer.trigger_taken, flow, source, trigger, dest, call_sid)
         if trigger in RETRY_TRIGGERS:
-            observer.retried(flow, source, trigger, call_sid)
+            _tell(observer, observer.retried, flow, source, trigger, call_sid)
         elif trigger == GIVE_UP_TRIGGER:
-            observer.gave_up(flow, source, dest, call_sid)
+            _tell(observer, observer.gave_up, flow, source, dest, call_sid)
+
+
+def _tell(observer: CallObserver, method: Callable[..., None], *args: Any) -> None:
+    try:
+        method(*args)
+    except Exception:  # an observer's bug must not cost the caller the call
+        log.exception(
+            "observer %s failed in %s; the call goes on without it",
+            type(observer).__name__,
+            method.__name__,
+        )

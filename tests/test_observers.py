@@ -93,3 +93,25 @@ def test_the_runtime_does_not_import_the_coverage_tool():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False"
+
+
+class Broken(observers.CallObserver):
+    def state_entered(self, flow: type[Flow], state: str, call_sid: str) -> None:
+        raise RuntimeError("metrics backend down")
+
+
+async def test_an_observer_that_raises_is_logged_and_the_call_goes_on(serve, journal, caplog):
+    broken = Broken()
+    observers.add(broken)
+    try:
+        async with serve([SupportLine]) as (_, client):
+            answer = await phone(client, "support_line").start()
+    finally:
+        observers.remove(broken)
+    assert answer.verbs == ["Say", "Gather", "Redirect"]
+    assert answer.said()[0] == "Thanks for calling Acme."
+    assert journal.lines[:2] == ["enter welcome", "welcome -next-> main_menu"]
+    failures = [r for r in caplog.records if r.name == "ivrkit.observers"]
+    assert [r.getMessage() for r in failures][:1] == [
+        "observer Broken failed in state_entered; the call goes on without it"
+    ]

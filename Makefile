@@ -1,20 +1,24 @@
 # Two commands matter: `make run` (the example flow on 127.0.0.1:8000) and `make test`.
-# Both create .venv and install the package on first use.
+# Both create .venv and install the package on first use. `make run PORT=9000` (or
+# IVRKIT_PORT=9000 make run) listens elsewhere.
 PYTHON ?= python3
+PORT ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
+# pip -qq for the editable install: errors only (at -q setuptools still prints a notice
+# about editable installs, a dozen lines on every fresh clone).
 $(BIN)/ivrkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --quiet -e '.[dev]'
 	touch $(BIN)/ivrkit
 
 .PHONY: install run test lint bench
 install: $(BIN)/ivrkit
 
 run: install
-	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev
+	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev $(if $(PORT),--port $(PORT))
 
 test: install
 	$(BIN)/ruff check .

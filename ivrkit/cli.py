@@ -19,9 +19,11 @@ from ivrkit.errors import (
     IvrkitError,
     StoreInUseError,
 )
+from ivrkit.flow import Flow
 from ivrkit.loader import load_flows
 from ivrkit.runtime import FlowRegistry
 from ivrkit.sensitive import require_keys
+from ivrkit.validation import check_subflows
 
 FLOWS_ENV = "IVRKIT_FLOWS"
 
@@ -129,6 +131,20 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args.paths, output=args.format)
 
 
+def _cross_flow_errors(tool: str, flows: list[type[Flow]]) -> int:
+    """Refuse, as ``ivrkit check`` does, flows whose sub-flows are not loaded (IVR010)."""
+    missing = check_subflows(flows)
+    if not missing:
+        return 0
+    print(
+        f"ivrkit {tool}: the flows have errors; fix them or load the missing flows:",
+        file=sys.stderr,
+    )
+    for finding in missing:
+        print(f"  {finding.format()}", file=sys.stderr)
+    return 2
+
+
 def _graph(args: argparse.Namespace) -> int:
     from ivrkit import graph
 
@@ -137,7 +153,14 @@ def _graph(args: argparse.Namespace) -> int:
             if args.format not in (None, "text", "mermaid"):
                 print("ivrkit graph: --diff prints text or mermaid", file=sys.stderr)
                 return 2
-            old, new = (graph.build_graph(graph.load_target(spec)) for spec in args.diff)
+            if args.flows:
+                print("ivrkit graph: --diff OLD NEW takes no other flows", file=sys.stderr)
+                return 2
+            sides = [graph.load_targets([spec]) for spec in args.diff]
+            for _, loaded in sides:
+                if _cross_flow_errors("graph", loaded):
+                    return 2
+            old, new = (graph.build_graph(drawn) for drawn, _ in sides)
             change = graph.diff(old, new)
             data = (change.mermaid() if args.format == "mermaid" else change.text()).encode()
         else:
@@ -147,13 +170,15 @@ def _graph(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            if not args.flow:
+            if not args.flows:
                 print(
-                    "ivrkit graph: name a flow (path.py or path.py:Class) or --diff OLD NEW",
+                    "ivrkit graph: name flows (files, folders, path.py:Class) or --diff OLD NEW",
                     file=sys.stderr,
                 )
                 return 2
-            flows = graph.load_target(args.flow)
+            flows, loaded = graph.load_targets(args.flows)
+            if _cross_flow_errors("graph", loaded):
+                return 2
             fmt = args.format or "mermaid"
             data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
     except FlowDefinitionError as error:
@@ -187,8 +212,15 @@ def _prompts(args: argparse.Namespace) -> int:
 
     try:
         flows = load_flows(args.paths)
+    except FlowDefinitionError as error:
+        print("ivrkit prompts: the flow has errors; run ivrkit check:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     except IvrkitError as error:
         print(f"ivrkit prompts: {error}", file=sys.stderr)
+        return 2
+    if _cross_flow_errors("prompts", flows):
         return 2
     rows = prompts.catalogue(flows)
     text = prompts.to_json(rows) if args.format == "json" else prompts.to_csv(rows)
@@ -276,12 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser("check", help="check flows for mistakes before they go live")
-    check.add_argument("paths", nargs="+")
+    check.add_argument("paths", nargs="+", help="flow modules or folders of them")
     check.add_argument("--format", choices=("text", "json", "github"), default="text")
     check.set_defaults(handler=_check)
 
     graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT, SVG or PNG")
-    graph.add_argument("flow", nargs="?", help="path/to/flows.py or path/to/flows.py:ClassName")
+    graph.add_argument(
+        "flows",
+        nargs="*",
+        help="flow modules or folders, as for check; path/to/flows.py:ClassName draws one flow",
+    )
     graph.add_argument(
         "--format",
         choices=("mermaid", "dot", "svg", "png", "text"),
@@ -299,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.set_defaults(handler=_graph)
 
     prompts = commands.add_parser("prompts", help="every prompt, with language and voice")
-    prompts.add_argument("paths", nargs="+")
+    prompts.add_argument("paths", nargs="+", help="flow modules or folders of them")
     prompts.add_argument("--format", choices=("csv", "json"), default="csv")
     prompts.add_argument("-o", "--output", help="write to this file instead of stdout")
     prompts.add_argument(

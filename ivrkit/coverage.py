@@ -1,9 +1,10 @@
 """Flow coverage: which states and transitions the tests made calls take.
 
-The runtime reports every transition it fires to :data:`RECORDER` when one is installed
-(``pytest --ivr-coverage`` installs it); with none, each hook is a single ``None`` check, so
-the webhook path pays nothing in production. The total a flow is measured against is its
-state machine's edges, less the aliases no webhook can fire (see :func:`transitions_of`).
+The recorder is a :class:`~ivrkit.observers.CallObserver`: ``pytest --ivr-coverage``
+registers it on the runtime's observer hook (:func:`start`), so the runtime knows nothing
+of coverage and pays nothing in production, when no observer is registered. The total a
+flow is measured against is its state machine's edges, less the aliases no webhook can
+fire (see :func:`transitions_of`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivrkit import nodes as n
+from ivrkit import observers
 from ivrkit.flow import Flow
 
 Edge = tuple[str, str, str]
@@ -93,7 +95,7 @@ class FlowCoverage:
         return sorted(self.all_states - self.states)
 
 
-class CoverageRecorder:
+class CoverageRecorder(observers.CallObserver):
     """Collects visited states and taken transitions for every flow loaded into an app."""
 
     def __init__(self) -> None:
@@ -106,14 +108,16 @@ class CoverageRecorder:
             entry = self.flows[key] = FlowCoverage(flow)
         return entry
 
-    def register(self, flows: Iterable[type[Flow]]) -> None:
+    def flows_loaded(self, flows: Iterable[type[Flow]]) -> None:
         for flow in flows:
             self._entry(flow)
 
-    def visited(self, flow: type[Flow], state: str) -> None:
+    def state_entered(self, flow: type[Flow], state: str, call_sid: str = "") -> None:
         self._entry(flow).states.add(state)
 
-    def took(self, flow: type[Flow], source: str, trigger: str, dest: str) -> None:
+    def trigger_taken(
+        self, flow: type[Flow], source: str, trigger: str, dest: str, call_sid: str = ""
+    ) -> None:
         entry = self._entry(flow)
         entry.taken.add((source, trigger, dest))
         entry.states.add(source)
@@ -208,11 +212,16 @@ def _percent(taken: int, total: int) -> str:
 def start() -> CoverageRecorder:
     """Install a fresh recorder (the pytest plugin does this when asked)."""
     global RECORDER
+    if RECORDER is not None:
+        observers.remove(RECORDER)
     RECORDER = CoverageRecorder()
+    observers.add(RECORDER)
     return RECORDER
 
 
 def stop() -> CoverageRecorder | None:
     global RECORDER
     recorder, RECORDER = RECORDER, None
+    if recorder is not None:
+        observers.remove(recorder)
     return recorder

@@ -143,22 +143,40 @@ def build_graph(flows: list[type[Flow]]) -> Graph:
 
 
 def load_target(spec: str) -> list[type[Flow]]:
-    """Flows named by ``path.py`` (all of them) or ``path.py:ClassName`` (one)."""
-    from ivrkit.loader import flow_files, load_module_flows
+    """Flows named by ``path.py`` or a folder (all of them) or ``path.py:ClassName`` (one)."""
+    drawn, _ = load_targets([spec])
+    return drawn
 
-    path, _, class_name = spec.partition(":")
-    flows: list[type[Flow]] = []
-    for file in flow_files([path]):
-        flows += load_module_flows(file)
-    if class_name:
-        chosen = [flow for flow in flows if class_name in (flow.__name__, flow.name)]
-        if not chosen:
-            known = ", ".join(flow.__name__ for flow in flows) or "none"
-            raise FlowLoadError(f"{path}: no flow {class_name!r} (flows there: {known})")
-        return chosen
-    if not flows:
-        raise FlowLoadError(f"{path}: no Flow subclasses found")
-    return flows
+
+def load_targets(specs: list[str]) -> tuple[list[type[Flow]], list[type[Flow]]]:
+    """(flows to draw, every flow loaded) for specs like ``check`` takes, plus ``:ClassName``.
+
+    A class selector picks what is drawn; the other flows of its module still count as
+    loaded, so a sub-flow defined beside the selected flow is not reported missing.
+    """
+    from ivrkit.loader import flow_files, load_module_flows
+    from ivrkit.validation import relative_path
+
+    drawn: list[type[Flow]] = []
+    loaded: list[type[Flow]] = []
+    for spec in specs:
+        path, _, class_name = spec.partition(":")
+        flows: list[type[Flow]] = []
+        for file in flow_files([path]):
+            flows += load_module_flows(file)
+        loaded += [flow for flow in flows if flow not in loaded]
+        if class_name:
+            chosen = [flow for flow in flows if class_name in (flow.__name__, flow.name)]
+            if not chosen:
+                known = ", ".join(flow.__name__ for flow in flows) or "none"
+                raise FlowLoadError(
+                    f"{relative_path(path)}: no flow {class_name!r} (flows there: {known})"
+                )
+            flows = chosen
+        if not flows:
+            raise FlowLoadError(f"{relative_path(path)}: no Flow subclasses found")
+        drawn += [flow for flow in flows if flow not in drawn]
+    return drawn, loaded
 
 
 # -- renderers ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ivrkit.errors import FlowDefinitionError, FlowLoadError
 from ivrkit.flow import Flow
+from ivrkit.validation import relative_path
 
 
 def flow_files(paths: list[str]) -> list[Path]:
@@ -20,7 +21,7 @@ def flow_files(paths: list[str]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FlowLoadError(f"{raw}: no such file or folder")
+            raise FlowLoadError(f"{relative_path(raw)}: no such file or folder")
     return found
 
 
@@ -39,7 +40,7 @@ def load_module_flows(path: Path) -> list[type[Flow]]:
     if module is None or getattr(module, "__file__", None) != str(resolved):
         spec = importlib.util.spec_from_file_location(module_name, resolved)
         if spec is None or spec.loader is None:
-            raise FlowLoadError(f"{path}: not a Python module")
+            raise FlowLoadError(f"{relative_path(str(path))}: not a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
@@ -50,7 +51,7 @@ def load_module_flows(path: Path) -> list[type[Flow]]:
         except Exception as error:
             sys.modules.pop(module_name, None)
             raise FlowLoadError(
-                f"{path}: import failed: {type(error).__name__}: {error}"
+                f"{relative_path(str(path))}: import failed: {type(error).__name__}: {error}"
             ) from error
     return [
         value
@@ -73,5 +74,7 @@ def load_flows(paths: list[str]) -> list[type[Flow]]:
     for path in flow_files(paths):
         flows += load_module_flows(path)
     if not flows:
-        raise FlowLoadError(f"no Flow subclasses found in {', '.join(paths)}")
+        raise FlowLoadError(
+            f"no Flow subclasses found in {', '.join(relative_path(p) for p in paths)}"
+        )
     return flows

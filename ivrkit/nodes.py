@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from ivrkit import arguments as check
 from ivrkit.arguments import ArgumentProblem
+from ivrkit.lines import line_of
 
 if TYPE_CHECKING:
     from ivrkit.call import Call
@@ -38,7 +39,7 @@ def _definition_site() -> tuple[str, int]:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return ("<unknown>", 0)
-    return (frame.f_code.co_filename, frame.f_lineno)
+    return (frame.f_code.co_filename, line_of(frame))
 
 
 class Node:

@@ -15,14 +15,14 @@ from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivrkit import coverage as _coverage
 from ivrkit import nodes as n
-from ivrkit import sensitive, twiml
+from ivrkit import observers, sensitive, twiml
 from ivrkit.call import Call
 from ivrkit.errors import FlowRuntimeError
 from ivrkit.flow import Flow
 from ivrkit.inputs import Selection, select
 from ivrkit.records import CallRecord
+from ivrkit.rules import check_subflows
 
 log = logging.getLogger("ivrkit.runtime")
 
@@ -59,22 +59,13 @@ class FlowRegistry:
             numbers = [flow.number] if isinstance(flow.number, str) else list(flow.number or ())
             for number in numbers:
                 self.by_number[number] = flow
-        self._check_subflows()
+        missing = check_subflows(self.by_name.values())
+        if missing:  # the same IVR010 findings `ivrkit check` reports, every one of them
+            raise FlowRuntimeError("; ".join(finding.format() for finding in missing))
+        if observers.ACTIVE:
+            observers.flows_loaded(flows)
         self.secret_states = sensitive.check_flows(self.by_name.values())
         """State names whose input (Digits, SpeechResult) is masked in the event log."""
-        if _coverage.RECORDER is not None:
-            _coverage.RECORDER.register(flows)
-
-    def _check_subflows(self) -> None:
-        for flow in self.by_name.values():
-            for node in flow.states().values():
-                if isinstance(node, n.SubFlow) and node.flow not in self.by_name:
-                    file, line = node.defined_at
-                    raise FlowRuntimeError(
-                        f"{file}:{line}: IVR010 error: {flow.__name__}.{node.name}: sub-flow "
-                        f'"{node.flow}" is not loaded (load its module too; loaded: '
-                        f"{', '.join(sorted(self.by_name))})"
-                    )
 
     def get(self, name: str) -> type[Flow]:
         try:
@@ -224,8 +215,8 @@ class _Turn:
 
     def fire(self, flow: type[Flow], state: str, trigger: str) -> str:
         dest = flow.machine().fire(state, trigger)
-        if _coverage.RECORDER is not None:
-            _coverage.RECORDER.took(flow, state, trigger, dest)
+        if observers.ACTIVE:
+            observers.trigger_taken(flow, state, trigger, dest, self.record.call_sid)
         self.fired.append(f"{flow.name}:{state} -{trigger}-> {dest}")
         if dest != state:
             self.record.counters = {}
@@ -273,8 +264,8 @@ class _Turn:
         """Walk states that need no caller input until one waits or ends the call."""
         for _ in range(MAX_HOPS):
             node = flow.state(state)
-            if _coverage.RECORDER is not None:
-                _coverage.RECORDER.visited(flow, state)
+            if observers.ACTIVE:
+                observers.state_entered(flow, state, self.record.call_sid)
             self.record.flow = flow.name
             self.record.state = state
             if isinstance(node, n.Say | n.Play | n.Pause):
@@ -287,8 +278,10 @@ class _Turn:
                 self.record.stack.append([flow.name, state])
                 self.record.counters = {}
                 parent, flow = flow, self.runtime.registry.get(node.flow)
-                if _coverage.RECORDER is not None:
-                    _coverage.RECORDER.took(parent, state, "enter", flow.name)
+                if observers.ACTIVE:
+                    observers.trigger_taken(
+                        parent, state, observers.SUBFLOW_TRIGGER, flow.name, self.record.call_sid
+                    )
                 self.fired.append(
                     f"{self.record.stack[-1][0]}:{state} -enter-> "
                     f"{flow.name}:{flow.initial_state()}"

@@ -354,7 +354,31 @@ def test_ivr009_decision_with_known_literals_passes():
     assert Line.machine().fire("route", "goto:closed") == "closed"
 
 
-# -- IVR010 sub-flow: see test_flow_definition.py (needs the registry) ------------------------
+# -- IVR010 sub-flow (across flows; the commands: test_tools_agree.py) ----------------------
+
+
+def test_ivr010_every_missing_subflow_is_a_finding_at_its_line():
+    from ivrkit import SubFlow
+    from ivrkit.validation import check_subflows
+
+    class Caller(Flow):
+        verify = SubFlow("account_pin", then="pay")
+        pay = SubFlow("payments", then="bye")
+        bye = Hangup()
+
+    class Payments(Flow):
+        take = Hangup("Paid.")
+
+    missing = check_subflows([Caller])
+    assert [(f.code, f.severity, f.state) for f in missing] == [
+        ("IVR010", ERROR, "verify"),
+        ("IVR010", ERROR, "pay"),
+    ]
+    assert missing[1].line == missing[0].line + 1
+    assert missing[0].file == "tests/test_check_rules.py"
+    assert 'sub-flow "account_pin" is not loaded (loaded: caller)' in missing[0].message
+    assert [f.state for f in check_subflows([Caller, Payments])] == ["verify"]
+
 
 # -- IVR011 reject ---------------------------------------------------------------------------
 
@@ -530,3 +554,124 @@ def test_ivr016_loop_with_an_exit_passes():
         agent = Record("Leave a message.", then=Hangup("Thanks."))
 
     assert Line.findings() == []
+
+
+# -- IVR017 read-back that does not name its keys ------------------------------------------
+
+
+NOTICES = Retries(give_up="bye", no_input_prompt="Sorry?", no_match_prompt="Sorry.")
+
+
+def account_entry(confirm: str, **keys: str) -> Collect:
+    entry = Collect("Your account number?", save_as="account", then="bye", digits=6,
+                    confirm=confirm, retries=NOTICES)  # fmt: skip
+    for param, key in keys.items():  # confirm_key= / retry_key= once Collect takes them
+        setattr(entry, param, key)
+    return entry
+
+
+def test_ivr017_confirm_text_without_the_keys_warns():
+    class Line(Flow):
+        account = account_entry("You entered {value}. Is that right?")
+        bye = Hangup()
+
+    (finding,) = only(Line.findings(), "IVR017")
+    assert finding.severity == WARNING
+    assert finding.state == "account"
+    assert 'does not mention confirm_key "1" and retry_key "2"' in finding.message
+    assert 'Press 1 if that is right, or 2 to try again."' in finding.fix
+
+
+def test_ivr017_text_naming_other_keys_than_the_parameters_warns():
+    class Line(Flow):
+        account = account_entry("You entered {value}. Press 1 if right, 2 to retry.",
+                                confirm_key="9", retry_key="2")  # fmt: skip
+        bye = Hangup()
+
+    (finding,) = only(Line.findings(), "IVR017")
+    assert 'does not mention confirm_key "9"' in finding.message
+    assert "retry_key" not in finding.message
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ("You entered {value}. Press 1 if that is right, or 2 to try again.", {}),
+        ("You said {value}. Press one to confirm or two to re-enter.", {}),
+        ("Got {value}. Press star to confirm, pound to start over.",
+         {"confirm_key": "*", "retry_key": "#"}),
+    ],
+)  # fmt: skip
+def test_ivr017_text_that_names_both_keys_passes(text, keys):
+    class Line(Flow):
+        account = account_entry(text, **keys)
+        bye = Hangup()
+
+    assert only(Line.findings(), "IVR017") == []
+
+
+def test_ivr017_a_value_with_the_key_digits_does_not_count_as_naming_them():
+    class Line(Flow):
+        account = account_entry("You entered {value}, extension 12.")
+        bye = Hangup()
+
+    assert len(only(Line.findings(), "IVR017")) == 1
+
+
+# -- IVR018 "*" written for the old meaning (it caught a finished bridge) ------------------
+
+
+SURVEY = Menu("Rate us: press 1 to 5.", choices={str(k): "bye" for k in range(1, 6)},
+              retries=NOTICES)  # fmt: skip
+
+
+def test_ivr018_enqueue_star_to_a_survey_warns_with_the_fix():
+    class Line(Flow):
+        queue = Enqueue("support", on={"*": "survey"})
+        survey = SURVEY
+        bye = Hangup()
+
+    (finding,) = only(Line.findings(), "IVR018")
+    assert finding.severity == WARNING
+    assert finding.state == "queue"
+    assert finding.message.startswith(
+        'on={"*": "survey"} catches only unsuccessful outcomes: after a finished bridge the '
+        'call ends, so a caller who talked to the agent never reaches "survey"'
+    )
+    assert finding.fix == (
+        'if callers should reach "survey" after talking, add then="survey"; if "*" is for '
+        "failures only, add then=Hangup() to say so"
+    )
+
+
+def test_ivr018_dial_star_to_a_menu_warns():
+    class Line(Flow):
+        call_back = Dial("+15550100", on={"*": "survey"})
+        survey = SURVEY
+        bye = Hangup()
+
+    (finding,) = only(Line.findings(), "IVR018")
+    assert "a caller who talked to the callee" in finding.message
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        Enqueue("support", on={"*": "message"}),  # voicemail: a failure handler
+        Dial("+15550100", on={"*": "sorry"}),  # a goodbye after prompts
+        Enqueue("support", on={"*": "survey"}, then="survey"),  # says what follows a bridge
+        Enqueue("support", on={"*": "survey", "bridged": "bye"}),
+        Dial("+15550100", on={"*": "survey", "completed": "bye"}),
+        Dial("+15550100", on={"busy": "survey", "no-answer": "survey", "failed": "survey"}),
+    ],
+    ids=["to-voicemail", "to-goodbye", "with-then", "bridged", "completed", "no-star"],
+)
+def test_ivr018_stars_written_for_failures_pass(connect):
+    class Line(Flow):
+        start = connect
+        survey = SURVEY
+        message = Record("Leave a message.", then="bye")
+        sorry = Say("Nobody is free.", then="bye")
+        bye = Hangup()
+
+    assert only(Line.findings(), "IVR018") == []

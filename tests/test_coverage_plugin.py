@@ -115,9 +115,9 @@ def test_total_excludes_triggers_no_webhook_fires():
 
 def test_recorder_merges_states_and_transitions():
     recorder = CoverageRecorder()
-    recorder.register([SupportLine])
-    recorder.visited(SupportLine, "welcome")
-    recorder.took(SupportLine, "welcome", "next", "main_menu")
+    recorder.flows_loaded([SupportLine])
+    recorder.state_entered(SupportLine, "welcome", "CA1")
+    recorder.trigger_taken(SupportLine, "welcome", "next", "main_menu", "CA1")
     report = recorder.report()
     assert report.taken_transitions == 1
     assert report.flows[0].states == {"welcome", "main_menu"}

@@ -10,7 +10,7 @@ import pytest
 
 from flows.account_pin import AccountPin
 from flows.support_line import SupportLine
-from ivrkit import Flow, Hangup, Menu, Retries, Say, SubFlow
+from ivrkit import Collect, Dial, Flow, Hangup, Menu, Record, Retries, Say, SubFlow, decision
 from ivrkit.cli import main
 from ivrkit.graph import build_graph, diff, to_dot, to_mermaid
 
@@ -80,15 +80,58 @@ def test_node_labels_say_what_the_caller_hears_shortened():
     assert 'goodbye(["goodbye<br/>Goodbye."])' in text
 
 
-def test_every_machine_transition_is_drawn():
-    graph = build_graph([SupportLine])
-    drawn = {(edge.source, edge.dest) for edge in graph.edges}
-    machine = {
-        (source, dest)
-        for source, trigger, dest in SupportLine.machine().edges()
-        if trigger not in ("repeat", "no_input", "no_match")
-    }
-    assert machine == drawn
+class Pharmacy(Flow):
+    """Every kind of arrow once; the expected edges below are written by hand from it."""
+
+    global_keys = {"0": "pharmacist"}
+    welcome = Say("Pharmacy.", then="menu")
+    menu = Menu(
+        "Press 1 for a refill.",
+        choices={"1": "refill"},
+        retries=Retries(give_up="pharmacist", no_input_prompt="Hello?", no_match_prompt="No."),
+    )
+    refill = Collect(
+        "Your prescription number?",
+        save_as="rx",
+        digits=6,
+        confirm="You entered {value}. Press 1 if right, 2 to retry.",
+        then="route",
+        retries=Retries(give_up="pharmacist", no_input_prompt="Hello?", no_match_prompt="No."),
+    )
+    pharmacist = Dial("+15550100", on={"*": "message"})
+    message = Record("Leave a message.", then="bye", on_empty="bye")
+    bye = Hangup("Goodbye.")
+
+    @decision("route")
+    def route(self, call: object) -> str:
+        return "message" if call else "bye"
+
+
+PHARMACY_EDGES = {
+    ("welcome", "menu", ""),
+    ("menu", "refill", "1"),
+    ("menu", "menu", "no-input / no-match"),
+    ("menu", "pharmacist", "give up"),
+    ("menu", "pharmacist", "0"),
+    ("refill", "route", "entered"),
+    ("refill", "refill", "no-input / no-match / re-enter"),
+    ("refill", "pharmacist", "give up"),
+    ("pharmacist", "pharmacist>hangup", "completed / answered / canceled"),
+    ("pharmacist", "message", "busy / no-answer / failed"),
+    ("message", "bye", "recorded / no recording"),
+    ("route", "message", ""),
+    ("route", "bye", ""),
+}
+
+
+def test_edges_match_a_hand_written_expectation():
+    graph = build_graph([Pharmacy])
+    assert {(e.source, e.dest, e.label) for e in graph.edges} == PHARMACY_EDGES
+
+
+def test_machine_moves_along_the_same_hand_written_edges():
+    moves = {(source, dest) for source, _, dest in Pharmacy.machine().edges()}
+    assert moves == {(source, dest) for source, dest, _ in PHARMACY_EDGES}
 
 
 def test_dot_has_the_same_edges_with_distinct_styles():

@@ -76,19 +76,72 @@ async def test_retried_webhook_answers_same_twiml_and_fires_nothing(serve):
         assert kinds == ["start", "replay", "action", "replay"]
 
 
+class Gate:
+    """Holds a webhook inside the flow's code until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.ran: list[str] = []
+
+    async def hold(self, name: str) -> None:
+        self.ran.append(name)
+        self.entered.set()
+        await self.release.wait()
+
+
+GATE = Gate()
+
+
+class Gated(Flow):
+    menu = Menu(
+        "Press 1 or 3.",
+        choices={"1": "first", "3": "second"},
+        retries=Retries(give_up="bye", no_input_prompt="Hello?", no_match_prompt="No."),
+    )
+    one = Hangup("You pressed one.")
+    three = Hangup("You pressed three.")
+    bye = Hangup()
+
+    @decision("first")
+    async def first(self, call: Call) -> str:
+        await GATE.hold("first")
+        return "one"
+
+    @decision("second")
+    async def second(self, call: Call) -> str:
+        await GATE.hold("second")
+        return "three"
+
+
 async def test_two_concurrent_webhooks_for_one_call_are_serialised(serve):
-    async with serve([SupportLine]) as (app, client):
-        call = phone(client, "support_line")
+    global GATE
+    GATE = Gate()
+    async with serve([Gated]) as (app, client):
+        store = app.state.ivr.store
+        call = phone(client, "gated")
         await call.start()
-        gather_answer = call.last
-        results = await asyncio.gather(call.press("1"), call.press("3"))
-        # One of them moved the call; the other found the step handled and repeated it.
-        assert results[0].body == results[1].body
-        record = await app.state.ivr.store.load(call.sid)
-        assert record.step == 2
-        events = await app.state.ivr.store.call_events(call.sid)
-        assert sorted(e.kind for e in events) == ["action", "replay", "start"]
-        assert gather_answer is not None
+        first = asyncio.create_task(call.press("1"))
+        await GATE.entered.wait()  # the first webhook is inside the flow, holding the call
+        second = asyncio.create_task(call.press("3"))
+        # The second must queue for the call; were it not serialised, it would load the
+        # unsaved step and enter its own decision. Wait for whichever happens.
+        for _ in range(100_000):
+            if store._turns.waiting(call.sid) or len(GATE.ran) > 1:
+                break
+            await asyncio.sleep(0)
+        assert GATE.ran == ["first"], "the second webhook ran the flow while the first held it"
+        assert store._turns.waiting(call.sid) == 1
+        GATE.release.set()
+        answers = await asyncio.gather(first, second)
+        # The first moved the call; the second found its step handled and repeated it.
+        assert [a.said() for a in answers] == [["You pressed one."]] * 2
+        assert GATE.ran == ["first"]
+        record = await store.load(call.sid)
+        assert (record.step, record.state) == (2, "one")
+        events = await store.call_events(call.sid)
+        assert [e.kind for e in events] == ["start", "action", "replay"]
+        assert store._turns.waiting(call.sid) == 0
 
 
 class SlowStart(Flow):

@@ -6,13 +6,12 @@ notices, IVR017 a read-back that does not say which keys confirm or re-enter.
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import TYPE_CHECKING
 
 from ivrkit import nodes as n
 from ivrkit.rules.findings import ERROR, WARNING, Reporter
-from ivrkit.rules.source import declaration
+from ivrkit.rules.source import written_twice
 
 if TYPE_CHECKING:
     from ivrkit.flow import Flow
@@ -115,28 +114,14 @@ def _check_confirm_keys(report: Reporter, node: n.Collect) -> None:
 
 
 def _check_duplicate_keys(report: Reporter, node: n.Menu) -> None:
-    # A dict literal keeps the last of two equal keys silently; only the source shows both.
-    call = declaration(node)
-    if call is None:
-        return
-    for keyword in call.keywords:
-        if keyword.arg not in ("choices", "words") or not isinstance(keyword.value, ast.Dict):
-            continue
-        seen: set[str] = set()
-        for key in keyword.value.keys:
-            if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
-                continue
-            value = key.value if keyword.arg == "choices" else key.value.lower().strip()
-            if value in seen:
-                what = "choice" if keyword.arg == "choices" else "word"
-                report.add(
-                    "IVR008",
-                    ERROR,
-                    node,
-                    f'{what} "{value}" is listed twice; only the last one can be entered',
-                    f'remove one of the two "{value}" entries',
-                )
-            seen.add(value)
+    for what, value in written_twice(node):
+        report.add(
+            "IVR008",
+            ERROR,
+            node,
+            f'{what} "{value}" is listed twice; only the last one can be entered',
+            f'remove one of the two "{value}" entries',
+        )
 
 
 def _check_menu_keys(report: Reporter, flow: type[Flow], node: n.Menu) -> None:

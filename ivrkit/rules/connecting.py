@@ -36,13 +36,25 @@ def check_connecting(report: Reporter, node: n.Node, states: dict[str, n.Node]) 
             )
     if isinstance(node, n.Enqueue):
         missing = [r for r in n.QUEUE_RESULTS if node.target_for(r) is None]
-        if missing:
+        if missing and node.then is not None:
+            # then= follows a finished bridge; a flow written when it caught failures too
+            # lands here, so say where its failures should go instead.
+            then = node.then if isinstance(node.then, str) else node.then.name
+            report.add(
+                "IVR012",
+                ERROR,
+                node,
+                f"no outcome for {', '.join(missing)}: then= only follows a finished bridge",
+                f'add on={{"*": "{then}"}} for the failures, and drop then= unless callers '
+                "should go there after talking to the agent too",
+            )
+        elif missing:
             report.add(
                 "IVR012",
                 ERROR,
                 node,
                 f"no outcome for {', '.join(missing)}",
-                'add on={"*": "<state>"}; then= is only where a caller goes after an agent',
+                'add on={"*": "<state>"}, e.g. a voicemail',
             )
     if isinstance(node, n.Dial | n.Enqueue):
         _check_star_after_bridge(report, node, states)
@@ -79,8 +91,8 @@ def _check_star_after_bridge(
         WARNING,
         node,
         f'on={{"*": "{name}"}} catches only unsuccessful outcomes: after a finished bridge the '
-        f'call ends, so a caller who talked to the {what} never reaches "{name}" (an '
-        'Enqueue\'s "*" used to catch "bridged" too)',
+        f'call ends, so a caller who talked to the {what} never reaches "{name}"; an '
+        'Enqueue\'s "*" used to catch "bridged" too',
         f'if callers should reach "{name}" after talking, add then="{name}"; if "*" is for '
         "failures only, add then=Hangup() to say so",
     )

@@ -118,8 +118,8 @@ def _check_passthrough_loops(report: Reporter, flow: type[Flow], states: dict[st
         if not node.waits_for_caller and not node.ends_call and not isinstance(node, n.SubFlow)
     }
     done: set[str] = set()
-    for root in passthrough:
-        if root in done:
+    for root in states:  # in declaration order, so the same flow reports the same cycle
+        if root not in passthrough or root in done:
             continue
         # Depth first without recursion: ``path`` is the current branch, ``position`` its index.
         path = [root]

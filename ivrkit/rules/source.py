@@ -17,13 +17,17 @@ from typing import Any
 
 from ivrkit import nodes as n
 
+Duplicate = tuple[str, str]
+"""("choice" or "word", the key written twice)."""
+
 
 @dataclass(frozen=True)
 class SourceIndex:
-    """One module's calls and classes by line, from a single parse."""
+    """What the rules need from one module, from a single parse (the syntax tree is dropped)."""
 
-    calls: dict[tuple[str, int], ast.Call]
-    """(callee name, line) -> the outermost call of that name spanning the line."""
+    duplicates: dict[tuple[str, int], list[Duplicate]]
+    """(callee name, line) -> keys written twice in its ``choices=`` / ``words=`` dict, for
+    every line the call spans; only calls with duplicates are kept."""
     classes: dict[str, int]
     """Class qualified name -> the line of its ``class`` statement (or first decorator)."""
 
@@ -35,6 +39,23 @@ def _callee(call: ast.Call) -> str | None:
     if isinstance(func, ast.Attribute):
         return func.attr
     return None
+
+
+def _written_twice(call: ast.Call) -> list[Duplicate]:
+    # A dict literal keeps the last of two equal keys silently; only the source shows both.
+    found: list[Duplicate] = []
+    for keyword in call.keywords:
+        if keyword.arg not in ("choices", "words") or not isinstance(keyword.value, ast.Dict):
+            continue
+        seen: set[str] = set()
+        for key in keyword.value.keys:
+            if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
+                continue
+            value = key.value if keyword.arg == "choices" else key.value.lower().strip()
+            if value in seen:
+                found.append(("choice" if keyword.arg == "choices" else "word", value))
+            seen.add(value)
+    return found
 
 
 def _classes(tree: ast.Module) -> dict[str, int]:
@@ -50,7 +71,7 @@ def _classes(tree: ast.Module) -> dict[str, int]:
                 todo.append((child, qualname + "."))
             elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 todo.append((child, f"{prefix}{child.name}.<locals>."))
-            elif not isinstance(child, ast.expr):
+            elif isinstance(child, ast.stmt):
                 todo.append((child, prefix))  # if/try/with blocks keep the same prefix
     return found
 
@@ -63,13 +84,20 @@ def _index(file: str, stamp: tuple[int, int]) -> SourceIndex | None:
             tree = ast.parse(source.read())
     except (OSError, SyntaxError, ValueError):
         return None
-    calls: dict[tuple[str, int], ast.Call] = {}
+    duplicates: dict[tuple[str, int], list[Duplicate]] = {}
+    claimed: set[tuple[str, int]] = set()
     # ast.walk goes breadth first, so an outer call claims its lines before the calls in it.
     for expr in ast.walk(tree):
-        if isinstance(expr, ast.Call) and (name := _callee(expr)) is not None:
-            for line in range(expr.lineno, (expr.end_lineno or expr.lineno) + 1):
-                calls.setdefault((name, line), expr)
-    return SourceIndex(calls, _classes(tree))
+        if not isinstance(expr, ast.Call) or (name := _callee(expr)) is None:
+            continue
+        lines = range(expr.lineno, (expr.end_lineno or expr.lineno) + 1)
+        twice = _written_twice(expr) if expr.keywords else []
+        for line in lines:
+            if (name, line) not in claimed:
+                claimed.add((name, line))
+                if twice:
+                    duplicates[name, line] = twice
+    return SourceIndex(duplicates, _classes(tree))
 
 
 def source_index(file: str) -> SourceIndex | None:
@@ -80,11 +108,11 @@ def source_index(file: str) -> SourceIndex | None:
     return _index(file, (status.st_mtime_ns, status.st_size))
 
 
-def declaration(node: n.Node) -> ast.Call | None:
-    """The ``Menu(...)`` call expression that declared a node, read from its source file."""
+def written_twice(node: n.Node) -> list[Duplicate]:
+    """Keys written twice in the ``choices=`` / ``words=`` dict of the call declaring ``node``."""
     file, line = node.defined_at
     index = source_index(file)
-    return None if index is None else index.calls.get((type(node).__name__, line))
+    return [] if index is None else index.duplicates.get((type(node).__name__, line), [])
 
 
 def class_site(cls: type) -> tuple[str, int]:
@@ -101,7 +129,12 @@ def class_site(cls: type) -> tuple[str, int]:
         return "<unknown>", 0
     index = source_index(file)
     line = index.classes.get(cls.__qualname__) if index is not None else None
-    return (file, line) if line is not None else ("<unknown>", 0)
+    if line is None:  # source only in linecache (a notebook cell, exec'd code): ask inspect
+        try:
+            line = inspect.getsourcelines(cls)[1]
+        except (OSError, TypeError):
+            return "<unknown>", 0
+    return file, line
 
 
 def returned_literals(function: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:

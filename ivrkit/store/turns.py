@@ -63,3 +63,7 @@ class CallTurns:
                 turn.set_result(None)
                 return
         del self._busy[call_sid]
+
+    def waiting(self, call_sid: str) -> int:
+        """How many webhooks of this call wait for their turn (tests and metrics read it)."""
+        return len(self._busy.get(call_sid, ()))

@@ -45,6 +45,14 @@ events = Table(
     Column("twiml", Text, nullable=False),
 )
 
+health = Table(
+    "ivrkit_health",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", DateTime, nullable=False),
+)
+"""One row, rewritten by every health check: proof that a write can be committed."""
+
 CALL_COLUMNS = [c.name for c in calls.columns]
 EVENT_COLUMNS = [c.name for c in events.columns if c.name != "id"]
 assert CALL_COLUMNS[0] == "call_sid"

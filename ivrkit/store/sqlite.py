@@ -23,10 +23,10 @@ import logging
 import sqlite3
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
-import orjson
 from sqlalchemy import Select, column, event, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,16 +34,8 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store.codec import (
-    CALL_JSON,
-    CALL_TIMES,
-    EVENT_JSON,
-    EVENT_TIME,
-    call_fields,
-    encode_json,
-    event_fields,
-)
-from ivrkit.store.contract import CallSession, CallStore
+from ivrkit.store.codec import call_row, event_row, record_from_values
+from ivrkit.store.contract import CallSession, CallStore, StoreContract
 from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
 from ivrkit.store.turns import CallTurns, gather
 
@@ -85,7 +77,7 @@ class EmbeddedStore(CallStore):
         self._turns = CallTurns()
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
-        self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
+        self._writes: list[_Write] = []
         self._worker: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
@@ -118,6 +110,9 @@ class EmbeddedStore(CallStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._worker = self._checkpointer = None
+        for write in self._writes:  # queued after the writer's last batch
+            write.finish(_closed())
+        self._writes.clear()
         for db in (self._db, self._waiting):
             if db is not None:
                 db.close()
@@ -182,21 +177,25 @@ class EmbeddedStore(CallStore):
     def _read(self, call_sid: str) -> CallRecord | None:
         # In WAL mode a writer never blocks readers: this cannot wait for a lock.
         row = self._running().execute(_SQLITE_READ, (call_sid,)).fetchone()
-        return _record_from_sqlite(row) if row is not None else None
+        return record_from_values(row) if row is not None else None
 
-    async def _submit_write(
+    def _queue_write(
         self,
         record: CallRecord | None,
         log_events: list[CallEvent],
         call_created: datetime | None,
-    ) -> None:
+        settle: Callable[[bool], None],
+    ) -> asyncio.Future[None]:
+        """Encode the rows (raising here if they cannot be) and queue them for the writer,
+        which calls ``settle(committed)`` once the batch is over, whoever still waits."""
         self._running()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         row = _sqlite_call_row(record) if record else None
         created = _sqlite_time(call_created)
-        self._writes.append((row, [_sqlite_event_row(e, created) for e in log_events], done))
+        items = [_sqlite_event_row(e, created) for e in log_events]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append(_Write(row, items, done, settle))
         self._wake.set()
-        await done
+        return done
 
     async def _drain(self) -> None:
         """Commit everything queued since the last wake-up as one batch.
@@ -214,28 +213,54 @@ class EmbeddedStore(CallStore):
             if batch:
                 await self._write_batch(batch)
 
-    async def _write_batch(
-        self,
-        writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]],
-    ) -> None:
+    async def _write_batch(self, writes: list[_Write]) -> None:
         latest: dict[str, SqliteRow] = {}
         event_rows: list[SqliteRow] = []
-        for row, items, _ in writes:
-            if row is not None:
-                latest[row[0]] = row  # keyed by call_sid, the first column
-            event_rows.extend(items)
+        for write in writes:
+            if write.row is not None:
+                latest[write.row[0]] = write.row  # keyed by call_sid, the first column
+            event_rows.extend(write.events)
         try:
             await self._commit(list(latest.values()), event_rows)
-        except Exception as error:  # each waiting webhook answers with its own fallback
-            for row, _, done in writes:
-                if row is not None:
-                    self._cache.pop(row[0], None)
-                if not done.done():
-                    done.set_exception(error)
+        except BaseException as error:  # each waiting webhook answers with its own fallback
+            failure = error if isinstance(error, Exception) else _closed()
+            for write in writes:
+                write.finish(failure)
+            if failure is not error:
+                raise
         else:
-            for _, _, done in writes:
-                if not done.done():
-                    done.set_result(None)
+            for write in writes:
+                write.finish(None)
+
+
+class _Write:
+    """One session's rows in the writer's queue, and how to tell the session the outcome."""
+
+    __slots__ = ("row", "events", "done", "settle")
+
+    def __init__(
+        self,
+        row: SqliteRow | None,
+        events: list[SqliteRow],
+        done: asyncio.Future[None],
+        settle: Callable[[bool], None],
+    ) -> None:
+        self.row = row
+        self.events = events
+        self.done = done
+        self.settle = settle
+
+    def finish(self, failure: Exception | None) -> None:
+        # Settled here, not by the waiting webhook: one cancelled meanwhile still gives
+        # back its turn, and only once the file holds (or refused) its rows.
+        try:
+            self.settle(failure is None)
+        finally:
+            if not self.done.done():
+                if failure is None:
+                    self.done.set_result(None)
+                else:
+                    self.done.set_exception(failure)
 
 
 class _EmbeddedSession:
@@ -262,18 +287,33 @@ class _EmbeddedSession:
 
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         store, session = self.store, self.session
+        if exc_type is not None or not session.dirty:
+            self._settle(False)
+            return
+        call = session.saved or session.record  # None: a first webhook that failed
         try:
-            if session.saved is None:
-                # The runtime changes the record in place; unless it is saved, forget it so
-                # the next webhook reads the stored (unchanged) row again.
+            written = store._queue_write(
+                session.saved,
+                session.log_events,
+                call.created_at if call else None,
+                self._settle,
+            )
+        except BaseException:
+            self._settle(False)
+            raise
+        await written  # the writer has settled the session when this returns or raises
+
+    def _settle(self, committed: bool) -> None:
+        """Give the call's turn back, the cache holding exactly what the file holds.
+
+        The runtime changes the cached record in place: unless the saved record was
+        committed, it is dropped, so the next webhook reads the stored row again."""
+        store, saved = self.store, self.session.saved
+        try:
+            if committed and saved is not None:
+                store._remember(saved)
+            else:
                 store._cache.pop(self.call_sid, None)
-            if exc_type is None and session.dirty:
-                call = session.saved or session.record  # None: a first webhook that failed
-                await store._submit_write(
-                    session.saved, session.log_events, call.created_at if call else None
-                )
-                if session.saved is not None:
-                    store._remember(session.saved)
         finally:
             store._turns.release(self.call_sid)
 
@@ -310,29 +350,11 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def _sqlite_call_row(record: CallRecord) -> SqliteRow:
     """The calls row as the driver takes it, built without SQLAlchemy's type processing."""
-    values = list(call_fields(record))
-    for i in CALL_JSON:
-        values[i] = encode_json(values[i])
-    for i in CALL_TIMES:
-        values[i] = _sqlite_time(values[i])
-    return tuple(values)
+    return call_row(record, _sqlite_time)
 
 
 def _sqlite_event_row(item: CallEvent, call_created: str | None) -> SqliteRow:
-    values = list(event_fields(item))
-    values[EVENT_JSON] = encode_json(values[EVENT_JSON])
-    values[EVENT_TIME] = _sqlite_time(values[EVENT_TIME])
-    values.append(call_created)
-    return tuple(values)
-
-
-def _record_from_sqlite(row: SqliteRow) -> CallRecord:
-    values = list(row)
-    for i in CALL_JSON:
-        values[i] = orjson.loads(values[i])
-    for i in CALL_TIMES:
-        values[i] = None if values[i] is None else datetime.fromisoformat(values[i])
-    return CallRecord(**dict(zip(CALL_COLUMNS, values, strict=True)))
+    return (*event_row(item, _sqlite_time), call_created)
 
 
 def _index_events_by_call_created(db: sqlite3.Connection) -> None:
@@ -424,7 +446,15 @@ def _write_rows(db: sqlite3.Connection, rows: list[SqliteRow], event_rows: list[
         raise
 
 
+def _closed() -> RuntimeError:
+    return RuntimeError("the SQLite store was closed before this write was committed")
+
+
 def _locked(error: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, extended codes included: another connection holds it."""
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _keeps_the_contract(store: EmbeddedStore) -> StoreContract:
+    return store  # mypy checks here that the SQLite store has every method of the contract

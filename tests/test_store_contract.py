@@ -351,19 +351,52 @@ async def test_a_stored_row_it_cannot_decode_is_refused_and_nothing_leaks(databa
             assert session.record.data == {"x": 1}
 
 
-async def test_check_writable_proves_a_write_and_names_why_it_cannot(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    async with fresh_store(url) as store:
-        await store.check_writable()
-        async with store.engine.begin() as conn:
+async def refuse_health_writes(store: Any, reason: str) -> None:
+    """A trigger makes the database refuse the health row's write, as a full disk would."""
+    async with store.engine.begin() as conn:
+        if store.dialect == "sqlite":
             await conn.execute(
                 text(
-                    "CREATE TRIGGER full BEFORE UPDATE ON ivrkit_health "
-                    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON ivrkit_health "
+                    f"BEGIN SELECT RAISE(ABORT, '{reason}'); END"
                 )
             )
-        with pytest.raises(StoreUnwritableError, match="sqlite store cannot write: database"):
+            return
+        await conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION ivrkit_test_refuse() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{reason}'; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON ivrkit_health "
+                "FOR EACH ROW EXECUTE FUNCTION ivrkit_test_refuse()"
+            )
+        )
+
+
+async def test_check_writable_proves_a_write_and_names_why_it_cannot(database_url):
+    async with fresh_store(database_url) as store:
+        await store.check_writable()
+        await refuse_health_writes(store, "database or disk is full")
+        with pytest.raises(
+            StoreUnwritableError, match="store cannot write: .*database or disk is full"
+        ):
             await store.check_writable()
+
+
+async def test_healthz_is_503_with_the_reason_when_the_store_cannot_write(serve, caplog):
+    async with serve([SupportLine]) as (app, client):
+        assert (await client.get("/healthz")).status_code == 200
+        await refuse_health_writes(app.state.ivr.store, "database or disk is full")
+        caplog.clear()
+        health = await client.get("/healthz")
+    assert health.status_code == 503
+    assert health.json()["database"] == "cannot write"
+    assert "database or disk is full" in health.json()["reason"]
+    assert [r.levelname for r in caplog.records if r.name == "ivrkit.app"] == ["ERROR"]
+    assert all(r.exc_info is None for r in caplog.records)
 
 
 async def test_check_writable_commits_on_both_backends(database_url):

@@ -46,7 +46,6 @@ from sqlalchemy import Select, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.store.codec import (
@@ -55,7 +54,8 @@ from ivrkit.store.codec import (
     event_from_mapping,
     record_from_row,
 )
-from ivrkit.store.schema import SCHEMA_LOCK, calls, events, health, metadata
+from ivrkit.store.migrate import upgrade
+from ivrkit.store.schema import EVENT_COLUMNS, SCHEMA_LOCK, calls, events, health
 
 log = logging.getLogger("ivrkit.store")
 
@@ -171,24 +171,19 @@ class CallStore:
 
     schema_extras: tuple[str, ...] = ()
     """DDL run after the tables, in the same transaction (a store's own SQL functions)."""
-    skipped_indexes: frozenset[str] = frozenset()
-    """Indexes of the shared schema that a store replaces with its own."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
 
     async def open(self) -> None:
-        """Create the tables if missing; safe when several processes start at once."""
+        """Create or migrate the schema (``migrate.upgrade``); safe when several processes
+        start at once: on PostgreSQL one at a time under an advisory lock, on SQLite the
+        store already owns the file."""
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type.
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-            for table in metadata.sorted_tables:
-                await conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    if index.name not in self.skipped_indexes:
-                        await conn.execute(CreateIndex(index, if_not_exists=True))
+            await conn.run_sync(upgrade)
             for statement in self.schema_extras:
                 await conn.exec_driver_sql(statement)
 
@@ -232,7 +227,8 @@ class CallStore:
         return record_from_row(row) if row else None
 
     async def call_events(self, call_sid: str) -> list[CallEvent]:
-        query = select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
+        columns = [events.c[name] for name in EVENT_COLUMNS]  # not call_created: SQLite's own
+        query = select(*columns).where(events.c.call_sid == call_sid).order_by(events.c.id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(await self._events_query(conn, query, call_sid))).all()
         return [event_from_mapping(row._mapping) for row in rows]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import sys
 from collections import OrderedDict
@@ -43,14 +44,19 @@ log = logging.getLogger("ivrkit.store")
 
 CHECKPOINT_SECONDS = 1.0
 """How often the store copies its write-ahead log into the database file."""
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+"""A write-ahead log larger than this is checkpointed to its end and truncated.
+
+Under steady writes a PASSIVE checkpoint never catches up with the log's end, so SQLite
+never starts it over and the file grows all day; past this size the store waits (in
+another thread) for a moment between two commits to copy everything and truncate it."""
 
 SqliteRow = tuple[Any, ...]
 
-CALL_SID_INDEX = str(next(i.name for i in events.indexes if "call_sid" in i.columns))
-CALL_CREATED = "call_created"
-"""The events column holding the ``created_at`` of their call, as stored; NULL when the
-call has no row (its first webhook failed)."""
-CALL_CREATED_INDEX = f"ix_{events.name}_{CALL_CREATED}"
+CALL_CREATED = events.c.call_created.name
+"""The events column SQLite finds a call's events by (see ``schema.events``)."""
+CALL_SID_INDEX = next(str(i.name) for i in events.indexes if "call_sid" in i.columns)
+CALL_CREATED_INDEX = next(str(i.name) for i in events.indexes if CALL_CREATED in i.columns)
 
 
 class EmbeddedStore(CallStore):
@@ -60,20 +66,22 @@ class EmbeddedStore(CallStore):
     reads of calls not in memory are single primary-key look-ups, done on the spot.
     """
 
-    # Events are found by the creation time of their call, not by its CallSid: call SIDs are
-    # random, so every event's entry in a CallSid index lands on a page of its own, and
-    # rewriting those pages was the largest part of each commit. Creation times grow, so
-    # the entries of the calls in progress share a few pages at the index's end.
-    skipped_indexes = frozenset({CALL_SID_INDEX})
-
     @classmethod
     def from_url(cls, database_url: str) -> EmbeddedStore:
         engine = create_async_engine(database_url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return cls(engine)
 
-    def __init__(self, engine: AsyncEngine, *, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = 10_000,
+        wal_limit_bytes: int | None = WAL_LIMIT_BYTES,
+    ) -> None:
         super().__init__(engine)
+        self.wal_limit_bytes = wal_limit_bytes
+        """None: PASSIVE checkpoints only (what earlier versions did; for benchmarks)."""
         self._turns = CallTurns()
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
@@ -81,6 +89,7 @@ class EmbeddedStore(CallStore):
         self._worker: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
+        self._truncating = False  # the file is locked by our own checkpoint, not another
         self._db: sqlite3.Connection | None = None  # on the loop's thread, never waits
         # For when the file is locked: used from a worker thread, where waiting is harmless.
         self._waiting: sqlite3.Connection | None = None
@@ -94,7 +103,6 @@ class EmbeddedStore(CallStore):
             await super().open()
             self._db = _connect(path, busy_timeout_ms=0)
             self._waiting = _connect(path, busy_timeout_ms=5000)
-            _index_events_by_call_created(self._waiting)
         except BaseException:
             await self.close()
             raise
@@ -140,7 +148,10 @@ class EmbeddedStore(CallStore):
         except sqlite3.OperationalError as error:
             if not _locked(error):
                 raise
-            log.info("SQLite file locked by another connection: the batch waits its turn")
+            log.log(
+                logging.DEBUG if self._truncating else logging.INFO,
+                "SQLite file locked by another connection: the batch waits its turn",
+            )
             assert self._waiting is not None  # opened with self._db
             await asyncio.to_thread(_write_rows, self._waiting, rows, event_rows)
         self._written = True
@@ -152,11 +163,34 @@ class EmbeddedStore(CallStore):
                 continue
             self._written = False
             try:
-                async with self.engine.connect() as conn:
-                    # PASSIVE never waits for the writer or readers, nor blocks them.
-                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                await self.checkpoint()
             except Exception as error:
                 log.warning("SQLite checkpoint failed (will retry): %s", error)
+
+    async def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file; truncate it when it is large.
+
+        Runs on aiosqlite's thread (its connection waits up to its busy timeout), so the
+        event loop never waits: while a TRUNCATE checkpoint holds the file, the loop's
+        batches find it locked and commit from the writer's thread instead."""
+        limit = self.wal_limit_bytes
+        wal = f"{self.engine.url.database}-wal"
+        truncate = limit is not None and _size(wal) > limit
+        # PASSIVE never waits for the writer or readers, nor blocks them; TRUNCATE waits
+        # for the commit in progress, then holds writers off while it copies the rest.
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        self._truncating = truncate
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).one()
+        finally:
+            self._truncating = False
+        if truncate:
+            log.info(
+                "SQLite write-ahead log over %s bytes: %s",
+                limit,
+                "still busy, truncated at the next checkpoint" if row[0] else "truncated",
+            )
 
     def _remember(self, record: CallRecord) -> None:
         if record.ended_at is not None:
@@ -357,34 +391,12 @@ def _sqlite_event_row(item: CallEvent, call_created: str | None) -> SqliteRow:
     return (*event_row(item, _sqlite_time), call_created)
 
 
-def _index_events_by_call_created(db: sqlite3.Connection) -> None:
-    """Add the call_created column and its index; a file from before them is converted."""
-    columns = {row[1] for row in db.execute(f"PRAGMA table_info({events.name})")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if CALL_CREATED not in columns:
-            # DATETIME as created_at is: with another affinity, comparing the two would
-            # convert the column's values and the look-up could not use the index.
-            db.execute(f"ALTER TABLE {events.name} ADD COLUMN {CALL_CREATED} DATETIME")
-            db.execute(
-                f"UPDATE {events.name} SET {CALL_CREATED} = (SELECT created_at FROM "
-                f"{calls.name} WHERE {calls.name}.call_sid = {events.name}.call_sid)"
-            )
-        db.execute(
-            f"CREATE INDEX IF NOT EXISTS {CALL_CREATED_INDEX} ON {events.name} ({CALL_CREATED})"
-        )
-        db.execute(f"DROP INDEX IF EXISTS {CALL_SID_INDEX}")
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # When a checkpoint lets the log start over, SQLite cuts the file back to this size.
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -444,6 +456,13 @@ def _write_rows(db: sqlite3.Connection, rows: list[SqliteRow], event_rows: list[
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         raise
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def _closed() -> RuntimeError:

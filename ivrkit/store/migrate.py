@@ -12,13 +12,8 @@ doing so (PostgreSQL: an advisory lock; SQLite: the file's lock), through Alembi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
 from ivrkit.store.schema import calls, metadata
@@ -27,8 +22,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "r0001"
 """The revision of the schema ivrkit 0.1.0 and earlier created (they recorded none)."""
 
+# Alembic is imported when a store opens, not with ivrkit: it costs a third of a second,
+# which the authoring tools (check, graph, the simulator) need not pay.
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 def alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -36,6 +38,8 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert revision is not None
     return revision
@@ -43,6 +47,9 @@ def head() -> str:
 
 def upgrade(connection: Connection) -> None:
     """Create or migrate the schema on ``connection`` (a sync connection, in a transaction)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     config = alembic_config(connection)
     if not inspect(connection).has_table(calls.name):
         metadata.create_all(connection)
@@ -58,6 +65,9 @@ def differences(connection: Connection) -> list[Any]:
     Alembic's autogenerate sees it; empty when migrations and metadata agree.
 
     Indexes declared for the other backend only (``ddl_if``) are not differences."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     dialect = connection.dialect.name
 
     def declared_here(item: Any, name: Any, kind: str, reflected: bool, other: Any) -> bool:

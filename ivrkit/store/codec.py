@@ -35,7 +35,7 @@ DATA_TYPES = "str, int, float, bool, None, list, dict, date, datetime, Decimal"
 """What ``call.data`` may hold, as error messages list it."""
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # what every JSON reader here keeps exact
-_TAGS = ("$date", "$datetime", "$decimal", "$int", "$dict")
+_STR_ONLY = frozenset({str})
 
 
 class CallDataError(TypeError):
@@ -115,6 +115,10 @@ def _dict_to_json(value: dict[Any, Any]) -> dict[str, Any]:
     for key, item in value.items():
         if type(key) is not str:
             raise CallDataError(f"is a dict with the key {key!r}; keys must be str")
+        if type(item) is str:  # most values (all of a webhook's params): nothing to do
+            if converted is not None:
+                converted[key] = item
+            continue
         try:
             new = to_json(item)
         except CallDataError as error:
@@ -160,6 +164,13 @@ def encode_json(value: dict[str, Any] | list[Any]) -> str:
     Raises :class:`CallDataError` for a value outside the documented types."""
     if not value:
         return "{}" if isinstance(value, dict) else "[]"
+    if type(value) is dict and _STR_ONLY >= set(map(type, value.values())):
+        # A webhook's params: strings only, checked in C; the walk below costs 3x more.
+        if len(value) > 1 or not next(iter(value)).startswith("$"):
+            try:
+                return orjson.dumps(value).decode()
+            except TypeError:  # a key that is not a str: the walk below names it
+                pass
     return orjson.dumps(to_json(value)).decode()
 
 

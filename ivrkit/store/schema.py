@@ -82,6 +82,8 @@ CALL_COLUMNS = [c.name for c in calls.columns]
 EVENT_COLUMNS = [c.name for c in events.columns if c.name not in ("id", "call_created")]
 """The columns of a CallEvent (``call_created`` is the SQLite store's own)."""
 assert CALL_COLUMNS[0] == "call_sid"
+CALL_UPDATED = [c for c in CALL_COLUMNS if c not in ("call_sid", "created_at")]
+"""The columns a save of a stored call rewrites (upserts on both backends)."""
 
 SCHEMA_LOCK = 0x1F2C_0001
 """PostgreSQL advisory lock key held while the schema is created."""

@@ -37,7 +37,7 @@ from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store.codec import call_row, event_row, record_from_values
 from ivrkit.store.contract import CallSession, CallStore, StoreContract
-from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
+from ivrkit.store.schema import CALL_COLUMNS, CALL_UPDATED, EVENT_COLUMNS, calls, events
 from ivrkit.store.turns import CallTurns, gather
 
 log = logging.getLogger("ivrkit.store")
@@ -355,7 +355,7 @@ class _EmbeddedSession:
 _SQLITE_UPSERT = (
     f"INSERT INTO {calls.name} ({', '.join(CALL_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(CALL_COLUMNS))}) ON CONFLICT (call_sid) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at"))
+    + ", ".join(f"{c} = excluded.{c}" for c in CALL_UPDATED)
 )
 _SQLITE_READ = f"SELECT {', '.join(CALL_COLUMNS)} FROM {calls.name} WHERE call_sid = ?"
 _SQLITE_INSERT_EVENTS = (

@@ -177,6 +177,18 @@ async def test_a_status_callback_during_the_first_webhook_is_recorded(database_u
         assert (await store.load(SID)).status == "in-progress"
 
 
+async def test_a_call_goes_on_after_a_restart_mid_call(database_url):
+    async with fresh_store(database_url) as store:
+        await store_call(store, new_call(when=date(2026, 12, 2)))
+        await take_step(store, SID, 1)
+    async with opened_store(database_url) as restarted:  # close and reopen: a new process
+        await take_step(restarted, SID, 2)
+        record = await restarted.load(SID)
+        assert (record.step, record.data) == (2, {"when": date(2026, 12, 2), "seen": [1, 2]})
+        kinds = [(e.kind, e.step) for e in await restarted.call_events(SID)]
+        assert kinds == [("start", 0), ("action", 1), ("action", 2)]
+
+
 # -- final status ---------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ async def run(seconds: float, rate: int, passive_only: bool) -> None:
     finally:
         await store.close()
     print(f"done: {sent} webhooks, {made} calls; WAL {_mb(f'{path}-wal'):.1f} MB after close")
+    shutil.rmtree(folder)
 
 
 def _mb(path: str | os.PathLike[str]) -> float:

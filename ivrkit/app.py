@@ -36,7 +36,13 @@ from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
 from ivrkit.sensitive import mask_input
 from ivrkit.simulated_time import following_simulated_time, with_simulated_time
-from ivrkit.store import CallStore, CallTaken, StatusUpdate, create_store
+from ivrkit.store import (
+    CallStore,
+    CallTaken,
+    StatusUpdate,
+    StoreUnwritableError,
+    create_store,
+)
 from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
@@ -348,10 +354,13 @@ class IvrApp:
 
     async def healthz(self, request: Request) -> Response:
         try:
-            await self.store.ping()
+            await self.store.check_writable()  # reads alone do not prove webhooks can be saved
         except Exception as error:
-            log.error("health check: database unreachable: %s", type(error).__name__)
-            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+            reason = str(error) if isinstance(error, StoreUnwritableError) else type(error).__name__
+            log.error("health check: %s", reason)
+            return JSONResponse(
+                {"status": "error", "database": "cannot write", "reason": reason}, status_code=503
+            )
         return JSONResponse(
             {"status": "ok", "database": "ok", "flows": sorted(self.registry.by_name)}
         )
@@ -515,6 +524,8 @@ def _printable(text: str) -> str:
 
 
 def _live_status(hook: Webhook, record: CallRecord) -> str:
+    if record.status in FINAL_STATUSES:
+        return record.status  # a late action webhook does not revive an ended call
     return hook.params.get("CallStatus") or record.status
 
 

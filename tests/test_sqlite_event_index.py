@@ -100,6 +100,7 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
         db.execute(f"DROP INDEX {CALL_CREATED_INDEX}")
         db.execute(f"ALTER TABLE ivrkit_events DROP COLUMN {CALL_CREATED}")
         db.execute(f"CREATE INDEX {CALL_SID_INDEX} ON ivrkit_events (call_sid)")
+        db.execute("DROP TABLE alembic_version")  # earlier releases recorded no revision
         db.execute(
             "INSERT INTO ivrkit_events (call_sid, step, at, kind, state, fired, params, twiml)"
             " VALUES (?, 2, '2026-01-01 00:00:00.000000', 'action', 'menu', '', '{}', '')",

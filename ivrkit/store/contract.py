@@ -1,28 +1,66 @@
-"""What every store promises: sessions that serialise a call's webhooks, and the shared queries.
+"""What every store promises, whatever its backend: the contract both stores are tested against.
 
-:meth:`CallStore.session` serialises the webhooks of one call, and a change is saved (row
-and event together) only by :meth:`CallSession.save`. Two stores keep that promise:
-``sqlite.EmbeddedStore`` (the embedded default, one process) and
+A store keeps one row per call and an append-only event log, and promises:
+
+1. **One webhook of a call at a time.** ``async with store.session(sid)`` gives the call's
+   record (None for a call never seen) and holds the call until the block ends, so a
+   call's webhooks, retries and status callbacks are applied one after the other, in any
+   process, each seeing what the previous one committed. A retry of a handled step
+   replays the stored answer; a duplicate first webhook replays the first answer.
+2. **All or nothing.** Only :meth:`CallSession.save` changes the call, and the row and its
+   events are committed together when the block ends without an exception. When the
+   block raises, or the write fails, nothing is written and nothing is remembered: a
+   cache never runs ahead of what was committed, and the next webhook sees what the
+   database holds.
+3. **Nothing acquired outlives the session.** The call's turn, lock and connection are
+   given back on every exit: success, exception, cancellation, timeout, a row that cannot
+   be decoded (:class:`StoredRowError`).
+4. **Data round-trips.** ``call.data`` reads back as exactly what was saved (the types in
+   :mod:`ivrkit.store.codec`), warm or after a restart, on either backend; anything else
+   is refused by ``save()`` with a :class:`CallDataError` naming the flow, state and key.
+5. **A final status sticks.** Once a call has a final status (completed, busy, failed,
+   no-answer, canceled), its status, ``ended_at`` and ``duration`` never change again: a
+   late status callback or action webhook is logged, not applied.
+6. **Status callbacks are recorded.** :meth:`record_status` applies the callback to the
+   call's row with its event, waiting for the call's webhook in progress, including the
+   call's first one.
+7. **Committed means durable across restarts.** A webhook is answered only after its save
+   is committed; a store reopened on the same file or database continues every call.
+8. **Health tells the truth.** :meth:`check_writable` proves a write can be committed now.
+
+Two stores keep it: ``sqlite.EmbeddedStore`` (the embedded default, one process) and
 ``postgres.LockingStore`` (a lock per call, any number of processes and hosts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store.codec import record_from_row
-from ivrkit.store.schema import SCHEMA_LOCK, calls, events, metadata
+from ivrkit.records import CallEvent, CallRecord, utcnow
+from ivrkit.store.codec import (
+    CallDataError,
+    check_json,
+    event_from_mapping,
+    record_from_row,
+)
+from ivrkit.store.migrate import upgrade
+from ivrkit.store.schema import EVENT_COLUMNS, SCHEMA_LOCK, calls, events, health
 
 log = logging.getLogger("ivrkit.store")
+
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+"""Twilio's CallStatus values of an ended call: once stored, nothing changes them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +99,11 @@ class CallSession:
         self.log_events: list[CallEvent] = []
 
     def save(self, record: CallRecord, *log_events: CallEvent) -> None:
-        """Keep this record and append these events when the session closes cleanly."""
+        """Keep this record and append these events when the session closes cleanly.
+
+        Raises :class:`CallDataError` naming the flow, state and key when the record holds
+        a value the codec cannot store faithfully; nothing is then kept."""
+        check_record(record)
         self.saved = record
         self.log_events.extend(log_events)
 
@@ -74,29 +116,82 @@ class CallSession:
         return self.saved is not None or bool(self.log_events)
 
 
+def check_record(record: CallRecord) -> None:
+    """Refuse, before anything is written, a record whose data the codec would not keep."""
+    for name in ("data", "counters", "stack"):
+        try:
+            check_json(getattr(record, name))
+        except CallDataError as error:
+            raise CallDataError(
+                error.problem,
+                error.path,
+                name=f"call.{name}",
+                where=flow_label(record.flow, record.state),
+            ) from None
+
+
+def flow_label(flow: str, state: str) -> str:
+    """``flows/x.py: Reminder.confirm`` for a flow's name and state, as errors name them.
+
+    Looked up only when an error is reported: the store does not otherwise know flows."""
+    from ivrkit.flow import Flow
+
+    pending = list(Flow.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__dict__.get("name") == flow and "__ivrkit_source__" in cls.__dict__:
+            source = cls.__ivrkit_source__[0]
+            with contextlib.suppress(ValueError):
+                source = os.path.relpath(source)
+            return f"{source}: {cls.__name__}.{state}"
+    return f"flow {flow}: state {state}"
+
+
+class StoreContract(Protocol):
+    """The typed form of the promises above: what the app, the CLI and the tests use."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def session(self, call_sid: str) -> AbstractAsyncContextManager[CallSession]: ...
+
+    async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None: ...
+
+    async def load(self, call_sid: str) -> CallRecord | None: ...
+
+    async def call_events(self, call_sid: str) -> list[CallEvent]: ...
+
+    async def recent_calls(self, limit: int = 20) -> list[CallRecord]: ...
+
+    async def ping(self) -> None: ...
+
+    async def check_writable(self) -> None: ...
+
+
+class StoreUnwritableError(RuntimeError):
+    """The store cannot commit a write now (disk full, read-only, database down)."""
+
+
 class CallStore:
-    """Shared parts: engine, schema, event log queries."""
+    """Shared parts of both stores: engine, schema, event log queries, health."""
 
     schema_extras: tuple[str, ...] = ()
     """DDL run after the tables, in the same transaction (a store's own SQL functions)."""
-    skipped_indexes: frozenset[str] = frozenset()
-    """Indexes of the shared schema that a store replaces with its own."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
 
     async def open(self) -> None:
-        """Create the tables if missing; safe when several processes start at once."""
+        """Create or migrate the schema (``migrate.upgrade``); safe when several processes
+        start at once: on PostgreSQL one at a time under an advisory lock, on SQLite the
+        store already owns the file."""
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type.
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-            for table in metadata.sorted_tables:
-                await conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    if index.name not in self.skipped_indexes:
-                        await conn.execute(CreateIndex(index, if_not_exists=True))
+            await conn.run_sync(upgrade)
             for statement in self.schema_extras:
                 await conn.exec_driver_sql(statement)
 
@@ -115,11 +210,12 @@ class CallStore:
             record = session.record
             if record is None or not call_of_flow(record, update.flow):
                 return None
-            record.status = update.status or record.status
-            if update.final:
-                record.ended_at = update.at
-                if update.duration is not None:
-                    record.duration = update.duration
+            if record.status not in FINAL_STATUSES:  # a final status sticks
+                record.status = update.status or record.status
+                if update.final:
+                    record.ended_at = update.at
+                    if update.duration is not None:
+                        record.duration = update.duration
             record.updated_at = update.at
             session.save(
                 record,
@@ -140,16 +236,11 @@ class CallStore:
         return record_from_row(row) if row else None
 
     async def call_events(self, call_sid: str) -> list[CallEvent]:
-        query = select(events).where(events.c.call_sid == call_sid).order_by(events.c.id)
+        columns = [events.c[name] for name in EVENT_COLUMNS]  # not call_created: SQLite's own
+        query = select(*columns).where(events.c.call_sid == call_sid).order_by(events.c.id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(await self._events_query(conn, query, call_sid))).all()
-        found = []
-        for row in rows:
-            values = dict(row._mapping)
-            values.pop("id")
-            values["params"] = orjson.loads(values["params"])
-            found.append(CallEvent(**values))
-        return found
+        return [event_from_mapping(row._mapping) for row in rows]
 
     async def _events_query(self, conn: AsyncConnection, query: Select[Any], call_sid: str) -> Any:
         """The query for a call's events, as this store's indexes can answer it."""
@@ -165,6 +256,26 @@ class CallStore:
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
+
+    async def check_writable(self) -> None:
+        """Commit a one-row write (``ivrkit_health``): a store that answers reads but
+        cannot write (disk full, read-only replica) is not healthy.
+
+        Raises :class:`StoreUnwritableError` with the database's own reason."""
+        insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
+        now = utcnow()
+        statement = (
+            insert(health)
+            .values(id=1, checked_at=now)
+            .on_conflict_do_update(index_elements=[health.c.id], set_={"checked_at": now})
+        )
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(statement)
+        except Exception as error:
+            lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+            reason = lines[0][:200] if lines else type(error).__name__
+            raise StoreUnwritableError(f"{self.dialect} store cannot write: {reason}") from error
 
 
 def create_store(database_url: str, *, pool_size: int = 20) -> CallStore:

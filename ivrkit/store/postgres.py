@@ -63,7 +63,7 @@ _EVENT_LIST = ", ".join(EVENT_COLUMNS)
 _CALL_ARRAYS = ", ".join(f"c_{c.name} {c.type.compile(dialect=_pg)}[]" for c in calls.columns)
 _CALL_ARGS = ", ".join(f"c_{name}" for name in CALL_COLUMNS)
 _EVENT_ARRAYS = ", ".join(
-    f"e_{c.name} {c.type.compile(dialect=_pg)}[]" for c in events.columns if c.name != "id"
+    f"e_{c.name} {c.type.compile(dialect=_pg)}[]" for c in events.columns if c.name in EVENT_COLUMNS
 )
 _EVENT_ARGS = ", ".join(f"e_{name}" for name in EVENT_COLUMNS)
 _UPDATED = ", ".join(

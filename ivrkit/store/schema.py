@@ -1,8 +1,24 @@
-"""The tables and indexes of every store: the one place the schema is declared."""
+"""The tables and indexes of every store: the one place the schema is declared.
+
+A new database gets exactly this (``metadata.create_all``); one written by an earlier
+version is brought to it by the migrations in ``ivrkit/store/migrations`` (Alembic), and a
+test checks that both roads end at the same schema. Where the backends differ, the
+difference is declared here too (``ddl_if``), not in DDL of their own.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -35,7 +51,7 @@ events = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("call_sid", String(64), nullable=False, index=True),
+    Column("call_sid", String(64), nullable=False),
     Column("step", Integer, nullable=False),
     Column("at", DateTime, nullable=False),
     Column("kind", String(20), nullable=False),
@@ -43,11 +59,31 @@ events = Table(
     Column("fired", Text, nullable=False),
     Column("params", Text, nullable=False),
     Column("twiml", Text, nullable=False),
+    # The created_at of the event's call, as stored; NULL when the call has no row (its
+    # first webhook failed). Only SQLite fills it in: see the indexes below.
+    Column("call_created", DateTime, nullable=True),
 )
+# SQLite finds a call's events by its creation time, not its CallSid: CallSids are random,
+# so every event's entry in a CallSid index lands on a page of its own, and rewriting those
+# pages was the largest part of each commit; creation times grow, so the entries of the
+# calls in progress share a few pages at the index's end. PostgreSQL keeps the CallSid.
+Index("ix_ivrkit_events_call_sid", events.c.call_sid).ddl_if(dialect="postgresql")
+Index("ix_ivrkit_events_call_created", events.c.call_created).ddl_if(dialect="sqlite")
+
+health = Table(
+    "ivrkit_health",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", DateTime, nullable=False),
+)
+"""One row, rewritten by every health check: proof that a write can be committed."""
 
 CALL_COLUMNS = [c.name for c in calls.columns]
-EVENT_COLUMNS = [c.name for c in events.columns if c.name != "id"]
+EVENT_COLUMNS = [c.name for c in events.columns if c.name not in ("id", "call_created")]
+"""The columns of a CallEvent (``call_created`` is the SQLite store's own)."""
 assert CALL_COLUMNS[0] == "call_sid"
+CALL_UPDATED = [c for c in CALL_COLUMNS if c not in ("call_sid", "created_at")]
+"""The columns a save of a stored call rewrites (upserts on both backends)."""
 
 SCHEMA_LOCK = 0x1F2C_0001
 """PostgreSQL advisory lock key held while the schema is created."""

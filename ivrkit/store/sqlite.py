@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
-import orjson
 from sqlalchemy import Select, column, event, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,31 +35,28 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from ivrkit.errors import StoreInUseError
 from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store.codec import (
-    CALL_JSON,
-    CALL_TIMES,
-    EVENT_JSON,
-    EVENT_TIME,
-    call_fields,
-    encode_json,
-    event_fields,
-)
-from ivrkit.store.contract import CallSession, CallStore
-from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
+from ivrkit.store.codec import call_row, event_row, record_from_values
+from ivrkit.store.contract import CallSession, CallStore, StoreContract
+from ivrkit.store.schema import CALL_COLUMNS, CALL_UPDATED, EVENT_COLUMNS, calls, events
 from ivrkit.store.turns import CallTurns, gather
 
 log = logging.getLogger("ivrkit.store")
 
 CHECKPOINT_SECONDS = 1.0
 """How often the store copies its write-ahead log into the database file."""
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+"""A write-ahead log larger than this is checkpointed to its end and truncated.
+
+Under steady writes a PASSIVE checkpoint never catches up with the log's end, so SQLite
+never starts it over and the file grows all day; past this size the store waits (in
+another thread) for a moment between two commits to copy everything and truncate it."""
 
 SqliteRow = tuple[Any, ...]
 
-CALL_SID_INDEX = str(next(i.name for i in events.indexes if "call_sid" in i.columns))
-CALL_CREATED = "call_created"
-"""The events column holding the ``created_at`` of their call, as stored; NULL when the
-call has no row (its first webhook failed)."""
-CALL_CREATED_INDEX = f"ix_{events.name}_{CALL_CREATED}"
+CALL_CREATED = events.c.call_created.name
+"""The events column SQLite finds a call's events by (see ``schema.events``)."""
+CALL_SID_INDEX = next(str(i.name) for i in events.indexes if "call_sid" in i.columns)
+CALL_CREATED_INDEX = next(str(i.name) for i in events.indexes if CALL_CREATED in i.columns)
 
 
 class EmbeddedStore(CallStore):
@@ -68,27 +66,30 @@ class EmbeddedStore(CallStore):
     reads of calls not in memory are single primary-key look-ups, done on the spot.
     """
 
-    # Events are found by the creation time of their call, not by its CallSid: call SIDs are
-    # random, so every event's entry in a CallSid index lands on a page of its own, and
-    # rewriting those pages was the largest part of each commit. Creation times grow, so
-    # the entries of the calls in progress share a few pages at the index's end.
-    skipped_indexes = frozenset({CALL_SID_INDEX})
-
     @classmethod
     def from_url(cls, database_url: str) -> EmbeddedStore:
         engine = create_async_engine(database_url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return cls(engine)
 
-    def __init__(self, engine: AsyncEngine, *, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = 10_000,
+        wal_limit_bytes: int | None = WAL_LIMIT_BYTES,
+    ) -> None:
         super().__init__(engine)
+        self.wal_limit_bytes = wal_limit_bytes
+        """None: PASSIVE checkpoints only (what earlier versions did; for benchmarks)."""
         self._turns = CallTurns()
         self._cache: OrderedDict[str, CallRecord] = OrderedDict()
         self._cache_size = cache_size
-        self._writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]] = []
+        self._writes: list[_Write] = []
         self._worker: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
+        self._truncating = False  # the file is locked by our own checkpoint, not another
         self._db: sqlite3.Connection | None = None  # on the loop's thread, never waits
         # For when the file is locked: used from a worker thread, where waiting is harmless.
         self._waiting: sqlite3.Connection | None = None
@@ -102,7 +103,6 @@ class EmbeddedStore(CallStore):
             await super().open()
             self._db = _connect(path, busy_timeout_ms=0)
             self._waiting = _connect(path, busy_timeout_ms=5000)
-            _index_events_by_call_created(self._waiting)
         except BaseException:
             await self.close()
             raise
@@ -118,6 +118,9 @@ class EmbeddedStore(CallStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._worker = self._checkpointer = None
+        for write in self._writes:  # queued after the writer's last batch
+            write.finish(_closed())
+        self._writes.clear()
         for db in (self._db, self._waiting):
             if db is not None:
                 db.close()
@@ -145,7 +148,10 @@ class EmbeddedStore(CallStore):
         except sqlite3.OperationalError as error:
             if not _locked(error):
                 raise
-            log.info("SQLite file locked by another connection: the batch waits its turn")
+            log.log(
+                logging.DEBUG if self._truncating else logging.INFO,
+                "SQLite file locked by another connection: the batch waits its turn",
+            )
             assert self._waiting is not None  # opened with self._db
             await asyncio.to_thread(_write_rows, self._waiting, rows, event_rows)
         self._written = True
@@ -157,11 +163,34 @@ class EmbeddedStore(CallStore):
                 continue
             self._written = False
             try:
-                async with self.engine.connect() as conn:
-                    # PASSIVE never waits for the writer or readers, nor blocks them.
-                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                await self.checkpoint()
             except Exception as error:
                 log.warning("SQLite checkpoint failed (will retry): %s", error)
+
+    async def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file; truncate it when it is large.
+
+        Runs on aiosqlite's thread (its connection waits up to its busy timeout), so the
+        event loop never waits: while a TRUNCATE checkpoint holds the file, the loop's
+        batches find it locked and commit from the writer's thread instead."""
+        limit = self.wal_limit_bytes
+        wal = f"{self.engine.url.database}-wal"
+        truncate = limit is not None and _size(wal) > limit
+        # PASSIVE never waits for the writer or readers, nor blocks them; TRUNCATE waits
+        # for the commit in progress, then holds writers off while it copies the rest.
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        self._truncating = truncate
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).one()
+        finally:
+            self._truncating = False
+        if truncate:
+            log.info(
+                "SQLite write-ahead log over %s bytes: %s",
+                limit,
+                "still busy, truncated at the next checkpoint" if row[0] else "truncated",
+            )
 
     def _remember(self, record: CallRecord) -> None:
         if record.ended_at is not None:
@@ -182,21 +211,25 @@ class EmbeddedStore(CallStore):
     def _read(self, call_sid: str) -> CallRecord | None:
         # In WAL mode a writer never blocks readers: this cannot wait for a lock.
         row = self._running().execute(_SQLITE_READ, (call_sid,)).fetchone()
-        return _record_from_sqlite(row) if row is not None else None
+        return record_from_values(row) if row is not None else None
 
-    async def _submit_write(
+    def _queue_write(
         self,
         record: CallRecord | None,
         log_events: list[CallEvent],
         call_created: datetime | None,
-    ) -> None:
+        settle: Callable[[bool], None],
+    ) -> asyncio.Future[None]:
+        """Encode the rows (raising here if they cannot be) and queue them for the writer,
+        which calls ``settle(committed)`` once the batch is over, whoever still waits."""
         self._running()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         row = _sqlite_call_row(record) if record else None
         created = _sqlite_time(call_created)
-        self._writes.append((row, [_sqlite_event_row(e, created) for e in log_events], done))
+        items = [_sqlite_event_row(e, created) for e in log_events]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append(_Write(row, items, done, settle))
         self._wake.set()
-        await done
+        return done
 
     async def _drain(self) -> None:
         """Commit everything queued since the last wake-up as one batch.
@@ -214,28 +247,54 @@ class EmbeddedStore(CallStore):
             if batch:
                 await self._write_batch(batch)
 
-    async def _write_batch(
-        self,
-        writes: list[tuple[SqliteRow | None, list[SqliteRow], asyncio.Future[None]]],
-    ) -> None:
+    async def _write_batch(self, writes: list[_Write]) -> None:
         latest: dict[str, SqliteRow] = {}
         event_rows: list[SqliteRow] = []
-        for row, items, _ in writes:
-            if row is not None:
-                latest[row[0]] = row  # keyed by call_sid, the first column
-            event_rows.extend(items)
+        for write in writes:
+            if write.row is not None:
+                latest[write.row[0]] = write.row  # keyed by call_sid, the first column
+            event_rows.extend(write.events)
         try:
             await self._commit(list(latest.values()), event_rows)
-        except Exception as error:  # each waiting webhook answers with its own fallback
-            for row, _, done in writes:
-                if row is not None:
-                    self._cache.pop(row[0], None)
-                if not done.done():
-                    done.set_exception(error)
+        except BaseException as error:  # each waiting webhook answers with its own fallback
+            failure = error if isinstance(error, Exception) else _closed()
+            for write in writes:
+                write.finish(failure)
+            if failure is not error:
+                raise
         else:
-            for _, _, done in writes:
-                if not done.done():
-                    done.set_result(None)
+            for write in writes:
+                write.finish(None)
+
+
+class _Write:
+    """One session's rows in the writer's queue, and how to tell the session the outcome."""
+
+    __slots__ = ("row", "events", "done", "settle")
+
+    def __init__(
+        self,
+        row: SqliteRow | None,
+        events: list[SqliteRow],
+        done: asyncio.Future[None],
+        settle: Callable[[bool], None],
+    ) -> None:
+        self.row = row
+        self.events = events
+        self.done = done
+        self.settle = settle
+
+    def finish(self, failure: Exception | None) -> None:
+        # Settled here, not by the waiting webhook: one cancelled meanwhile still gives
+        # back its turn, and only once the file holds (or refused) its rows.
+        try:
+            self.settle(failure is None)
+        finally:
+            if not self.done.done():
+                if failure is None:
+                    self.done.set_result(None)
+                else:
+                    self.done.set_exception(failure)
 
 
 class _EmbeddedSession:
@@ -262,18 +321,33 @@ class _EmbeddedSession:
 
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         store, session = self.store, self.session
+        if exc_type is not None or not session.dirty:
+            self._settle(False)
+            return
+        call = session.saved or session.record  # None: a first webhook that failed
         try:
-            if session.saved is None:
-                # The runtime changes the record in place; unless it is saved, forget it so
-                # the next webhook reads the stored (unchanged) row again.
+            written = store._queue_write(
+                session.saved,
+                session.log_events,
+                call.created_at if call else None,
+                self._settle,
+            )
+        except BaseException:
+            self._settle(False)
+            raise
+        await written  # the writer has settled the session when this returns or raises
+
+    def _settle(self, committed: bool) -> None:
+        """Give the call's turn back, the cache holding exactly what the file holds.
+
+        The runtime changes the cached record in place: unless the saved record was
+        committed, it is dropped, so the next webhook reads the stored row again."""
+        store, saved = self.store, self.session.saved
+        try:
+            if committed and saved is not None:
+                store._remember(saved)
+            else:
                 store._cache.pop(self.call_sid, None)
-            if exc_type is None and session.dirty:
-                call = session.saved or session.record  # None: a first webhook that failed
-                await store._submit_write(
-                    session.saved, session.log_events, call.created_at if call else None
-                )
-                if session.saved is not None:
-                    store._remember(session.saved)
         finally:
             store._turns.release(self.call_sid)
 
@@ -281,7 +355,7 @@ class _EmbeddedSession:
 _SQLITE_UPSERT = (
     f"INSERT INTO {calls.name} ({', '.join(CALL_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(CALL_COLUMNS))}) ON CONFLICT (call_sid) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at"))
+    + ", ".join(f"{c} = excluded.{c}" for c in CALL_UPDATED)
 )
 _SQLITE_READ = f"SELECT {', '.join(CALL_COLUMNS)} FROM {calls.name} WHERE call_sid = ?"
 _SQLITE_INSERT_EVENTS = (
@@ -310,59 +384,19 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def _sqlite_call_row(record: CallRecord) -> SqliteRow:
     """The calls row as the driver takes it, built without SQLAlchemy's type processing."""
-    values = list(call_fields(record))
-    for i in CALL_JSON:
-        values[i] = encode_json(values[i])
-    for i in CALL_TIMES:
-        values[i] = _sqlite_time(values[i])
-    return tuple(values)
+    return call_row(record, _sqlite_time)
 
 
 def _sqlite_event_row(item: CallEvent, call_created: str | None) -> SqliteRow:
-    values = list(event_fields(item))
-    values[EVENT_JSON] = encode_json(values[EVENT_JSON])
-    values[EVENT_TIME] = _sqlite_time(values[EVENT_TIME])
-    values.append(call_created)
-    return tuple(values)
-
-
-def _record_from_sqlite(row: SqliteRow) -> CallRecord:
-    values = list(row)
-    for i in CALL_JSON:
-        values[i] = orjson.loads(values[i])
-    for i in CALL_TIMES:
-        values[i] = None if values[i] is None else datetime.fromisoformat(values[i])
-    return CallRecord(**dict(zip(CALL_COLUMNS, values, strict=True)))
-
-
-def _index_events_by_call_created(db: sqlite3.Connection) -> None:
-    """Add the call_created column and its index; a file from before them is converted."""
-    columns = {row[1] for row in db.execute(f"PRAGMA table_info({events.name})")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if CALL_CREATED not in columns:
-            # DATETIME as created_at is: with another affinity, comparing the two would
-            # convert the column's values and the look-up could not use the index.
-            db.execute(f"ALTER TABLE {events.name} ADD COLUMN {CALL_CREATED} DATETIME")
-            db.execute(
-                f"UPDATE {events.name} SET {CALL_CREATED} = (SELECT created_at FROM "
-                f"{calls.name} WHERE {calls.name}.call_sid = {events.name}.call_sid)"
-            )
-        db.execute(
-            f"CREATE INDEX IF NOT EXISTS {CALL_CREATED_INDEX} ON {events.name} ({CALL_CREATED})"
-        )
-        db.execute(f"DROP INDEX IF EXISTS {CALL_SID_INDEX}")
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
+    return (*event_row(item, _sqlite_time), call_created)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # When a checkpoint lets the log start over, SQLite cuts the file back to this size.
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -424,7 +458,22 @@ def _write_rows(db: sqlite3.Connection, rows: list[SqliteRow], event_rows: list[
         raise
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _closed() -> RuntimeError:
+    return RuntimeError("the SQLite store was closed before this write was committed")
+
+
 def _locked(error: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, extended codes included: another connection holds it."""
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _keeps_the_contract(store: EmbeddedStore) -> StoreContract:
+    return store  # mypy checks here that the SQLite store has every method of the contract

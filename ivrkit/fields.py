@@ -56,6 +56,10 @@ COUNT_FIELDS = frozenset(
 )
 """Whole numbers Twilio sends as plain ASCII digits (seconds, counts, codes)."""
 
+KEYPAD = frozenset("0123456789*#ABCDabcd")
+"""What ``Digits`` holds: DTMF keys (or ``hangup`` after a Record)."""
+MAX_KEYS = 256
+
 MAX_COUNT_DIGITS = 10
 """Ten digits: more than any duration (Twilio's longest call is 24 h = 86,400 s)."""
 MAX_STEP_DIGITS = 9
@@ -129,7 +133,18 @@ def check_fields(
                 f"(ASCII digits 0-9, at most {MAX_COUNT_DIGITS})",
                 name,
             )
+    keys = params.get("Digits")
+    if keys and not (len(keys) <= MAX_KEYS and (KEYPAD.issuperset(keys) or keys == "hangup")):
+        # The value is not shown: it may be what a caller typed (a PIN, an account).
+        raise FieldProblem(
+            f"Digits holds what no keypad sends (0-9, *, #, A-D; at most {MAX_KEYS} keys; "
+            f"or 'hangup'): {len(keys)} characters",
+            "Digits",
+        )
     _check_query(query)
+
+
+_ONCE = frozenset({"CallStatus", "Digits"})
 
 
 def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:
@@ -137,7 +152,7 @@ def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:
     past it (the check sees one, the store another), so it is refused."""
     seen: set[str] = set()
     for name, _ in pairs:
-        if name in seen and (name in SID_PREFIXES or name in COUNT_FIELDS or name == "CallStatus"):
+        if name in seen and (name in SID_PREFIXES or name in COUNT_FIELDS or name in _ONCE):
             raise FieldProblem(f"field {name} is sent more than once", "repeated field")
         seen.add(name)
 

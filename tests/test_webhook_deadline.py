@@ -145,6 +145,11 @@ async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
         again = await call.press("1")
         assert again.find("Dial/Number").text == "+15005550111"
         assert (await app.state.ivr.store.load(call.sid)).state == "sales"
+        # The status callback's connection, cancelled mid-statement, serves again.
+        for _ in range(3):
+            assert (await call.status("in-progress", 0)).status == 204
+        assert (await call.status("completed", 30)).status == 204
+        assert (await app.state.ivr.store.load(call.sid)).duration == 30
         assert await settled_call_locks(dsn) == 0
 
 

@@ -74,7 +74,7 @@ def test_two_workers_log_like_one_process():
     )
     output = Output(process)
     try:
-        assert output.wait_for(lambda lines: len(ready_pids(lines)) == 2), output.lines
+        assert output.wait_for(lambda lines: len(ready_pids(lines)) >= 2), output.lines
         base = f"http://127.0.0.1:{port}"
         sids = []
         for n in range(6):
@@ -99,7 +99,8 @@ def test_two_workers_log_like_one_process():
         assert process.stdout is not None
         process.stdout.close()
     parsed = [m for m in map(LINE.match, output.lines) if m]
-    assert len(ready_pids(output.lines)) == 2
+    # Two (or more: uvicorn replaces a worker that starts too slowly on a busy machine).
+    assert len(ready_pids(output.lines)) >= 2
     for sid in sids:
         (started,) = [m for m in parsed if sid in m["message"]]
         assert (started["level"], started["logger"]) == ("INFO", "ivrkit.app")

@@ -588,6 +588,13 @@ def create_app(
         nonlocal running
         if running == 0:
             await store.open()
+            log.info(
+                "ready: %d flow(s) (%s), %s store, webhook deadline %s s",
+                len(ivr.registry.by_name),
+                ", ".join(sorted(ivr.registry.by_name)),
+                store.dialect,
+                f"{ivr.deadline:g}",
+            )
             # Everything alive now (modules, flows, their machines) lives as long as the
             # server: keep it out of the cyclic collector's full scans, which otherwise stall
             # every call in flight for tens of milliseconds a few times a minute under load.

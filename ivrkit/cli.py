@@ -26,6 +26,36 @@ from ivrkit.sensitive import require_keys
 from ivrkit.validation import check_subflows
 
 FLOWS_ENV = "IVRKIT_FLOWS"
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def serve_log_config(level: str) -> dict[str, object]:
+    """The logging of ``ivrkit serve``, for uvicorn to apply in every process it starts.
+
+    uvicorn configures logging again in each worker process (``--workers 2``) from its own
+    defaults, which leave the root logger bare: ivrkit's INFO lines vanished and warnings
+    lost their format. Given as ``log_config``, this applies in each of them, so the
+    workers log exactly like one process; the process id tells them apart.
+    """
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ivrkit": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "ivrkit",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        # uvicorn's own lines go through the root handler too (one format).
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
+        },
+    }
 
 
 def _load_or_exit(paths: list[str]) -> list:  # type: ignore[type-arg]
@@ -119,10 +149,23 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=serve_log_config(settings.log_level),
         access_log=args.access_log,
         proxy_headers=False,
+        http=_http_protocol(),
+        # The head limit: h11 applies it itself, BoundedHeadProtocol reads it from here.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
+
+
+def _http_protocol() -> str:
+    """httptools with ivrkit's head limit, or h11 (which has its own) without httptools."""
+    try:
+        import ivrkit.httplimits  # noqa: F401
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        return "h11"
+    return "ivrkit.httplimits:BoundedHeadProtocol"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -359,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     return int(args.handler(args))
 

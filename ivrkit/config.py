@@ -27,6 +27,8 @@ class Settings:
     trusted_proxies: frozenset[str] = frozenset()
     insecure_dev: bool = False
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 16 * 1024
+    """Request line and headers together (``ivrkit serve`` refuses more with a 431)."""
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
@@ -50,6 +52,7 @@ class Settings:
             ),
             "insecure_dev": env.get("IVRKIT_INSECURE_DEV", "").lower() in ("1", "true", "yes"),
             "max_body_bytes": _int(env, "IVRKIT_MAX_BODY_BYTES", 64 * 1024),
+            "max_header_bytes": _int(env, "IVRKIT_MAX_HEADER_BYTES", 16 * 1024),
             "host": env.get("IVRKIT_HOST", "127.0.0.1"),
             "port": _int(env, "IVRKIT_PORT", 8000),
             "log_level": env.get("IVRKIT_LOG_LEVEL", "info").lower(),

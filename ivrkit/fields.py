@@ -56,6 +56,10 @@ COUNT_FIELDS = frozenset(
 )
 """Whole numbers Twilio sends as plain ASCII digits (seconds, counts, codes)."""
 
+KEYPAD = frozenset("0123456789*#ABCDabcd")
+"""What ``Digits`` holds: DTMF keys (or ``hangup`` after a Record)."""
+MAX_KEYS = 256
+
 MAX_COUNT_DIGITS = 10
 """Ten digits: more than any duration (Twilio's longest call is 24 h = 86,400 s)."""
 MAX_STEP_DIGITS = 9
@@ -63,8 +67,6 @@ MAX_STATE_CHARS = 200
 """The ``state`` column's width: a longer state name is no state of ours."""
 
 _SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
-_COUNT = re.compile(rf"[0-9]{{1,{MAX_COUNT_DIGITS}}}")
-_STEP = re.compile(rf"[0-9]{{1,{MAX_STEP_DIGITS}}}")
 # C0 controls and DEL; tab, newline and carriage return are left to free text (speech,
 # transcriptions), and every field with a shape refuses them through its own rule.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -95,13 +97,16 @@ def check_fields(
     ``pairs`` is the form as sent (to see control characters and repeated fields),
     ``params`` the same as a dict, ``query`` the action URL's query (``state``, ``step``).
     """
-    if _CONTROL.search("".join(map("".join, pairs))):
-        for name, value in pairs:
-            if _CONTROL.search(name) or _CONTROL.search(value):
-                raise FieldProblem(
-                    f"field {shown(name)} holds a control character (NUL, ...); Twilio sends none",
-                    "control character",
-                )
+    for name, value in pairs:
+        # isprintable() is the quick yes; the rare no (a tab, a non-Latin space) is asked
+        # again of the precise rule.
+        if not (value.isprintable() and name.isprintable()) and (
+            _CONTROL.search(value) or _CONTROL.search(name)
+        ):
+            raise FieldProblem(
+                f"field {shown(name)} holds a control character (NUL, ...); Twilio sends none",
+                "control character",
+            )
     if len(params) != len(pairs):
         _check_repeats(pairs)
     for name, prefix in SID_PREFIXES.items():
@@ -122,13 +127,24 @@ def check_fields(
         )
     for name in COUNT_FIELDS.intersection(params):
         value = params[name]
-        if value and not _COUNT.fullmatch(value):
+        if value and not (value.isascii() and value.isdigit() and len(value) <= MAX_COUNT_DIGITS):
             raise FieldProblem(
                 f"{name} {shown(value)} is not a whole number "
                 f"(ASCII digits 0-9, at most {MAX_COUNT_DIGITS})",
                 name,
             )
+    keys = params.get("Digits")
+    if keys and not (len(keys) <= MAX_KEYS and (KEYPAD.issuperset(keys) or keys == "hangup")):
+        # The value is not shown: it may be what a caller typed (a PIN, an account).
+        raise FieldProblem(
+            f"Digits holds what no keypad sends (0-9, *, #, A-D; at most {MAX_KEYS} keys; "
+            f"or 'hangup'): {len(keys)} characters",
+            "Digits",
+        )
     _check_query(query)
+
+
+_ONCE = frozenset({"CallStatus", "Digits"})
 
 
 def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:
@@ -136,14 +152,16 @@ def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:
     past it (the check sees one, the store another), so it is refused."""
     seen: set[str] = set()
     for name, _ in pairs:
-        if name in seen and (name in SID_PREFIXES or name in COUNT_FIELDS or name == "CallStatus"):
+        if name in seen and (name in SID_PREFIXES or name in COUNT_FIELDS or name in _ONCE):
             raise FieldProblem(f"field {name} is sent more than once", "repeated field")
         seen.add(name)
 
 
 def _check_query(query: Mapping[str, str]) -> None:
     step = query.get("step")
-    if step is not None and not _STEP.fullmatch(step):
+    if step is not None and not (
+        step.isascii() and step.isdigit() and 0 < len(step) <= MAX_STEP_DIGITS
+    ):
         raise FieldProblem(
             f"step {shown(step)} in the URL is not a step number "
             f"(ASCII digits 0-9, at most {MAX_STEP_DIGITS}); was the URL built by ivrkit?",
@@ -157,7 +175,9 @@ def _check_query(query: Mapping[str, str]) -> None:
             "state",
         )
     for name, value in query.items():
-        if _CONTROL.search(name) or _CONTROL.search(value):
+        if not (value.isprintable() and name.isprintable()) and (
+            _CONTROL.search(value) or _CONTROL.search(name)
+        ):
             raise FieldProblem(
                 f"URL query field {shown(name)} holds a control character; ivrkit puts none there",
                 "control character",

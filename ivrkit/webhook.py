@@ -132,6 +132,7 @@ class WebhookReader:
                     403,
                     f"X-Twilio-Signature missing or wrong for {url} "
                     "(check TWILIO_AUTH_TOKEN and IVRKIT_PUBLIC_URL)",
+                    kind="signature",
                 )
         params = dict(pairs)
         if needs_call_sid and not params.get("CallSid"):

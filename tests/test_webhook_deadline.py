@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from flows.support_line import SupportLine
-from ivrkit import twiml
+from ivrkit import Settings, twiml
+from ivrkit.errors import ConfigError
 from ivrkit.store.postgres import CALL_LOCK_SPACE
 from tests.conftest import PG_ENV, phone
 from tests.driver import BASE, signed_headers
@@ -47,12 +48,20 @@ async def test_sqlite_write_lock_held_elsewhere_gets_the_apology_in_time(
                 late = await call.press("1")
                 newcomer = phone(client, "support_line")
                 late_start = await newcomer.start()
+                late_status = await call.status("in-progress", 0)
+                recording_url = f"{BASE}/voice/support_line/recording?state=voicemail"
+                fields = call.params(RecordingSid="RE" + "3" * 32, RecordingDuration="4")
+                late_recording = await client.post(
+                    recording_url, data=fields, headers=signed_headers(recording_url, fields)
+                )
         finally:
             other.execute("COMMIT")
             other.close()
         assert (late.status, late.body) == (200, APOLOGY)
         assert (late_start.status, late_start.body) == (200, APOLOGY)
-        assert len(missed_deadlines(caplog)) == 2
+        assert (late_status.status, late_status.body) == (503, "storage unavailable\n")
+        assert late_recording.status_code == 503
+        assert len(missed_deadlines(caplog)) == 4
         assert not any(r.exc_info for r in caplog.records)
 
         # The lock is gone: the call's next webhook is answered by the flow (the sales
@@ -136,6 +145,11 @@ async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
         again = await call.press("1")
         assert again.find("Dial/Number").text == "+15005550111"
         assert (await app.state.ivr.store.load(call.sid)).state == "sales"
+        # The status callback's connection, cancelled mid-statement, serves again.
+        for _ in range(3):
+            assert (await call.status("in-progress", 0)).status == 204
+        assert (await call.status("completed", 30)).status == 204
+        assert (await app.state.ivr.store.load(call.sid)).duration == 30
         assert await settled_call_locks(dsn) == 0
 
 
@@ -176,3 +190,13 @@ async def test_postgres_row_locked_elsewhere_gets_the_apology_in_time(serve, dat
         again = await call.press("1")
         assert again.find("Dial/Number").text == "+15005550111"
         assert await settled_call_locks(dsn) == 0
+
+
+def test_deadline_and_header_limit_settings_from_the_environment():
+    assert Settings.from_env({}).webhook_deadline == 5.0
+    assert Settings.from_env({"IVRKIT_WEBHOOK_DEADLINE": "2.5"}).webhook_deadline == 2.5
+    for bad in ("0", "15", "soon", "nan", "inf"):
+        with pytest.raises(ConfigError, match="IVRKIT_WEBHOOK_DEADLINE must be"):
+            Settings.from_env({"IVRKIT_WEBHOOK_DEADLINE": bad})
+    assert Settings.from_env({}).max_header_bytes == 16 * 1024
+    assert Settings.from_env({"IVRKIT_MAX_HEADER_BYTES": "8192"}).max_header_bytes == 8192

@@ -48,6 +48,8 @@ BAD_FIELDS = [
     ("/action", "?state=main%0Amenu&step=1", {"Digits": "1"}, "is not a state name"),
     ("/hold", "?state=support_queue&x=%00", {}, "URL query field 'x' holds a control"),
     ("/status", "", {"QueueTime": "１２"}, "QueueTime '１２' is not a whole number"),
+    ("/action", "?state=main_menu&step=1", {"Digits": "²"}, "Digits holds what no keypad"),
+    ("/action", "?state=main_menu&step=1", {"Digits": "1" * 257}, "257 characters"),
 ]
 
 

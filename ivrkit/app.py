@@ -32,11 +32,13 @@ from ivrkit.flow import DEFAULT_APOLOGY, Flow
 from ivrkit.logthrottle import LogThrottle
 from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
+from ivrkit.rules import relative_path
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
 from ivrkit.sensitive import mask_input
 from ivrkit.simulated_time import following_simulated_time, with_simulated_time
 from ivrkit.store import (
+    CallDataError,
     CallStore,
     CallTaken,
     StatusUpdate,
@@ -199,6 +201,7 @@ class IvrApp:
     async def _act(self, flow: type[Flow], hook: Webhook, state: str, step: int) -> Answer:
         no_input = hook.query.get("input") == "none"
         sid = hook.call_sid
+        record: CallRecord | None = None
         try:
             async with self.store.session(sid) as session:
                 record = session.record
@@ -232,6 +235,9 @@ class IvrApp:
                 )
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
                 return Answer(result.twiml)
+        except CallDataError as error:
+            self._data_mistake(sid, error, record)
+            return Answer(self._apology(flow))
         except Exception as error:
             self.throttle.failure("storage", error, "call %s: storage failed", sid)
             return Answer(self._apology(flow))
@@ -377,6 +383,7 @@ class IvrApp:
 
     async def _start_once(self, flow: type[Flow], hook: Webhook) -> Answer:
         sid = hook.call_sid
+        record: CallRecord | None = None
         try:
             async with self.store.session(sid) as session:
                 if session.record is not None:
@@ -422,9 +429,27 @@ class IvrApp:
                 return Answer(result.twiml)
         except CallTaken:
             raise
+        except CallDataError as error:
+            self._data_mistake(sid, error, record)
+            return Answer(self._apology(flow))
         except Exception as error:
             self.throttle.failure("storage", error, "call %s: storage failed at call start", sid)
             return Answer(self._apology(flow))
+
+    def _data_mistake(self, sid: str, error: CallDataError, record: CallRecord | None) -> None:
+        """The flow put into call.data what the store cannot keep: the flow's own bug, so one
+        line naming its file, class and state (the store knows no flow classes), no traceback,
+        and nothing saved."""
+        where = "a flow"
+        if record is not None:
+            flow = self.registry.by_name.get(record.flow)
+            node = flow.states().get(record.state) if flow else None
+            if flow is None:
+                where = f"flow {record.flow}, state {record.state}"
+            else:
+                file, line = node.defined_at if node else flow.__ivrkit_source__
+                where = f"{relative_path(file)}:{line}: {flow.__name__}.{record.state}"
+        log.error("call %s: %s (the caller hears the apology)", sid, error.at(where))
 
     def _replay(
         self, session: Any, record: CallRecord, hook: Webhook, step: int, state: str

@@ -108,7 +108,11 @@ def test_enqueue_then_alone_no_longer_covers_the_failures():
             message = Record("Leave a message.", then=Hangup())
 
     (finding,) = [f for f in caught.value.findings if f.code == "IVR012"]
-    assert finding.message == "no outcome for error, leave, queue-full, system-error"
+    assert finding.message == (
+        "no outcome for error, leave, queue-full, system-error: "
+        "then= only follows a finished bridge"
+    )
+    assert finding.fix.startswith('add on={"*": "message"} for the failures')
 
 
 @pytest.mark.parametrize(("status", "heard_message"), [

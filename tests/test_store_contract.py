@@ -274,7 +274,7 @@ async def test_save_refuses_data_it_cannot_keep_and_names_the_key(database_url, 
         with pytest.raises(CallDataError) as refused:
             await change_call(store, step=2, data=data)
         assert str(refused.value) == (
-            f"flow contract: state menu: {problem}; call.data holds str, int, float, bool, "
+            f"flow contract, state menu: {problem}; call.data holds str, int, float, bool, "
             "None, list, dict, date, datetime, Decimal"
         )
         async with store.session(SID) as session:  # nothing leaked, nothing kept
@@ -286,7 +286,7 @@ async def test_the_error_names_the_flows_file_class_and_state(database_url):
         record = CallRecord(call_sid=SID, flow="support_line", flow_version="v", state="sales")
         record.data["when"] = {"a set"}
         with pytest.raises(
-            CallDataError, match=r"flows/support_line\.py: SupportLine\.sales: call\.data"
+            CallDataError, match=r"flow support_line, state sales: call\.data\['when'\] is a set"
         ):
             async with store.session(SID) as session:
                 session.save(record)

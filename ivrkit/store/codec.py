@@ -42,7 +42,8 @@ class CallDataError(TypeError):
     """A value in a call's data (or counters, stack, params) that JSON cannot keep faithfully.
 
     ``path`` is the keys and indexes leading to it from ``name``, outermost first; ``where``
-    (the flow's file, class and state) is filled in when the call is saved."""
+    (the flow and state) is filled in when the call is saved, and the app says it again with
+    the flow's file and class (:meth:`at`): the store knows no flow classes."""
 
     def __init__(
         self,
@@ -54,6 +55,7 @@ class CallDataError(TypeError):
     ) -> None:
         self.problem = problem
         self.path = path
+        self.name = name
         message = f"{name}{''.join(f'[{key!r}]' for key in path)} {problem}"
         if where:
             message = f"{where}: {message}; {name} holds {DATA_TYPES}"
@@ -61,6 +63,10 @@ class CallDataError(TypeError):
 
     def within(self, key: str | int) -> CallDataError:
         return CallDataError(self.problem, (key, *self.path))
+
+    def at(self, where: str) -> CallDataError:
+        """The same error, said of ``where`` (the app knows the flow's file and class)."""
+        return CallDataError(self.problem, self.path, name=self.name, where=where)
 
 
 class StoredRowError(ValueError):

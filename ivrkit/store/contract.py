@@ -34,9 +34,7 @@ Two stores keep it: ``sqlite.EmbeddedStore`` (the embedded default, one process)
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,26 +124,8 @@ def check_record(record: CallRecord) -> None:
                 error.problem,
                 error.path,
                 name=f"call.{name}",
-                where=flow_label(record.flow, record.state),
+                where=f"flow {record.flow}, state {record.state}",
             ) from None
-
-
-def flow_label(flow: str, state: str) -> str:
-    """``flows/x.py: Reminder.confirm`` for a flow's name and state, as errors name them.
-
-    Looked up only when an error is reported: the store does not otherwise know flows."""
-    from ivrkit.flow import Flow
-
-    pending = list(Flow.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if cls.__dict__.get("name") == flow and "__ivrkit_source__" in cls.__dict__:
-            source = cls.__ivrkit_source__[0]
-            with contextlib.suppress(ValueError):
-                source = os.path.relpath(source)
-            return f"{source}: {cls.__name__}.{state}"
-    return f"flow {flow}: state {state}"
 
 
 class StoreContract(Protocol):

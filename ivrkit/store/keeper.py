@@ -335,6 +335,10 @@ class LockKeeper:
         # saving it could overwrite another process's change.
         current = [f for f in finishes if f.generation == self.generation]
         stale = [f for f in finishes if f.generation != self.generation]
+        for gone in (f for f in current if f.future.cancelled()):
+            # The webhook went away (its deadline) and answered without this change:
+            # write nothing, so the call's row agrees with what the caller heard.
+            gone.write_nothing()
         self._fail([], stale, KeeperLost("the connection holding the call's lock was lost"))
         if not current:
             return

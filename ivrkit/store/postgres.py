@@ -114,6 +114,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A connection the server ended while idle: its next statement finds the protocol
+    # still busy with the server's goodbye ("another operation is in progress").
+    asyncpg.InternalClientError,
 )
 """Errors after which a status callback is tried again on a fresh connection."""
 
@@ -399,6 +402,9 @@ class LockingStore(CallStore):
                 # call's lock, within lock_timeout), then apply to the row it created.
                 await connection.fetchval(WAIT, update.call_sid)
                 row = await connection.fetchrow(STATUS, *arguments)
+        except CONNECTION_ERRORS:
+            connection.terminate()  # never handed out again
+            raise
         finally:
             pool.release(connection)
         return (row["flow"], row["state"]) if row else None

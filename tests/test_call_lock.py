@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from ivrkit import Call, Flow, Hangup, Menu, Retries, Settings, create_app, decision
 from ivrkit.records import CallEvent, CallRecord
@@ -277,3 +279,35 @@ async def test_a_call_stored_meanwhile_by_a_writer_without_the_lock_is_replayed(
     assert answer.said() == ["Old hello."]
     assert (record.flow_version, record.last_twiml) == ("old", theirs)
     assert kinds == ["replay"]
+
+
+def dsn() -> str:
+    url = make_url(os.environ[PG_ENV]).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def app_call_locks() -> int:
+    """Call locks granted to ivrkit's own connections in this database (not the test's)."""
+    conn = await asyncpg.connect(dsn())
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted "
+                "AND a.application_name LIKE 'ivrkit%' AND a.datname = current_database()"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def settled_call_locks() -> int:
+    """The app's call locks once idle: a lock goes back a round trip after the session
+    ends, and a terminated connection's backend frees its locks as it exits."""
+    held = 0
+    for _ in range(200):
+        held = await app_call_locks()
+        if held == 0:
+            return 0
+        await asyncio.sleep(0.02)
+    return held

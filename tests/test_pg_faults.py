@@ -18,7 +18,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from flows.support_line import SupportLine
 from ivrkit import twiml
@@ -27,44 +26,12 @@ from ivrkit.store import StatusUpdate
 from ivrkit.store.keeper import KeeperLost, RowLocked, StoreBusy
 from ivrkit.store.postgres import CALL_LOCK_SPACE, LockingStore, PostgresLimits
 from tests.conftest import PG_ENV, phone, reset_database
-from tests.test_call_lock import needs_postgres
+from tests.test_call_lock import dsn, needs_postgres, settled_call_locks
 
 pytestmark = needs_postgres
 
 APOLOGY = twiml.apology(SupportLine.apology, SupportLine.fallback_number)
 QUICK = PostgresLimits(statement_timeout=2, lock_timeout=0.3, connect_timeout=1)
-
-
-def dsn() -> str:
-    url = make_url(os.environ[PG_ENV]).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
-
-
-async def app_call_locks() -> int:
-    """Call locks granted to ivrkit's own connections in this database (not the test's)."""
-    conn = await asyncpg.connect(dsn())
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted "
-                "AND a.application_name LIKE 'ivrkit%' AND a.datname = current_database()"
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def settled_call_locks() -> int:
-    """The app's call locks once idle: a lock goes back a round trip after the session
-    ends, and a terminated connection's backend frees its locks as it exits."""
-    held = 0
-    for _ in range(200):
-        held = await app_call_locks()
-        if held == 0:
-            return 0
-        await asyncio.sleep(0.02)
-    return held
 
 
 @asynccontextmanager

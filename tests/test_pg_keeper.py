@@ -87,7 +87,8 @@ async def test_losing_the_lock_connection_fails_the_calls_in_progress_then_recov
             async with store.engine.connect() as conn:
                 await conn.exec_driver_sql(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'ivrkit-call-locks'"
+                    "WHERE application_name = 'ivrkit-call-locks' "
+                    "AND datname = current_database()"
                 )
             session.save(*started(sid))
 

@@ -265,7 +265,7 @@ class LockKeeper:
         self._connection = None
         self.generation += 1
 
-    async def _claim(self, claims: list[Claim]) -> None:
+    async def _claim(self, claims: list[Claim], *, again: bool = True) -> None:
         wanted = [c for c in claims if not c.future.cancelled()]
         for gone in (c for c in claims if c.future.cancelled()):
             gone.hand_on_turn()
@@ -283,7 +283,10 @@ class LockKeeper:
                 # Some locks may have been taken before the failure and a rollback keeps
                 # them (session locks): only closing the connection surely frees them.
                 self._lose_connection(error)
-                self._fail(wanted, [], error)
+                if again:  # these webhooks held nothing yet: ask once more, afresh
+                    await self._claim(wanted, again=False)
+                else:
+                    self._fail(wanted, [], error)
                 return
             await self._refused_claims(connection, wanted, error)
             return

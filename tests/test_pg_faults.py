@@ -24,7 +24,12 @@ from ivrkit import twiml
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import StatusUpdate
 from ivrkit.store.keeper import KeeperLost, RowLocked, StoreBusy
-from ivrkit.store.postgres import CALL_LOCK_SPACE, LockingStore, PostgresLimits
+from ivrkit.store.postgres import (
+    CALL_LOCK_SPACE,
+    CallHeldElsewhere,
+    LockingStore,
+    PostgresLimits,
+)
 from tests.conftest import PG_ENV, phone, reset_database
 from tests.test_call_lock import dsn, needs_postgres, settled_call_locks
 
@@ -334,6 +339,24 @@ async def test_a_status_callback_waits_for_a_held_call_within_the_lock_timeout()
         finally:
             await outside.close()
         assert await store.record_status(status_update(sid, "completed")) == ("f", "menu")
+
+
+async def test_a_call_lock_held_elsewhere_fails_the_session_within_the_lock_timeout():
+    """Before, a webhook asked for the lock again and again, for as long as it was held."""
+    async with pg_store() as store:
+        sid = sid_of(25)
+        await store_call(store, sid)
+        outside = await asyncpg.connect(dsn())
+        try:
+            await outside.execute(f"SELECT pg_advisory_lock({CALL_LOCK_SPACE}, hashtext($1))", sid)
+            with pytest.raises(CallHeldElsewhere, match="stayed held elsewhere for 0.3 s"):
+                await asyncio.wait_for(next_step(store, sid), 10)
+            assert sid not in store._turns._busy
+            await asyncio.wait_for(store_call(store, sid_of(26)), 10)  # others go on
+        finally:
+            await outside.close()
+        assert await next_step(store, sid) == 2
+        assert await settled_call_locks() == 0
 
 
 # --- supervision and back-pressure ----------------------------------------------------

@@ -412,18 +412,25 @@ class LockingStore(CallStore):
     def session(self, call_sid: str) -> _KeptSession:
         if self._keeper is None:
             raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
-        return _KeptSession(self._keeper, self._turns, call_sid)
+        return _KeptSession(self._keeper, self._turns, call_sid, self.limits.lock_timeout)
+
+
+class CallHeldElsewhere(Exception):
+    """Another session held the call's lock past ``PostgresLimits.lock_timeout``."""
 
 
 class _KeptSession:
     """``async with store.session(sid)`` on PostgreSQL: claim, the caller's work, save."""
 
-    __slots__ = ("keeper", "turns", "call_sid", "generation", "session")
+    __slots__ = ("keeper", "turns", "call_sid", "patience", "generation", "session")
 
-    def __init__(self, keeper: LockKeeper, turns: CallTurns, call_sid: str) -> None:
+    def __init__(
+        self, keeper: LockKeeper, turns: CallTurns, call_sid: str, patience: float
+    ) -> None:
         self.keeper = keeper
         self.turns = turns
         self.call_sid = call_sid
+        self.patience = patience  # how long another process may hold the call's lock
 
     def _release_turn(self) -> None:
         self.turns.release(self.call_sid)
@@ -431,6 +438,7 @@ class _KeptSession:
     async def __aenter__(self) -> CallSession:
         await self.turns.acquire(self.call_sid)
         delay = CLAIM_RETRY_FIRST
+        give_up_at: float | None = None
         while True:
             request = Claim(self.call_sid, self._release_turn)
             try:
@@ -445,7 +453,16 @@ class _KeptSession:
             if claimed is not None:
                 break
             # Another process is handling this call (a retry, a status callback racing a
-            # webhook): it holds the lock for milliseconds. Ask again shortly.
+            # webhook): it holds the lock for milliseconds. Ask again shortly, within limits.
+            now = asyncio.get_running_loop().time()
+            give_up_at = give_up_at or now + self.patience
+            if now >= give_up_at:
+                self._release_turn()
+                raise CallHeldElsewhere(
+                    f"call {self.call_sid!r}: its lock stayed held elsewhere for "
+                    f"{self.patience:g} s (another process stuck on it, or a session holding "
+                    f"pg_advisory_lock({CALL_LOCK_SPACE}, hashtext(CallSid)))"
+                )
             try:
                 await asyncio.sleep(delay)
             except BaseException:

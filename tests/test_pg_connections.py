@@ -153,7 +153,9 @@ async def test_connecting_gives_up_after_the_connect_timeout():
     silent = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     pool = ConnectionPool(
-        f"postgresql://postgres@127.0.0.1:{port}/x", size=1, server_settings={},
+        f"postgresql://postgres@127.0.0.1:{port}/x",
+        size=1,
+        server_settings={},
         connect_timeout=0.2,
     )
     try:

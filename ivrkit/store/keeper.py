@@ -108,13 +108,26 @@ def give_back(call_sid: str, generation: int, release_turn: Callable[[], None]) 
     return finish
 
 
+CONNECTION_ENDED = (
+    asyncpg.PostgresConnectionError,  # class 08: the connection does not exist, failed
+    asyncpg.AdminShutdownError,  # the server ended it (pg_terminate_backend, shutdown)
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+"""Server errors that end the connection even before the driver marks it closed."""
+
+
 def connection_broken(connection: asyncpg.Connection, error: BaseException) -> bool:
     """Whether ``error`` means the connection (and so every lock it held) is gone.
 
     A statement the server refused (bad data, a timeout) leaves the connection and its
     locks intact: treating it as a loss would fail every other call in progress.
     """
-    return connection.is_closed() or not isinstance(error, asyncpg.PostgresError)
+    return (
+        connection.is_closed()
+        or not isinstance(error, asyncpg.PostgresError)
+        or isinstance(error, CONNECTION_ENDED)
+    )
 
 
 class LockKeeper:
@@ -348,7 +361,7 @@ class LockKeeper:
         try:
             taken, busy = await self._save_batch(connection, current)
         except asyncpg.PostgresError as error:
-            if connection.is_closed():
+            if connection_broken(connection, error):
                 self._lose_connection(error)
                 self._fail([], current, error)
                 return

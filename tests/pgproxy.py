@@ -2,6 +2,8 @@
 
 ``cut()`` aborts every connection through it (the peers see a reset) and refuses new ones
 until ``restore()``; the server itself never notices more than clients going away.
+``stall()`` holds every byte in both directions until ``resume()``: a network that drops
+packets, where nobody hears of a closed connection.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ class PgProxy:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
 
     async def start(self) -> None:
+        self._flowing.set()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -34,7 +38,14 @@ class PgProxy:
     def restore(self) -> None:
         self.is_cut = False
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def close(self) -> None:
+        self.resume()
         self.cut()
         if self._server is not None:
             self._server.close()
@@ -69,6 +80,7 @@ class PgProxy:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await source.read(65536):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
         sink.transport.abort()

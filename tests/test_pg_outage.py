@@ -19,10 +19,12 @@ from sqlalchemy.engine import make_url
 from flows.support_line import SupportLine
 from ivrkit import Settings, create_app, twiml
 from ivrkit.store import create_store
+from ivrkit.store.postgres import LockingStore, PostgresLimits
 from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
 from tests.driver import BASE, TOKEN
 from tests.pgproxy import PgProxy, running_proxy
 from tests.test_call_lock import needs_postgres, settled_call_locks
+from tests.test_pg_faults import next_step, status_update, store_call
 
 pytestmark = needs_postgres
 
@@ -96,6 +98,39 @@ async def test_outage_and_recovery_without_restarting_the_app(proxy):
             assert (await store.load(call.sid)).state == "sales"
         assert (await store.load(in_progress[2].sid)).status == "completed"
         assert (await store.load(newcomer.sid)).step == 2
+    finally:
+        await store.close()
+    assert await settled_call_locks() == 0
+
+
+async def test_a_network_that_drops_packets_fails_webhooks_in_time_then_recovers(proxy):
+    """No answer and no reset: only the driver's own limits (connect, command) end the
+    wait; before, the lock connection waited for the network for good."""
+    url = make_url(os.environ[PG_ENV]).set(host="127.0.0.1", port=proxy.port)
+    limits = PostgresLimits(statement_timeout=0.3, lock_timeout=0.3, connect_timeout=0.3)
+    store = LockingStore.from_url(url.render_as_string(hide_password=False), limits=limits)
+    await store.open()
+    try:
+        sid = "CA" + "e" * 32
+        await store_call(store, sid)
+        proxy.stall()
+        async with asyncio.timeout(20) as guard:  # a hang fails the test, not the store
+            with pytest.raises((TimeoutError, OSError)):
+                await next_step(store, sid)
+            with pytest.raises((TimeoutError, OSError)):
+                await store.record_status(status_update(sid, "completed", 3))
+        assert not guard.expired()
+        proxy.resume()
+        async with asyncio.timeout(20):
+            while True:  # the lock connection's reconnect back-off may still run
+                try:
+                    step = await next_step(store, sid)
+                except (TimeoutError, OSError):
+                    await asyncio.sleep(0.05)
+                else:
+                    break
+        assert step == 2
+        assert await store.record_status(status_update(sid, "completed", 3)) == ("f", "menu")
     finally:
         await store.close()
     assert await settled_call_locks() == 0

@@ -143,6 +143,7 @@ class LockKeeper:
         unlock_statement: str,
         row_wait: float = 2.0,
         max_waiting: int = MAX_WAITING_CLAIMS,
+        command_timeout: float | None = None,
     ) -> None:
         self._connect = connect
         self._claim_statement = claim_statement
@@ -150,6 +151,9 @@ class LockKeeper:
         self._save_arguments = save_arguments
         self._unlock_statement = unlock_statement
         self._row_wait = row_wait
+        # A statement whose answer never comes (the network dropped its packets): the
+        # server's statement_timeout cannot help, so the driver gives up after this.
+        self._timeout = command_timeout
         self._max_waiting = max_waiting
         self._connection: asyncpg.Connection | None = None
         self.generation = 0  # bumped whenever the connection (and so every lock) is lost
@@ -290,7 +294,9 @@ class LockKeeper:
             self._fail(wanted, [], error)
             return
         try:
-            rows = await connection.fetch(self._claim_statement, [c.call_sid for c in wanted])
+            rows = await connection.fetch(
+                self._claim_statement, [c.call_sid for c in wanted], timeout=self._timeout
+            )
         except Exception as error:
             if connection_broken(connection, error):
                 # Some locks may have been taken before the failure and a rollback keeps
@@ -313,7 +319,9 @@ class LockKeeper:
             # Refused mid-way (a timeout): locks taken before stay held; give them back.
             for request in wanted:
                 try:
-                    await connection.fetchval(self._unlock_statement, request.call_sid)
+                    await connection.fetchval(
+                        self._unlock_statement, request.call_sid, timeout=self._timeout
+                    )
                 except asyncpg.DataError:
                     continue  # a CallSid the server cannot read was never locked
                 except Exception as unlock_error:
@@ -385,7 +393,7 @@ class LockKeeper:
         call_rows += [(False, f.changed_row) for f in batch if f.changed_row is not None]
         events = [e for f in batch for e in f.events]
         arguments = self._save_arguments(call_rows, events, [f.call_sid for f in batch])
-        rows = await connection.fetch(self._save_statement, *arguments)
+        rows = await connection.fetch(self._save_statement, *arguments, timeout=self._timeout)
         taken = {row[0] for row in rows if row[1] == "taken"}
         return taken, {row[0] for row in rows if row[1] == "busy"}
 
@@ -403,7 +411,9 @@ class LockKeeper:
                     self._lose_connection(error)
                 else:
                     try:
-                        await connection.fetchval(self._unlock_statement, finish.call_sid)
+                        await connection.fetchval(
+                            self._unlock_statement, finish.call_sid, timeout=self._timeout
+                        )
                     except asyncpg.DataError:
                         pass  # a CallSid the server cannot read was never locked
                     except Exception as unlock_error:

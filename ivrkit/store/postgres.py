@@ -98,6 +98,12 @@ class PostgresLimits:
             connect_timeout=seconds("connect_timeout", defaults.connect_timeout),
         )
 
+    @property
+    def command_timeout(self) -> float:
+        """The driver's own limit on a statement: the server's, plus time for the answer to
+        travel (a network that drops packets leaves the server's limit unheard)."""
+        return self.statement_timeout + 0.5
+
     def server_settings(self, application_name: str) -> dict[str, str]:
         """Settings for a connection of ours: durability, the two timeouts, its name."""
         return {
@@ -336,6 +342,7 @@ class LockingStore(CallStore):
             unlock_statement=UNLOCK,
             row_wait=limits.lock_timeout,
             max_waiting=limits.max_waiting,
+            command_timeout=limits.command_timeout,
         )
         try:
             await keeper.start()
@@ -394,14 +401,15 @@ class LockingStore(CallStore):
             update.duration,
             encode_json(update.params),
         )
+        timeout = self.limits.command_timeout
         connection = await pool.acquire()
         try:
-            row = await connection.fetchrow(STATUS, *arguments)
+            row = await connection.fetchrow(STATUS, *arguments, timeout=timeout)
             if row is None:
                 # No row yet: the call's first webhook may be running. Wait for it (the
                 # call's lock, within lock_timeout), then apply to the row it created.
-                await connection.fetchval(WAIT, update.call_sid)
-                row = await connection.fetchrow(STATUS, *arguments)
+                await connection.fetchval(WAIT, update.call_sid, timeout=timeout)
+                row = await connection.fetchrow(STATUS, *arguments, timeout=timeout)
         except CONNECTION_ERRORS:
             connection.terminate()  # never handed out again
             raise

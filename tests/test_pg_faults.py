@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 
 from flows.support_line import SupportLine
-from ivrkit import twiml
+from ivrkit import Settings, create_app, twiml
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import StatusUpdate
 from ivrkit.store.keeper import KeeperLost, RowLocked, StoreBusy
@@ -30,8 +32,15 @@ from ivrkit.store.postgres import (
     LockingStore,
     PostgresLimits,
 )
-from tests.conftest import PG_ENV, phone, reset_database
-from tests.test_call_lock import dsn, needs_postgres, settled_call_locks
+from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
+from tests.driver import TOKEN, signed_headers
+from tests.test_call_lock import (
+    Watched,
+    app_call_locks,
+    dsn,
+    needs_postgres,
+    settled_call_locks,
+)
 
 pytestmark = needs_postgres
 
@@ -511,3 +520,49 @@ async def test_a_status_callback_on_a_broken_connection_is_tried_again():
             await conn.close()
         assert await store.record_status(status_update(sid, "completed", 5)) == ("f", "menu")
         assert (await store.load(sid)).status == "completed"
+
+
+# --- a caller's webhook whose client goes away mid-answer -----------------------------
+
+
+async def test_a_client_gone_mid_webhook_over_real_http_leaves_nothing_held():
+    """uvicorn does not cancel the app when Twilio's connection drops: the webhook runs
+    to its end; its lock and turn must go back all the same, and a retry is answered."""
+    url = os.environ[PG_ENV]
+    await reset_database(url)
+    app = create_app(
+        [Watched], settings=Settings(database_url=url, auth_token=TOKEN), clock=lambda: OPEN_HOURS
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        voice = f"http://127.0.0.1:{port}/voice/watched"
+        sid = "CA" + "d" * 32
+        params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100",
+                  "To": "+15005550006", "CallStatus": "ringing", "Direction": "inbound"}
+        inside, gate = Watched.hold(f"{sid}:lookup")
+        async with httpx.AsyncClient() as client:
+            hanging_up = asyncio.create_task(
+                client.post(voice, data=params, headers=signed_headers(voice, params))
+            )
+            await asyncio.wait_for(inside.wait(), 10)
+            hanging_up.cancel()  # closes the connection: the caller's side is gone
+            with pytest.raises(asyncio.CancelledError):
+                await hanging_up
+        gate.set()
+        async with httpx.AsyncClient() as client, asyncio.timeout(10):
+            while (await app_call_locks()) or sid in app.state.ivr.store._turns._busy:
+                await asyncio.sleep(0.01)  # the webhook finishes on its own
+            retry = await client.post(voice, data=params, headers=signed_headers(voice, params))
+        assert retry.status_code == 200
+        assert "Press 1." in retry.text  # the answer the gone client never received
+        assert await settled_call_locks() == 0
+    finally:
+        server.should_exit = True
+        await serving

@@ -17,6 +17,7 @@ class PgProxy:
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self.is_cut = False
+        self.attempts = 0  # connections clients tried to open through the proxy
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
@@ -55,6 +56,7 @@ class PgProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
         if self.is_cut:
             writer.transport.abort()
             return

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from flows.support_line import SupportLine
 from ivrkit import Settings, create_app, twiml
-from ivrkit.store import create_store
+from ivrkit.store import create_store, keeper
 from ivrkit.store.postgres import LockingStore, PostgresLimits
 from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
 from tests.driver import BASE, TOKEN
@@ -131,6 +131,32 @@ async def test_a_network_that_drops_packets_fails_webhooks_in_time_then_recovers
                     break
         assert step == 2
         assert await store.record_status(status_update(sid, "completed", 3)) == ("f", "menu")
+    finally:
+        await store.close()
+    assert await settled_call_locks() == 0
+
+
+async def test_reconnecting_backs_off_instead_of_hammering_a_server_that_is_down(
+    proxy, monkeypatch
+):
+    """After a failed connect the next webhooks are refused at once for a while (recovery
+    after the back-off is the outage test's); a long back-off here keeps this test from
+    depending on how quickly the machine runs it."""
+    monkeypatch.setattr(keeper, "RECONNECT_FIRST", 60.0)
+    url = make_url(os.environ[PG_ENV]).set(host="127.0.0.1", port=proxy.port)
+    limits = PostgresLimits(statement_timeout=1, lock_timeout=0.3, connect_timeout=0.5)
+    store = LockingStore.from_url(url.render_as_string(hide_password=False), limits=limits)
+    await store.open()
+    try:
+        proxy.cut()
+        before = proxy.attempts
+        with pytest.raises(OSError):  # noqa: PT011 (refused or reset: the OS says which)
+            await store_call(store, "CA" + "b" * 32)
+        tried = proxy.attempts - before
+        assert tried >= 1
+        with pytest.raises(ConnectionError, match="next attempt in"):
+            await store_call(store, "CA" + "c" * 32)
+        assert proxy.attempts - before == tried  # refused at once, without connecting
     finally:
         await store.close()
     assert await settled_call_locks() == 0

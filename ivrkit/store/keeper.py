@@ -406,7 +406,10 @@ class LockKeeper:
             try:
                 taken, busy = await self._save_batch(connection, [finish])
             except Exception as error:
-                log.exception("call %r: saving failed", finish.call_sid)
+                # One line: the webhook's own failure is logged by the app, throttled.
+                log.error(
+                    "call %r: saving failed: %s: %s", finish.call_sid, type(error).__name__, error
+                )
                 if connection_broken(connection, error):
                     self._lose_connection(error)
                 else:

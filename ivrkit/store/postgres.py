@@ -381,7 +381,7 @@ class LockingStore(CallStore):
             except CONNECTION_ERRORS as error:
                 if attempt == attempts:
                     raise
-                log.warning(
+                log.debug(  # during an outage every callback does: the app logs the last
                     "call %s: status callback met a broken connection (%s); trying again",
                     update.call_sid,
                     type(error).__name__,

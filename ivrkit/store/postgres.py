@@ -8,6 +8,11 @@ held by one connection per process (``keeper.LockKeeper``) that claims and saves
 calls of many webhooks per round trip, and handed over to the save's own transaction, so
 no transaction stays open while the flow's code runs.
 
+Every wait has a limit (``PostgresLimits``, well under the webhook deadline): the server's
+statement_timeout and lock_timeout on the store's connections, a connect timeout, the
+driver's own limit on each statement, a bounded queue. A call whose lock or row another
+session holds fails alone, in time; the other calls go on.
+
 The schema and every query outside the webhook path go through SQLAlchemy. The webhook's
 own statements go straight to asyncpg as prepared statements: through SQLAlchemy they
 cost four times the CPU, and the store half its speed.

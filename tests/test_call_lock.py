@@ -14,13 +14,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from ivrkit import Call, Flow, Hangup, Menu, Retries, Settings, create_app, decision
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store import calls, create_store
-from ivrkit.store.postgres import CALL_LOCK_SPACE
+from ivrkit.store.postgres import CALL_LOCK_SPACE, LockingStore
 from tests.conftest import OPEN_HOURS, PG_ENV, phone, reset_database
 from tests.driver import BASE, TOKEN
 
@@ -31,7 +33,11 @@ needs_postgres = pytest.mark.skipif(
 
 
 class Watched(Flow):
-    """Its decisions take a while and note how many run at once, per call."""
+    """Its decisions note how many run at once, per call; a test may hold one at a gate.
+
+    Without a gate a decision takes 0.1 s, so that two webhooks of a call would overlap if
+    the lock let them (nothing asserts a time); with a gate it waits for the test.
+    """
 
     initial = "lookup"
     welcome = Menu("Press 1.", choices={"1": "check"}, retries=Retries(give_up="bye"))
@@ -42,14 +48,24 @@ class Watched(Flow):
     runs: Counter[str] = Counter()
     running: Counter[str] = Counter()
     most_at_once: Counter[str] = Counter()
+    inside: dict[str, asyncio.Event] = {}
+    gates: dict[str, asyncio.Event] = {}
+
+    @classmethod
+    def hold(cls, key: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(set once the decision ``key`` runs, set it to let the decision go on)."""
+        cls.gates[key] = asyncio.Event()
+        return cls.inside.setdefault(key, asyncio.Event()), cls.gates[key]
 
     @classmethod
     async def _watch(cls, key: str) -> None:
         cls.runs[key] += 1
         cls.running[key] += 1
         cls.most_at_once[key] = max(cls.most_at_once[key], cls.running[key])
+        cls.inside.setdefault(key, asyncio.Event()).set()
         try:
-            await asyncio.sleep(0.1)
+            gate = cls.gates.get(key)
+            await (gate.wait() if gate is not None else asyncio.sleep(0.1))
         finally:
             cls.running[key] -= 1
 
@@ -114,15 +130,37 @@ async def test_two_app_processes_never_handle_one_call_at_once():
     assert (record.state, record.step) == ("done", 2)
 
 
+async def until_waiting_for_call(store: Any, sid: str) -> None:
+    """Until another writer of call ``sid`` waits for the webhook holding it."""
+    async with asyncio.timeout(10):
+        while True:
+            if isinstance(store, LockingStore):
+                async with store.engine.connect() as conn:
+                    waiting = await conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        f"AND classid = {CALL_LOCK_SPACE} AND objid::int4 = hashtext($1) "
+                        "AND NOT granted",
+                        (sid,),
+                    )
+                    if waiting.scalar_one():
+                        return
+            elif store._turns._busy.get(sid):
+                return
+            await asyncio.sleep(0.005)
+
+
 async def test_a_status_callback_during_a_webhook_is_applied_after_it(serve):
     """The webhook's save must not overwrite the final status that arrived meanwhile."""
     async with serve([Watched]) as (app, client):
         call = phone(client, "watched")
         await call.start()
+        inside, gate = Watched.hold(f"{call.sid}:check")
         pressing = asyncio.create_task(call.press("1"))
-        await asyncio.sleep(0.03)  # the webhook is inside the flow's decision now
-        ended = await call.status("completed", duration=42)
-        answer = await pressing
+        await asyncio.wait_for(inside.wait(), 10)  # the webhook is in the flow's decision
+        ending = asyncio.create_task(call.status("completed", duration=42))
+        await until_waiting_for_call(app.state.ivr.store, call.sid)
+        gate.set()
+        ended, answer = await ending, await pressing
         assert ended.status == 204
         assert answer.said() == ["Checked. Press 1 to hear it again."]
         record = await app.state.ivr.store.load(call.sid)
@@ -133,10 +171,12 @@ async def test_a_status_callback_during_a_webhook_is_applied_after_it(serve):
 
 
 async def held_call_locks(store: Any) -> int:
+    """Call locks granted in this test's database (pg_locks lists every database's)."""
     async with store.engine.connect() as conn:
         held = await conn.exec_driver_sql(
             "SELECT count(*) FROM pg_locks "
-            f"WHERE locktype = 'advisory' AND classid = {CALL_LOCK_SPACE} AND granted"
+            f"WHERE locktype = 'advisory' AND classid = {CALL_LOCK_SPACE} AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         return int(held.scalar_one())
 
@@ -190,7 +230,7 @@ async def test_every_way_out_of_a_session_gives_the_call_lock_back():
         async def hold_until_cancelled() -> None:
             async with store.session(sid):
                 holding.set()
-                await asyncio.sleep(30)
+                await asyncio.Event().wait()  # until cancelled
 
         task = asyncio.create_task(hold_until_cancelled())
         await asyncio.wait_for(holding.wait(), 5)
@@ -215,11 +255,12 @@ async def test_a_call_stored_meanwhile_by_a_writer_without_the_lock_is_replayed(
     theirs = '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Old hello.</Say></Response>'
     async with app_on(url) as client:
         call = phone(client, "watched")
-        starting = asyncio.create_task(call.start())
-        await asyncio.sleep(0.03)  # the start state's decision is running now
         other = create_store(url)
         await other.open()
+        inside, gate = Watched.hold(f"{call.sid}:lookup")
+        starting = asyncio.create_task(call.start())
         try:
+            await asyncio.wait_for(inside.wait(), 10)  # the start state's decision runs
             async with other.engine.begin() as conn:
                 now = datetime.now(UTC).replace(tzinfo=None)
                 await conn.execute(
@@ -229,6 +270,7 @@ async def test_a_call_stored_meanwhile_by_a_writer_without_the_lock_is_replayed(
                         stack="[]", last_twiml=theirs, created_at=now, updated_at=now,
                     )
                 )
+            gate.set()
             answer = await starting
             record = await other.load(call.sid)
             kinds = [e.kind for e in await other.call_events(call.sid)]
@@ -237,3 +279,35 @@ async def test_a_call_stored_meanwhile_by_a_writer_without_the_lock_is_replayed(
     assert answer.said() == ["Old hello."]
     assert (record.flow_version, record.last_twiml) == ("old", theirs)
     assert kinds == ["replay"]
+
+
+def dsn() -> str:
+    url = make_url(os.environ[PG_ENV]).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def app_call_locks() -> int:
+    """Call locks granted to ivrkit's own connections in this database (not the test's)."""
+    conn = await asyncpg.connect(dsn())
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted "
+                "AND a.application_name LIKE 'ivrkit%' AND a.datname = current_database()"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def settled_call_locks() -> int:
+    """The app's call locks once idle: a lock goes back a round trip after the session
+    ends, and a terminated connection's backend frees its locks as it exits."""
+    held = 0
+    for _ in range(200):
+        held = await app_call_locks()
+        if held == 0:
+            return 0
+        await asyncio.sleep(0.02)
+    return held

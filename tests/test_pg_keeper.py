@@ -52,8 +52,19 @@ async def test_a_webhook_cancelled_while_another_process_holds_its_call_lets_go(
             async with store.session(sid):
                 raise AssertionError("claimed a call another process holds")
 
+        asked = 0
+        claim = store._keeper.claim
+
+        def counted(request):
+            nonlocal asked
+            asked += request.call_sid == sid
+            claim(request)
+
+        store._keeper.claim = counted
         waiter = asyncio.create_task(waiting())
-        await asyncio.sleep(0.1)  # it keeps asking for the lock meanwhile
+        async with asyncio.timeout(10):
+            while asked < 3:  # it keeps asking for the lock meanwhile
+                await asyncio.sleep(0.001)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
@@ -76,7 +87,8 @@ async def test_losing_the_lock_connection_fails_the_calls_in_progress_then_recov
             async with store.engine.connect() as conn:
                 await conn.exec_driver_sql(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'ivrkit-call-locks'"
+                    "WHERE application_name = 'ivrkit-call-locks' "
+                    "AND datname = current_database()"
                 )
             session.save(*started(sid))
 

@@ -1,8 +1,7 @@
 """The store contract (``ivrkit.store.contract``), one suite run unchanged on both backends.
 
-Each test takes ``database_url`` (SQLite file, then PostgreSQL when configured). Where the
-PostgreSQL store does not keep the contract yet, its parametrisation is a strict xfail
-naming the defect its owner (B2) fixes; the test itself is the same.
+Each test takes ``database_url`` (SQLite file, then PostgreSQL when configured); both
+backends pass the same tests, with no exception for either.
 """
 
 from __future__ import annotations
@@ -31,12 +30,6 @@ from ivrkit.store import (
 from tests.conftest import opened_store, phone, reset_database
 
 SID = "CA" + "c" * 32
-
-
-def on_postgres_xfail(request: pytest.FixtureRequest, reason: str) -> None:
-    """Mark this test's PostgreSQL run as a known (strict) failure of the PostgreSQL store."""
-    if "postgres" in request.node.callspec.id:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 @asynccontextmanager
@@ -163,8 +156,7 @@ async def test_racing_webhooks_and_status_callbacks_lose_nothing(database_url):
         assert sorted(e.params["n"] for e in logged if e.kind == "status") == list("012345")
 
 
-async def test_a_status_callback_during_the_first_webhook_is_recorded(database_url, request):
-    on_postgres_xfail(request, "B2: the STATUS statement finds no row yet and drops it")
+async def test_a_status_callback_during_the_first_webhook_is_recorded(database_url):
     async with fresh_store(database_url) as store:
         async with store.session(SID) as session:
             callback = asyncio.create_task(store.record_status(status(SID, "in-progress")))
@@ -192,8 +184,7 @@ async def test_a_call_goes_on_after_a_restart_mid_call(database_url):
 # -- final status ---------------------------------------------------------------------------
 
 
-async def test_a_final_status_sticks_against_a_late_status_callback(database_url, request):
-    on_postgres_xfail(request, "B2: the STATUS statement overwrites a final status")
+async def test_a_final_status_sticks_against_a_late_status_callback(database_url):
     async with fresh_store(database_url) as store:
         await store_call(store, new_call())
         await store.record_status(status(SID, "completed", duration=42))
@@ -347,8 +338,7 @@ async def test_a_webhook_cancelled_while_its_save_commits_holds_the_call_until_t
 # -- rows it cannot read, health ------------------------------------------------------------
 
 
-async def test_a_stored_row_it_cannot_decode_is_refused_and_nothing_leaks(database_url, request):
-    on_postgres_xfail(request, "B2: defect 1, the claim leaks the lock and turn on a decode error")
+async def test_a_stored_row_it_cannot_decode_is_refused_and_nothing_leaks(database_url):
     async with fresh_store(database_url) as store:
         await store_call(store, new_call())
         async with store.engine.begin() as conn:  # as an older version wrote it

@@ -84,7 +84,7 @@ async def test_postgres_webhooks_of_one_process_hold_their_locks_on_one_connecti
                     "SELECT count(DISTINCT a.pid), count(*) FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
                     f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} "
-                    "AND l.granted"
+                    "AND l.granted AND a.datname = current_database()"
                 )
                 seen.append(tuple(held.one()))
 

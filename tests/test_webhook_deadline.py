@@ -153,13 +153,6 @@ async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
         assert await settled_call_locks(dsn) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="B2 (postgres_store.py/pg_keeper.py): the process's one lock connection runs every "
-    "call's save; an UPDATE waiting on the outside row lock stalls the saves of unrelated "
-    "calls until the deadline (no lock_timeout/statement_timeout on that connection), so "
-    "the unrelated call gets the apology too. No lock leaks afterwards.",
-)
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_postgres_row_locked_elsewhere_gets_the_apology_in_time(serve, database_url, caplog):
     """An outside ``SELECT ... FOR UPDATE`` on one call's row."""

@@ -8,6 +8,11 @@ held by one connection per process (``keeper.LockKeeper``) that claims and saves
 calls of many webhooks per round trip, and handed over to the save's own transaction, so
 no transaction stays open while the flow's code runs.
 
+Every wait has a limit (``PostgresLimits``, well under the webhook deadline): the server's
+statement_timeout and lock_timeout on the store's connections, a connect timeout, the
+driver's own limit on each statement, a bounded queue. A call whose lock or row another
+session holds fails alone, in time; the other calls go on.
+
 The schema and every query outside the webhook path go through SQLAlchemy. The webhook's
 own statements go straight to asyncpg as prepared statements: through SQLAlchemy they
 cost four times the CPU, and the store half its speed.
@@ -16,6 +21,10 @@ cost four times the CPU, and the store half its speed.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -33,15 +42,94 @@ from ivrkit.store.codec import (
     record_from_mapping,
 )
 from ivrkit.store.contract import CallSession, CallStore, CallTaken, StatusUpdate
-from ivrkit.store.keeper import Claim, Finish, LockKeeper, give_back
+from ivrkit.store.keeper import (
+    MAX_WAITING_CLAIMS,
+    Claim,
+    Finish,
+    LockKeeper,
+    give_back,
+)
 from ivrkit.store.pool import ConnectionPool
 from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
 from ivrkit.store.turns import CallTurns
+
+log = logging.getLogger("ivrkit.store")
 
 # The same durability as SQLite's WAL with synchronous=NORMAL: a committed webhook survives
 # an app restart; a crash of the database server may lose its last few hundred ms.
 SERVER_SETTINGS = {"synchronous_commit": "off"}
 POOL_SIZE = 20
+FINAL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
+"""A call status that a later non-final status callback never overwrites."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresLimits:
+    """How long the PostgreSQL path may wait, each well under the webhook deadline (5 s).
+
+    The server enforces the first two on the store's own connections, so a stalled
+    statement or a lock held by another session ends with an error instead of a hang.
+    Each can be set from the environment (``from_env``), in seconds.
+    """
+
+    statement_timeout: float = 3.0  # IVRKIT_PG_STATEMENT_TIMEOUT
+    lock_timeout: float = 2.0  # IVRKIT_PG_LOCK_TIMEOUT: also a call's wait for its row
+    connect_timeout: float = 2.0  # IVRKIT_PG_CONNECT_TIMEOUT (asyncpg's default is 60 s)
+    max_waiting: int = MAX_WAITING_CLAIMS  # webhooks queued before new ones are refused
+    status_attempts: int = 3  # a status callback on a broken connection is tried again
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PostgresLimits:
+        defaults = cls()
+
+        def seconds(name: str, default: float) -> float:
+            key = f"IVRKIT_PG_{name.upper()}"
+            raw = env.get(key)
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{key} must be a number of seconds, such as 2 or 0.5, not {raw!r}"
+                ) from None
+            if not 0 < value <= 14:
+                raise ValueError(f"{key} must be over 0 and at most 14 seconds, not {raw!r}")
+            return value
+
+        return cls(
+            statement_timeout=seconds("statement_timeout", defaults.statement_timeout),
+            lock_timeout=seconds("lock_timeout", defaults.lock_timeout),
+            connect_timeout=seconds("connect_timeout", defaults.connect_timeout),
+        )
+
+    @property
+    def command_timeout(self) -> float:
+        """The driver's own limit on a statement: the server's, plus time for the answer to
+        travel (a network that drops packets leaves the server's limit unheard)."""
+        return self.statement_timeout + 0.5
+
+    def server_settings(self, application_name: str) -> dict[str, str]:
+        """Settings for a connection of ours: durability, the two timeouts, its name."""
+        return {
+            **SERVER_SETTINGS,
+            "statement_timeout": f"{round(self.statement_timeout * 1000)}ms",
+            "lock_timeout": f"{round(self.lock_timeout * 1000)}ms",
+            "application_name": application_name,
+        }
+
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out while connecting
+    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    # A connection the server ended while idle: its next statement finds the protocol
+    # still busy with the server's goodbye ("another operation is in progress").
+    asyncpg.InternalClientError,
+)
+"""Errors after which a status callback is tried again on a fresh connection."""
 
 CALL_LOCK_SPACE = 0x1F2C
 """First key of every call's advisory lock; the second is ``hashtext(CallSid)``.
@@ -52,7 +140,7 @@ CallSids hash alike merely take turns."""
 # Versioned names: a later release with other columns adds functions instead of replacing
 # these under processes still running the old code.
 CLAIM_FUNCTION = "ivrkit_try_claim_calls_v1"
-SAVE_FUNCTION = "ivrkit_save_calls_v1"
+SAVE_FUNCTION = "ivrkit_save_calls_v2"  # v2: sets aside calls whose row is locked elsewhere
 WAIT_FUNCTION = "ivrkit_wait_call_v1"
 
 _pg = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -88,12 +176,24 @@ FUNCTIONS = (
     # transaction: the call's next webhook gets it only once the change is committed and
     # visible. Rows come as one array per column (no composite types, which would tie the
     # function to the tables). Returns the new calls stored meanwhile by a writer that
-    # took no lock: nothing of theirs is written, their locks are simply given back.
+    # took no lock ('taken': nothing of theirs is written, their locks are simply given
+    # back), and the calls whose row another session holds locked ('busy': nothing of
+    # theirs is written, their locks stay held, the keeper tries them again): waiting for
+    # that row here would stall this connection, and so every call of the process.
     f"""CREATE OR REPLACE FUNCTION {SAVE_FUNCTION}(
         is_new boolean[], {_CALL_ARRAYS}, {_EVENT_ARRAYS}, done text[])
-    RETURNS SETOF text LANGUAGE plpgsql VOLATILE AS $body$
-    DECLARE taken text[];
+    RETURNS TABLE (saved_sid text, outcome text) LANGUAGE plpgsql VOLATILE AS $body$
+    DECLARE taken text[]; busy text[];
     BEGIN
+        WITH changed AS (
+            SELECT r.call_sid FROM unnest(is_new, c_call_sid) AS r(fresh, call_sid)
+            WHERE NOT fresh),
+        mine AS (
+            SELECT c.call_sid FROM {calls.name} c
+            WHERE c.call_sid IN (SELECT call_sid FROM changed) FOR UPDATE SKIP LOCKED)
+        SELECT coalesce(array_agg(ch.call_sid), '{{}}') INTO busy FROM changed ch
+            WHERE ch.call_sid NOT IN (SELECT call_sid FROM mine)
+            AND EXISTS (SELECT 1 FROM {calls.name} c WHERE c.call_sid = ch.call_sid);
         WITH inserted AS (
             INSERT INTO {calls.name} ({_CALL_LIST}) SELECT {_CALL_LIST}
                 FROM unnest(is_new, {_CALL_ARGS}) AS r(fresh, {_CALL_LIST}) WHERE fresh
@@ -102,14 +202,17 @@ FUNCTIONS = (
             FROM unnest(is_new, c_call_sid) AS r(fresh, call_sid)
             WHERE fresh AND r.call_sid NOT IN (SELECT call_sid FROM inserted);
         INSERT INTO {calls.name} ({_CALL_LIST}) SELECT {_CALL_LIST}
-            FROM unnest(is_new, {_CALL_ARGS}) AS r(fresh, {_CALL_LIST}) WHERE NOT fresh
+            FROM unnest(is_new, {_CALL_ARGS}) AS r(fresh, {_CALL_LIST})
+            WHERE NOT fresh AND r.call_sid <> ALL(busy)
         ON CONFLICT (call_sid) DO UPDATE SET {_UPDATED};
         INSERT INTO {events.name} ({_EVENT_LIST}) SELECT {_EVENT_LIST}
-            FROM unnest({_EVENT_ARGS}) AS e({_EVENT_LIST}) WHERE e.call_sid <> ALL(taken);
+            FROM unnest({_EVENT_ARGS}) AS e({_EVENT_LIST})
+            WHERE e.call_sid <> ALL(taken) AND e.call_sid <> ALL(busy);
         PERFORM pg_advisory_xact_lock({_KEY}), pg_advisory_unlock({_KEY})
-            FROM unnest(done) AS s WHERE s <> ALL(taken);
+            FROM unnest(done) AS s WHERE s <> ALL(taken) AND s <> ALL(busy);
         PERFORM pg_advisory_unlock({_KEY}) FROM unnest(taken) AS s;
-        RETURN QUERY SELECT unnest(taken);
+        RETURN QUERY SELECT t, 'taken' FROM unnest(taken) AS t
+            UNION ALL SELECT b, 'busy' FROM unnest(busy) AS b;
     END $body$""",
     # For writers that take no session (status callbacks): wait for the call's webhook.
     f"""CREATE OR REPLACE FUNCTION {WAIT_FUNCTION}(sid text)
@@ -124,12 +227,17 @@ CLAIM = f"SELECT * FROM {CLAIM_FUNCTION}($1::text[])"
 _ARRAY_COUNT = 1 + len(CALL_COLUMNS) + len(EVENT_COLUMNS) + 1
 SAVE = f"SELECT * FROM {SAVE_FUNCTION}({', '.join(f'${i}' for i in range(1, _ARRAY_COUNT + 1))})"
 UNLOCK = f"SELECT pg_advisory_unlock({CALL_LOCK_SPACE}, hashtext($1))"
+WAIT = f"SELECT {WAIT_FUNCTION}($1)"
 
 
 # The row update waits for a webhook holding the call; READ COMMITTED then updates the
-# version that webhook committed, not the one in this statement's snapshot.
+# version that webhook committed, not the one in this statement's snapshot. A final status
+# sticks: a later non-final one (a late "in-progress") leaves it as it is.
+_FINAL_LIST = ", ".join(f"'{status}'" for status in FINAL_STATUSES)
 STATUS = (
-    f"WITH updated AS (UPDATE {calls.name} SET status = COALESCE(NULLIF($2::text, ''), status), "
+    f"WITH updated AS (UPDATE {calls.name} SET status = CASE "
+    f"WHEN status IN ({_FINAL_LIST}) AND NOT $3::boolean THEN status "
+    "ELSE COALESCE(NULLIF($2::text, ''), status) END, "
     "ended_at = CASE WHEN $3::boolean THEN $4::timestamp ELSE ended_at END, "
     "duration = CASE WHEN $3::boolean THEN COALESCE($5::integer, duration) ELSE duration END, "
     f"updated_at = $4::timestamp WHERE call_sid = $1 AND {WAIT_FUNCTION}($1) "
@@ -180,39 +288,69 @@ class LockingStore(CallStore):
 
     schema_extras = FUNCTIONS
 
-    def __init__(self, engine: AsyncEngine, dsn: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dsn: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        limits: PostgresLimits | None = None,
+    ) -> None:
         super().__init__(engine)
         self._dsn = dsn
         self._pool_size = pool_size
+        self.limits = limits or PostgresLimits()
         self._pool: ConnectionPool | None = None
         self._keeper: LockKeeper | None = None
         self._turns = CallTurns()
 
     @classmethod
-    def from_url(cls, database_url: str, *, pool_size: int = POOL_SIZE) -> LockingStore:
+    def from_url(
+        cls,
+        database_url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        limits: PostgresLimits | None = None,
+    ) -> LockingStore:
+        """``limits`` default to the environment's ``IVRKIT_PG_*`` settings, if any."""
+        limits = limits or PostgresLimits.from_env(os.environ)
         engine = create_async_engine(
-            database_url, pool_size=5, connect_args={"server_settings": SERVER_SETTINGS}
+            database_url,
+            pool_size=5,
+            connect_args={
+                "server_settings": SERVER_SETTINGS,
+                "timeout": limits.connect_timeout,
+            },
         )
         dsn = make_url(database_url).set(drivername="postgresql")
-        return cls(engine, dsn.render_as_string(hide_password=False), pool_size=pool_size)
+        return cls(
+            engine, dsn.render_as_string(hide_password=False), pool_size=pool_size, limits=limits
+        )
 
     async def open(self) -> None:
         await super().open()
+        limits = self.limits
         pool = ConnectionPool(
             self._dsn,
             size=self._pool_size,
-            server_settings={**SERVER_SETTINGS, "application_name": "ivrkit-webhooks"},
+            server_settings=limits.server_settings("ivrkit-webhooks"),
+            connect_timeout=limits.connect_timeout,
+            max_waiting=limits.max_waiting,
         )
         await pool.start(warm=1)
         keeper = LockKeeper(
             lambda: asyncpg.connect(
                 self._dsn,
-                server_settings={**SERVER_SETTINGS, "application_name": "ivrkit-call-locks"},
+                server_settings=limits.server_settings("ivrkit-call-locks"),
+                timeout=limits.connect_timeout,
             ),
             claim_statement=CLAIM,
             save_statement=SAVE,
             save_arguments=save_arguments,
             unlock_statement=UNLOCK,
+            row_wait=limits.lock_timeout,
+            max_waiting=limits.max_waiting,
+            command_timeout=limits.command_timeout,
         )
         try:
             await keeper.start()
@@ -236,20 +374,54 @@ class LockingStore(CallStore):
         return self._pool
 
     async def record_status(self, update: StatusUpdate) -> tuple[str, str] | None:
-        """One statement, which waits for a webhook of the call in progress to save."""
+        """One statement, which waits for a webhook of the call in progress to save.
+
+        Twilio does not retry a failed status callback, so one that meets a broken
+        connection (the server restarted, the network dropped) is tried again on a fresh
+        one, ``limits.status_attempts`` times in all; the lock and statement timeouts keep
+        every attempt short.
+        """
         pool = self._open_pool()
+        attempts = max(1, self.limits.status_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._apply_status(pool, update)
+            except CONNECTION_ERRORS as error:
+                if attempt == attempts:
+                    raise
+                log.debug(  # during an outage every callback does: the app logs the last
+                    "call %s: status callback met a broken connection (%s); trying again",
+                    update.call_sid,
+                    type(error).__name__,
+                )
+                pool.discard_idle()  # broken by the same outage, most likely
+                await asyncio.sleep(STATUS_RETRY * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply_status(
+        self, pool: ConnectionPool, update: StatusUpdate
+    ) -> tuple[str, str] | None:
+        arguments = (
+            update.call_sid,
+            update.status,
+            update.final,
+            update.at,
+            update.duration,
+            encode_json(update.params),
+            update.flow,
+        )
+        timeout = self.limits.command_timeout
         connection = await pool.acquire()
         try:
-            row = await connection.fetchrow(
-                STATUS,
-                update.call_sid,
-                update.status,
-                update.final,
-                update.at,
-                update.duration,
-                encode_json(update.params),
-                update.flow,
-            )
+            row = await connection.fetchrow(STATUS, *arguments, timeout=timeout)
+            if row is None:
+                # No row yet: the call's first webhook may be running. Wait for it (the
+                # call's lock, within lock_timeout), then apply to the row it created.
+                await connection.fetchval(WAIT, update.call_sid, timeout=timeout)
+                row = await connection.fetchrow(STATUS, *arguments, timeout=timeout)
+        except CONNECTION_ERRORS:
+            connection.terminate()  # never handed out again
+            raise
         finally:
             pool.release(connection)
         return (row["flow"], row["state"]) if row else None
@@ -257,18 +429,25 @@ class LockingStore(CallStore):
     def session(self, call_sid: str) -> _KeptSession:
         if self._keeper is None:
             raise RuntimeError("the PostgreSQL store is not open (was the app started?)")
-        return _KeptSession(self._keeper, self._turns, call_sid)
+        return _KeptSession(self._keeper, self._turns, call_sid, self.limits.lock_timeout)
+
+
+class CallHeldElsewhere(Exception):
+    """Another session held the call's lock past ``PostgresLimits.lock_timeout``."""
 
 
 class _KeptSession:
     """``async with store.session(sid)`` on PostgreSQL: claim, the caller's work, save."""
 
-    __slots__ = ("keeper", "turns", "call_sid", "generation", "session")
+    __slots__ = ("keeper", "turns", "call_sid", "patience", "generation", "session")
 
-    def __init__(self, keeper: LockKeeper, turns: CallTurns, call_sid: str) -> None:
+    def __init__(
+        self, keeper: LockKeeper, turns: CallTurns, call_sid: str, patience: float
+    ) -> None:
         self.keeper = keeper
         self.turns = turns
         self.call_sid = call_sid
+        self.patience = patience  # how long another process may hold the call's lock
 
     def _release_turn(self) -> None:
         self.turns.release(self.call_sid)
@@ -276,6 +455,7 @@ class _KeptSession:
     async def __aenter__(self) -> CallSession:
         await self.turns.acquire(self.call_sid)
         delay = CLAIM_RETRY_FIRST
+        give_up_at: float | None = None
         while True:
             request = Claim(self.call_sid, self._release_turn)
             try:
@@ -290,7 +470,16 @@ class _KeptSession:
             if claimed is not None:
                 break
             # Another process is handling this call (a retry, a status callback racing a
-            # webhook): it holds the lock for milliseconds. Ask again shortly.
+            # webhook): it holds the lock for milliseconds. Ask again shortly, within limits.
+            now = asyncio.get_running_loop().time()
+            give_up_at = give_up_at or now + self.patience
+            if now >= give_up_at:
+                self._release_turn()
+                raise CallHeldElsewhere(
+                    f"call {self.call_sid!r}: its lock stayed held elsewhere for "
+                    f"{self.patience:g} s (another process stuck on it, or a session holding "
+                    f"pg_advisory_lock({CALL_LOCK_SPACE}, hashtext(CallSid)))"
+                )
             try:
                 await asyncio.sleep(delay)
             except BaseException:
@@ -298,10 +487,14 @@ class _KeptSession:
                 raise
             delay = min(delay * 2, CLAIM_RETRY_MAX)
         self.generation, row = claimed
-        found = row["call_sid"] is not None
-        self.session = CallSession(
-            record_from_mapping({name: row[name] for name in CALL_COLUMNS}) if found else None
-        )
+        try:
+            found = row["call_sid"] is not None
+            record = record_from_mapping({n: row[n] for n in CALL_COLUMNS}) if found else None
+        except BaseException:
+            # A row the decoder refuses: the lock and the turn go back with the error.
+            self.keeper.finish(give_back(self.call_sid, self.generation, self._release_turn))
+            raise
+        self.session = CallSession(record)
         return self.session
 
     def _abandon(self, request: Claim) -> None:
@@ -343,3 +536,5 @@ class _KeptSession:
 CLAIM_RETRY_FIRST = 0.001
 CLAIM_RETRY_MAX = 0.05
 """Seconds between claims of a call whose lock another process holds (doubling)."""
+STATUS_RETRY = 0.05
+"""Seconds before a status callback's next attempt after a broken connection (growing)."""

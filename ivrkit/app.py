@@ -439,7 +439,7 @@ class IvrApp:
     def _data_mistake(self, sid: str, error: CallDataError, record: CallRecord | None) -> None:
         """The flow put into call.data what the store cannot keep: the flow's own bug, so one
         line naming its file, class and state (the store knows no flow classes), no traceback,
-        and nothing saved."""
+        nothing saved; repeated on every call, it is logged once per interval with a count."""
         where = "a flow"
         if record is not None:
             flow = self.registry.by_name.get(record.flow)
@@ -449,7 +449,14 @@ class IvrApp:
             else:
                 file, line = node.defined_at if node else flow.__ivrkit_source__
                 where = f"{relative_path(file)}:{line}: {flow.__name__}.{record.state}"
-        log.error("call %s: %s (the caller hears the apology)", sid, error.at(where))
+        located = error.at(where)
+        self.throttle.log(  # every call of the flow would say it again: once per interval
+            logging.ERROR,
+            ("flow data", str(located)),
+            "call %s: %s (the caller hears the apology)",
+            sid,
+            located,
+        )
 
     def _replay(
         self, session: Any, record: CallRecord, hook: Webhook, step: int, state: str

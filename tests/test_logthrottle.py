@@ -69,7 +69,7 @@ class Unsaveable(Flow):
         return "bye"
 
 
-async def test_storage_failures_of_many_calls_log_one_traceback(serve, caplog):
+async def test_a_flows_data_mistake_on_many_calls_logs_one_located_line(serve, caplog):
     async with serve([Unsaveable]) as (_, client):
         calls = [phone(client, "unsaveable") for _ in range(12)]
         for call in calls:
@@ -77,10 +77,17 @@ async def test_storage_failures_of_many_calls_log_one_traceback(serve, caplog):
         with caplog.at_level(logging.INFO, "ivrkit.app"):
             answers = [await call.press("1") for call in calls]
     assert {a.verbs[0] for a in answers} == {"Say"}  # the apology, every time
-    failures = [r for r in caplog.records if "storage failed" in r.getMessage()]
-    assert len(failures) == 1, [r.getMessage() for r in failures]
-    assert failures[0].exc_info
-    assert calls[0].sid in failures[0].getMessage()
+    mistakes = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "call.data['handle'] is a object" in r.getMessage()
+    ]
+    assert len(mistakes) == 1, [r.getMessage() for r in mistakes]
+    assert not mistakes[0].exc_info  # the flow's bug, said with its place: no traceback
+    assert calls[0].sid in mistakes[0].getMessage()
+    assert "tests/test_logthrottle.py:" in mistakes[0].getMessage()
+    assert "Unsaveable." in mistakes[0].getMessage()
+    assert not any("storage failed" in r.getMessage() for r in caplog.records)
     assert any("11 more like it" in r.getMessage() for r in caplog.records)  # at shutdown
 
 

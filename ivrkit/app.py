@@ -8,7 +8,6 @@ error has occurred".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -27,6 +26,7 @@ from ivrkit import nodes as n
 from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
+from ivrkit.deadline import DeadlineWatch, Expired
 from ivrkit.fields import shown
 from ivrkit.flow import DEFAULT_APOLOGY, Flow
 from ivrkit.logthrottle import LogThrottle
@@ -137,6 +137,7 @@ class IvrApp:
         self.runtime = Runtime(self.registry, clock=clock)
         self.store = store
         self.deadline = settings.webhook_deadline
+        self.deadlines = DeadlineWatch(settings.webhook_deadline)
         # Storage failures and refusals come in floods during an outage or an attack.
         self.throttle = LogThrottle(log)
         self.reader = WebhookReader(
@@ -179,9 +180,7 @@ class IvrApp:
                 return Answer(twiml.apology("Sorry, this number is not in service.", None))
         else:
             flow = self._flow_or_404(name)
-        return await self._in_time(
-            self._start(flow, hook), hook, "call webhook", Answer(self._apology(flow))
-        )
+        return await self._in_time(self._start(flow, hook), hook, "call webhook", flow)
 
     async def action(self, scope: Scope, receive: Receive) -> Answer:
         """Gather / Dial / Record / Enqueue callbacks (and our own no-input redirects)."""
@@ -192,10 +191,7 @@ class IvrApp:
         if not state or step_text is None:  # their shape was checked with the other fields
             raise Refused(400, "action URL needs state and step (was it built by ivrkit?)")
         return await self._in_time(
-            self._act(flow, hook, state, int(step_text)),
-            hook,
-            "action webhook",
-            Answer(self._apology(flow)),
+            self._act(flow, hook, state, int(step_text)), hook, "action webhook", flow
         )
 
     async def _act(self, flow: type[Flow], hook: Webhook, state: str, step: int) -> Answer:
@@ -261,8 +257,7 @@ class IvrApp:
             params=mask_params(hook.params),
             flow=flow.name,
         )
-        late = Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
-        return await self._in_time(self._apply_status(update), hook, "status callback", late)
+        return await self._in_time(self._apply_status(update), hook, "status callback", None)
 
     async def _apply_status(self, update: StatusUpdate) -> Answer:
         sid, call_status, duration = update.call_sid, update.status, update.duration
@@ -313,9 +308,8 @@ class IvrApp:
             )
             record.data[save_as] = saved
 
-        late = Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
         return await self._in_time(
-            self._annotate(hook, "recording", keep), hook, "recording callback", late
+            self._annotate(hook, "recording", keep), hook, "recording callback", None
         )
 
     async def _annotate(
@@ -480,9 +474,10 @@ class IvrApp:
         return twiml.apology(flow.apology, flow.fallback_number)
 
     async def _in_time(
-        self, work: Awaitable[Answer], hook: Webhook, what: str, late: Answer
+        self, work: Awaitable[Answer], hook: Webhook, what: str, flow: type[Flow] | None
     ) -> Answer:
-        """``work``'s answer, or ``late`` once the webhook's budget is spent.
+        """``work``'s answer, or once the webhook's budget is spent: ``flow``'s apology and
+        fallback for a call webhook, a 503 for a callback (``flow`` None).
 
         Twilio waits 15 s and then plays its own error to the caller; whatever the store
         is doing (a lock held elsewhere, a stalled statement, a lost connection), the
@@ -490,9 +485,14 @@ class IvrApp:
         makes the store give back the call's lock and turn.
         """
         try:
-            async with asyncio.timeout(self.deadline):
-                return await work
-        except TimeoutError:
+            return await self.deadlines.run(work)
+        except Expired:
+            # Built only now: rendering the apology costs as much as the rest of a webhook.
+            late = (
+                Answer(self._apology(flow))
+                if flow is not None
+                else Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
+            )
             self.throttle.log(
                 logging.ERROR,
                 ("deadline", what),

@@ -114,10 +114,12 @@ class WebhookReader:
                 raise Refused(400, f"expected {FORM_TYPE}, got {media_type or 'no Content-Type'}")
             body = await self._body(receive, declared)
             try:
-                pairs = self.forms.decode(body.decode("utf-8"))
+                text = body.decode("utf-8")
+                pairs = self.forms.decode(text)
             except UnicodeDecodeError:
                 raise Refused(400, "form body is not UTF-8") from None
         else:
+            text = ""
             pairs = list(query.items())
         base_url = self.public_url or self._base_url(scope, headers)
         if self.checker is not None:
@@ -138,7 +140,7 @@ class WebhookReader:
         if needs_call_sid and not params.get("CallSid"):
             raise Refused(400, "CallSid is missing: is this a Twilio voice webhook?")
         try:
-            check_fields(pairs, params, query)
+            check_fields(pairs, params, query, raw=(text, raw_query))
         except FieldProblem as problem:
             raise Refused(400, problem.reason, kind=problem.kind) from None
         return Webhook(params, base_url, query)

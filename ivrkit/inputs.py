@@ -48,7 +48,9 @@ def spoken_digits(text: str) -> str:
     """'one two 3 4' -> '1234': callers say numbers in words and figures."""
     words = _normalise_speech(text).split()
     return "".join(
-        _SPOKEN_DIGITS.get(word, word) for word in words if word in _SPOKEN_DIGITS or word.isdigit()
+        _SPOKEN_DIGITS.get(word, word)
+        for word in words
+        if word in _SPOKEN_DIGITS or (word.isascii() and word.isdigit())
     )
 
 
@@ -179,7 +181,8 @@ async def _collect(
 async def _valid(node: n.Collect, value: str, call: Call) -> bool:
     if node.digits is not None:
         low, high = node.digits
-        if not (value.isdigit() and low <= len(value) <= high):
+        # ASCII only: "²".isdigit() is true, and a speech engine may write other scripts' digits.
+        if not (value.isascii() and value.isdigit() and low <= len(value) <= high):
             return False
     if node.pattern is not None and not node.pattern.fullmatch(value):
         return False

@@ -235,11 +235,16 @@ WAIT = f"SELECT {WAIT_FUNCTION}($1)"
 # sticks: a later non-final one (a late "in-progress") leaves it as it is.
 _FINAL_LIST = ", ".join(f"'{status}'" for status in FINAL_STATUSES)
 STATUS = (
+    # A final status is the call's last word: a later callback, final or not, is logged
+    # as an event but changes neither the status nor ended_at nor duration (in SET, every
+    # column name means the row as it was).
     f"WITH updated AS (UPDATE {calls.name} SET status = CASE "
-    f"WHEN status IN ({_FINAL_LIST}) AND NOT $3::boolean THEN status "
+    f"WHEN status IN ({_FINAL_LIST}) THEN status "
     "ELSE COALESCE(NULLIF($2::text, ''), status) END, "
-    "ended_at = CASE WHEN $3::boolean THEN $4::timestamp ELSE ended_at END, "
-    "duration = CASE WHEN $3::boolean THEN COALESCE($5::integer, duration) ELSE duration END, "
+    f"ended_at = CASE WHEN status NOT IN ({_FINAL_LIST}) AND $3::boolean THEN $4::timestamp "
+    "ELSE ended_at END, "
+    f"duration = CASE WHEN status NOT IN ({_FINAL_LIST}) AND $3::boolean "
+    "THEN COALESCE($5::integer, duration) ELSE duration END, "
     f"updated_at = $4::timestamp WHERE call_sid = $1 AND {WAIT_FUNCTION}($1) "
     # Only a call of the flow in the callback's URL (or one it handed to a sub-flow).
     "AND ($7::text IS NULL OR flow = $7 OR EXISTS (SELECT 1 FROM "

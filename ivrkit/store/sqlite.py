@@ -48,8 +48,8 @@ WAL_LIMIT_BYTES = 32 * 1024 * 1024
 """A write-ahead log larger than this is checkpointed to its end and truncated.
 
 Under steady writes a PASSIVE checkpoint never catches up with the log's end, so SQLite
-never starts it over and the file grows all day; past this size the store waits (in
-another thread) for a moment between two commits to copy everything and truncate it."""
+never starts it over and the file grows all day; past this size the writer itself copies
+the rest and truncates it, between two of its batches."""
 
 SqliteRow = tuple[Any, ...]
 
@@ -89,7 +89,9 @@ class EmbeddedStore(CallStore):
         self._worker: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
-        self._truncating = False  # the file is locked by our own checkpoint, not another
+        # Set by the checkpointer when the log is over the limit; the writer truncates it
+        # between two batches and answers here.
+        self._truncate_due: asyncio.Future[bool] | None = None
         self._db: sqlite3.Connection | None = None  # on the loop's thread, never waits
         # For when the file is locked: used from a worker thread, where waiting is harmless.
         self._waiting: sqlite3.Connection | None = None
@@ -148,10 +150,7 @@ class EmbeddedStore(CallStore):
         except sqlite3.OperationalError as error:
             if not _locked(error):
                 raise
-            log.log(
-                logging.DEBUG if self._truncating else logging.INFO,
-                "SQLite file locked by another connection: the batch waits its turn",
-            )
+            log.info("SQLite file locked by another connection: the batch waits its turn")
             assert self._waiting is not None  # opened with self._db
             await asyncio.to_thread(_write_rows, self._waiting, rows, event_rows)
         self._written = True
@@ -170,27 +169,39 @@ class EmbeddedStore(CallStore):
     async def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file; truncate it when it is large.
 
-        Runs on aiosqlite's thread (its connection waits up to its busy timeout), so the
-        event loop never waits: while a TRUNCATE checkpoint holds the file, the loop's
-        batches find it locked and commit from the writer's thread instead."""
+        The copy is PASSIVE, on aiosqlite's thread: it never waits for the writer nor
+        blocks it, so the event loop never waits. The truncation is done by the writer task
+        on the loop's own connection, between two of its batches: there it waits for nobody
+        and copies only the frames of the last second. (Run from another connection, a
+        TRUNCATE held the writer off, and the batches that met it slept in SQLite's busy
+        handler, up to 100 ms a try: a p99 of 140 ms under load instead of 40.)"""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         limit = self.wal_limit_bytes
-        wal = f"{self.engine.url.database}-wal"
-        truncate = limit is not None and _size(wal) > limit
-        # PASSIVE never waits for the writer or readers, nor blocks them; TRUNCATE waits
-        # for the commit in progress, then holds writers off while it copies the rest.
-        mode = "TRUNCATE" if truncate else "PASSIVE"
-        self._truncating = truncate
+        if limit is None or _size(f"{self.engine.url.database}-wal") <= limit:
+            return
+        if self._truncate_due is None or self._truncate_due.done():
+            self._truncate_due = asyncio.get_running_loop().create_future()
+        due = self._truncate_due
+        self._wake.set()
+        truncated = await asyncio.shield(due)
+        log.info(
+            "SQLite write-ahead log over %s bytes: %s",
+            limit,
+            "truncated" if truncated else "still in use by a reader, truncated at a later try",
+        )
+
+    def _truncate_if_due(self) -> None:
+        """The writer's part of :meth:`checkpoint`, between two batches."""
+        due = self._truncate_due
+        if due is None or due.done():
+            return
         try:
-            async with self.engine.connect() as conn:
-                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).one()
-        finally:
-            self._truncating = False
-        if truncate:
-            log.info(
-                "SQLite write-ahead log over %s bytes: %s",
-                limit,
-                "still busy, truncated at the next checkpoint" if row[0] else "truncated",
-            )
+            busy = self._running().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except Exception as error:  # the checkpoint is retried; the writer goes on
+            due.set_exception(error)
+        else:
+            due.set_result(not busy)
 
     def _remember(self, record: CallRecord) -> None:
         if record.ended_at is not None:
@@ -246,6 +257,7 @@ class EmbeddedStore(CallStore):
             self._writes.clear()
             if batch:
                 await self._write_batch(batch)
+            self._truncate_if_due()
 
     async def _write_batch(self, writes: list[_Write]) -> None:
         latest: dict[str, SqliteRow] = {}

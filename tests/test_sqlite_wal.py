@@ -24,7 +24,7 @@ async def write_calls(store: EmbeddedStore, first: int, last: int) -> None:
         await asyncio.gather(*(one(n) for n in range(start, min(start + 50, last))))
 
 
-async def test_a_checkpoint_under_continued_writes_truncates_a_large_wal(tmp_path):
+async def test_a_checkpoint_under_continued_writes_starts_a_large_wal_over(tmp_path):
     path = tmp_path / "calls.db"
     store = EmbeddedStore.from_url(f"sqlite+aiosqlite:///{path}")
     store.wal_limit_bytes = 256 * 1024
@@ -59,8 +59,8 @@ async def test_below_the_limit_a_checkpoint_is_passive_and_leaves_the_file(tmp_p
         await store.close()
 
 
-async def test_the_truncation_never_makes_a_batch_wait_for_the_file(tmp_path, caplog):
-    """Truncated by the writer between its batches, the log never locks a batch out.
+async def test_starting_the_log_over_never_makes_a_batch_wait_for_the_file(tmp_path, caplog):
+    """Started over by the writer between its batches, the log never locks a batch out.
 
     Before, a TRUNCATE from aiosqlite's connection held the writer off: the batches that met
     it went to a waiting thread and slept in SQLite's busy handler (a p99 of 140 ms)."""
@@ -71,9 +71,9 @@ async def test_the_truncation_never_makes_a_batch_wait_for_the_file(tmp_path, ca
     try:
         await write_calls(store, 0, 1000)
         with caplog.at_level(logging.DEBUG, "ivrkit.store"):
-            for first in range(1000, 1600, 100):  # a truncation amid every stretch of writes
+            for first in range(1000, 1600, 100):  # a start-over amid every stretch of writes
                 await asyncio.gather(store.checkpoint(), write_calls(store, first, first + 100))
         assert not [r for r in caplog.records if "locked by another connection" in r.message]
-        assert [r for r in caplog.records if r.getMessage().endswith(": truncated")]
+        assert [r for r in caplog.records if r.getMessage().endswith(": started over")]
     finally:
         await store.close()

@@ -44,12 +44,14 @@ log = logging.getLogger("ivrkit.store")
 
 CHECKPOINT_SECONDS = 1.0
 """How often the store copies its write-ahead log into the database file."""
-WAL_LIMIT_BYTES = 32 * 1024 * 1024
-"""A write-ahead log larger than this is checkpointed to its end and truncated.
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+"""A write-ahead log larger than this is checkpointed to its end and started over.
 
 Under steady writes a PASSIVE checkpoint never catches up with the log's end, so SQLite
 never starts it over and the file grows all day; past this size the writer itself copies
-the rest and truncates it, between two of its batches."""
+the rest, between two of its batches, and the log starts over in place, cut to this size.
+(32 MB, or a TRUNCATE that empties the file, cost a quarter of the requests/s at full load,
+where the log grows about 19 MB/s.)"""
 
 SqliteRow = tuple[Any, ...]
 
@@ -104,6 +106,9 @@ class EmbeddedStore(CallStore):
         try:
             await super().open()
             self._db = _connect(path, busy_timeout_ms=0)
+            if self.wal_limit_bytes is not None:
+                # The writer starts the log over; this is the size it then cuts the file to.
+                self._db.execute(f"PRAGMA journal_size_limit={int(self.wal_limit_bytes)}")
             self._waiting = _connect(path, busy_timeout_ms=5000)
         except BaseException:
             await self.close()
@@ -167,14 +172,15 @@ class EmbeddedStore(CallStore):
                 log.warning("SQLite checkpoint failed (will retry): %s", error)
 
     async def checkpoint(self) -> None:
-        """Copy the write-ahead log into the database file; truncate it when it is large.
+        """Copy the write-ahead log into the database file; start it over when it is large.
 
         The copy is PASSIVE, on aiosqlite's thread: it never waits for the writer nor
-        blocks it, so the event loop never waits. The truncation is done by the writer task
-        on the loop's own connection, between two of its batches: there it waits for nobody
-        and copies only the frames of the last second. (Run from another connection, a
-        TRUNCATE held the writer off, and the batches that met it slept in SQLite's busy
-        handler, up to 100 ms a try: a p99 of 140 ms under load instead of 40.)"""
+        blocks it, so the event loop never waits. Past the limit the writer task copies the
+        rest on the loop's own connection, between two of its batches, where it waits for
+        nobody and only the last second's frames are left; its next commit starts the log
+        over. (Run from another connection, a TRUNCATE held the writer off, and the batches
+        that met it slept in SQLite's busy handler, up to 100 ms a try: a p99 of 140 ms
+        under load instead of 40.)"""
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         limit = self.wal_limit_bytes
@@ -184,11 +190,11 @@ class EmbeddedStore(CallStore):
             self._truncate_due = asyncio.get_running_loop().create_future()
         due = self._truncate_due
         self._wake.set()
-        truncated = await asyncio.shield(due)
+        over = await asyncio.shield(due)
         log.info(
             "SQLite write-ahead log over %s bytes: %s",
             limit,
-            "truncated" if truncated else "still in use by a reader, truncated at a later try",
+            "started over" if over else "still in use by a reader, started over at a later try",
         )
 
     def _truncate_if_due(self) -> None:
@@ -197,11 +203,16 @@ class EmbeddedStore(CallStore):
         if due is None or due.done():
             return
         try:
-            busy = self._running().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            # Between two batches nothing is being appended: a PASSIVE checkpoint from the
+            # writer's own connection copies the last frames, so the next commit starts the
+            # log over, in place, and SQLite cuts the file to journal_size_limit.
+            busy, logged, copied = self._running().execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
         except Exception as error:  # the checkpoint is retried; the writer goes on
             due.set_exception(error)
         else:
-            due.set_result(not busy)
+            due.set_result(not busy and logged == copied)
 
     def _remember(self, record: CallRecord) -> None:
         if record.ended_at is not None:

@@ -87,7 +87,7 @@ async def app_call_locks(dsn: str) -> int:
             await conn.fetchval(
                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                 f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted "
-                "AND a.application_name LIKE 'ivrkit%'"
+                "AND a.application_name LIKE 'ivrkit%' AND a.datname = current_database()"
             )
         )
     finally:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import bisect
 from types import CodeType, FrameType
 
+from ivrkit.memo import BoundedMemo
+
 CACHED_CODE_OBJECTS = 8
 
-_tables: dict[int, tuple[CodeType, list[int], list[int | None]]] = {}
+_tables: BoundedMemo[int, tuple[CodeType, list[int], list[int | None]]] = BoundedMemo(
+    CACHED_CODE_OBJECTS
+)
 
 
 def _table(code: CodeType) -> tuple[list[int], list[int | None]]:
@@ -26,9 +30,7 @@ def _table(code: CodeType) -> tuple[list[int], list[int | None]]:
     for start, _end, line in code.co_lines():
         starts.append(start)
         lines.append(line)
-    if len(_tables) >= CACHED_CODE_OBJECTS:
-        _tables.clear()
-    _tables[id(code)] = (code, starts, lines)
+    _tables.keep(id(code), (code, starts, lines))
     return starts, lines
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ivrkit.memo import BoundedMemo
+
 # Parameters that carry a phone number, SIP address or client name of a person.
 PHONE_PARAMS = frozenset(
     {
@@ -21,17 +23,15 @@ PHONE_PARAMS = frozenset(
 _SECRET_PARAMS = frozenset({"CallToken"})
 
 
-_masked: dict[str, str] = {}
+_masked: BoundedMemo[str, str] = BoundedMemo(4096)
 
 
 def mask_number(value: str) -> str:
     """'+14155550123' -> '+1415*****23': enough to tell calls apart, not to dial back."""
     masked = _masked.get(value)
     if masked is None:
-        # Every webhook of a call carries the same numbers: mask each once (bounded memo).
-        if len(_masked) >= 4096:
-            _masked.clear()
-        masked = _masked[value] = _mask(value)
+        # Every webhook of a call carries the same numbers: mask each once.
+        masked = _masked.keep(value, _mask(value))
     return masked
 
 

@@ -21,6 +21,7 @@ from ivrkit.call import Call
 from ivrkit.errors import FlowRuntimeError
 from ivrkit.flow import Flow
 from ivrkit.inputs import Selection, select
+from ivrkit.memo import BoundedMemo
 from ivrkit.records import CallRecord
 from ivrkit.rules import check_subflows
 
@@ -87,7 +88,7 @@ class Runtime:
         self.clock = clock
         # Rendered documents of static states, by what was rendered: most webhooks answer
         # with one of a few hundred documents that differ only in the step number.
-        self.rendered: dict[tuple[Any, ...], str] = {}
+        self.rendered: BoundedMemo[tuple[Any, ...], str] = BoundedMemo(RENDER_CACHE_SIZE)
 
     async def begin(
         self, record: CallRecord, params: Mapping[str, str], base_url: str
@@ -254,9 +255,7 @@ class _Turn:
         if template is None:
             template = _render(self.ops)
             if key is not None:
-                if len(cache) >= RENDER_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = template
+                cache.keep(key, template)
         self.record.last_twiml = template.replace(twiml.STEP_SLOT, str(self.record.step))
         return TurnResult(self.record.last_twiml, self.fired)
 

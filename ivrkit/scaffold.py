@@ -43,7 +43,6 @@ TEST_TEMPLATE = '''\
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from ivrkit import Settings, create_app, load_flows
 
 FLOW_FILE = Path(__file__).resolve().parents[1] / "flows" / "{name}.py"
@@ -51,14 +50,13 @@ TOKEN = "test-auth-token-{name}"
 pytestmark = pytest.mark.asyncio
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def app(tmp_path):
+@pytest.fixture
+def app(tmp_path):
+    """The real app on a fresh SQLite file; the phone fixture starts and stops it."""
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{{tmp_path / 'calls.db'}}", auth_token=TOKEN
     )
-    app = create_app(load_flows([str(FLOW_FILE)]), settings=settings)
-    async with app.router.lifespan_context(app):
-        yield app
+    return create_app(load_flows([str(FLOW_FILE)]), settings=settings)
 
 
 async def start(phone, app):

@@ -12,6 +12,7 @@ from urllib.parse import unquote_plus
 from starlette.types import Receive, Scope
 
 from ivrkit.fields import FieldProblem, check_fields
+from ivrkit.memo import BoundedMemo
 from ivrkit.security import ProxyTrust, SignatureChecker
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -61,8 +62,7 @@ class FormDecoder:
     """
 
     def __init__(self, size: int = 4096) -> None:
-        self._decoded: dict[str, tuple[str, str]] = {}
-        self._size = size
+        self._decoded: BoundedMemo[str, tuple[str, str]] = BoundedMemo(size)
 
     def decode(self, text: str) -> list[tuple[str, str]]:
         pairs = []
@@ -77,10 +77,7 @@ class FormDecoder:
             pair = decoded.get(field)
             if pair is None:
                 name, _, value = field.partition("=")
-                pair = (unquote_plus(name), unquote_plus(value))
-                if len(decoded) >= self._size:
-                    decoded.clear()
-                decoded[field] = pair
+                pair = decoded.keep(field, (unquote_plus(name), unquote_plus(value)))
             pairs.append(pair)
         return pairs
 

@@ -32,15 +32,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ivrkit.records import CallEvent, CallRecord
-from ivrkit.store.codec import (
-    CALL_JSON,
-    EVENT_JSON,
-    call_fields,
-    encode_json,
-    event_fields,
-    record_from_mapping,
-)
+from ivrkit.store.codec import call_row, encode_json, event_row, record_from_mapping
 from ivrkit.store.contract import CallSession, CallStore, CallTaken, StatusUpdate
 from ivrkit.store.keeper import (
     MAX_WAITING_CLAIMS,
@@ -50,7 +42,7 @@ from ivrkit.store.keeper import (
     give_back,
 )
 from ivrkit.store.pool import ConnectionPool
-from ivrkit.store.schema import CALL_COLUMNS, EVENT_COLUMNS, calls, events
+from ivrkit.store.schema import CALL_COLUMNS, CALL_UPDATED, EVENT_COLUMNS, calls, events
 from ivrkit.store.turns import CallTurns
 
 log = logging.getLogger("ivrkit.store")
@@ -154,9 +146,7 @@ _EVENT_ARRAYS = ", ".join(
     f"e_{c.name} {c.type.compile(dialect=_pg)}[]" for c in events.columns if c.name in EVENT_COLUMNS
 )
 _EVENT_ARGS = ", ".join(f"e_{name}" for name in EVENT_COLUMNS)
-_UPDATED = ", ".join(
-    f"{c} = EXCLUDED.{c}" for c in CALL_COLUMNS if c not in ("call_sid", "created_at")
-)
+_UPDATED = ", ".join(f"{c} = EXCLUDED.{c}" for c in CALL_UPDATED)
 
 FUNCTIONS = (
     # Take the locks that are free, then read those calls in a statement of its own: its
@@ -254,19 +244,6 @@ STATUS = (
     "SELECT call_sid, step, $4::timestamp, 'status', state, '', $6::text, '' FROM updated) "
     "SELECT flow, state FROM updated"
 )
-
-
-def _call_row(record: CallRecord) -> tuple[Any, ...]:
-    values = list(call_fields(record))
-    for i in CALL_JSON:
-        values[i] = encode_json(values[i])
-    return tuple(values)
-
-
-def _event_row(item: CallEvent) -> tuple[Any, ...]:
-    values = list(event_fields(item))
-    values[EVENT_JSON] = encode_json(values[EVENT_JSON])
-    return tuple(values)
 
 
 def save_arguments(
@@ -519,12 +496,12 @@ class _KeptSession:
         if exc_type is None:
             try:
                 if session.saved is not None:
-                    row = _call_row(session.saved)
+                    row = call_row(session.saved)
                     if session.record is None:
                         finish.new_row = row
                     else:
                         finish.changed_row = row
-                finish.events = [_event_row(e) for e in session.log_events]
+                finish.events = [event_row(e) for e in session.log_events]
             except BaseException:
                 self.keeper.finish(give_back(self.call_sid, self.generation, self._release_turn))
                 raise

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import ColumnClause
 
 from ivrkit.errors import StoreInUseError
+from ivrkit.memo import BoundedMemo
 from ivrkit.records import CallEvent, CallRecord
 from ivrkit.store.codec import call_row, event_row, record_from_values
 from ivrkit.store.contract import CallSession, CallStore, StoreContract
@@ -387,7 +388,7 @@ _SQLITE_INSERT_EVENTS = (
 )
 
 
-_sqlite_times: dict[datetime, str] = {}
+_sqlite_times: BoundedMemo[datetime, str] = BoundedMemo(4096)
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -399,9 +400,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
         return None
     text = _sqlite_times.get(value)
     if text is None:
-        if len(_sqlite_times) >= 4096:
-            _sqlite_times.clear()
-        text = _sqlite_times[value] = value.isoformat(" ", "microseconds")
+        text = _sqlite_times.keep(value, value.isoformat(" ", "microseconds"))
     return text
 
 

@@ -390,16 +390,16 @@ _quoted: dict[str, str] = {}
 def encode_form(params: Mapping[str, str]) -> str:
     """``urlencode(params)``, with each name and value quoted once and remembered: a call's
     webhooks repeat most of them (AccountSid, the numbers, CallSid, the status)."""
-    quoted = _quoted
-    pairs = []
-    for name, value in params.items():
-        for text in (name, value):
-            if text not in quoted:
-                if len(quoted) >= 8192:
-                    quoted.clear()
-                quoted[text] = quote_plus(str(text))
-        pairs.append(f"{quoted[name]}={quoted[value]}")
-    return "&".join(pairs)
+    return "&".join(f"{_quote(name)}={_quote(value)}" for name, value in params.items())
+
+
+def _quote(text: str) -> str:
+    quoted = _quoted.get(text)
+    if quoted is None:
+        if len(_quoted) >= 8192:
+            _quoted.clear()  # bounded; emptied at once, so each text is looked up again
+        quoted = _quoted[text] = quote_plus(str(text))
+    return quoted
 
 
 _timeouts: dict[Overrides, httpx.Timeout] = {}

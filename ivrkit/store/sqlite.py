@@ -24,7 +24,7 @@ import os
 import sqlite3
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import IO, Any
 
@@ -90,6 +90,9 @@ class EmbeddedStore(CallStore):
         self._cache_size = cache_size
         self._writes: list[_Write] = []
         self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self.restarts = 0
+        """How often a background task (writer, checkpointer) died and was started again."""
         self._checkpointer: asyncio.Task[None] | None = None
         self._written = False  # since the last checkpoint
         # Set by the checkpointer when the log is over the limit; the writer truncates it
@@ -114,12 +117,48 @@ class EmbeddedStore(CallStore):
         except BaseException:
             await self.close()
             raise
-        self._worker = asyncio.create_task(self._drain(), name="ivrkit-sqlite-writer")
-        self._checkpointer = asyncio.create_task(
-            self._checkpoint_regularly(), name="ivrkit-sqlite-checkpoint"
+        self._closing = False
+        self._worker = self._supervised(self._drain, "ivrkit-sqlite-writer")
+        self._checkpointer = self._supervised(
+            self._checkpoint_regularly, "ivrkit-sqlite-checkpoint"
         )
 
+    def _supervised(
+        self, work: Callable[[], Coroutine[Any, Any, None]], name: str
+    ) -> asyncio.Task[None]:
+        """Start a background task that is started again if it ever stops before close()."""
+        task = asyncio.create_task(work(), name=name)
+        task.add_done_callback(lambda ended: self._task_ended(ended, work, name))
+        return task
+
+    def _task_ended(
+        self,
+        task: asyncio.Task[None],
+        work: Callable[[], Coroutine[Any, Any, None]],
+        name: str,
+    ) -> None:
+        """Supervision: a writer or checkpointer that dies (a bug, a stray cancellation) is
+        replaced, and every webhook waiting on the writer is answered, never left hanging."""
+        if self._closing or task not in (self._worker, self._checkpointer):
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "%s stopped (%s); starting it again",
+            name,
+            "cancelled" if error is None else f"{type(error).__name__}: {error}",
+        )
+        self.restarts += 1
+        if task is self._worker:
+            lost = RuntimeError("the SQLite writer stopped; its queued writes were not saved")
+            for write in self._writes:
+                write.finish(lost)
+            self._writes.clear()
+            self._worker = self._supervised(work, name)
+        else:
+            self._checkpointer = self._supervised(work, name)
+
     async def close(self) -> None:
+        self._closing = True
         for task in (self._worker, self._checkpointer):
             if task is not None:
                 task.cancel()

@@ -37,7 +37,8 @@ async def test_a_dead_writer_answers_its_waiters_and_is_started_again(tmp_path):
         with pytest.raises(RuntimeError, match="writer stopped"):
             await asyncio.wait_for(queued, 10)
         assert store.restarts == 1
-        assert store._worker is not dead and not store._worker.done()
+        assert store._worker is not dead
+        assert not store._worker.done()
         await asyncio.wait_for(save_call(store, 3), 10)  # the call's turn was given back
         assert (await store.load(SID)).step == 3
     finally:
@@ -54,7 +55,9 @@ async def test_a_dead_checkpointer_is_started_again(tmp_path):
         async with asyncio.timeout(10):
             while store._checkpointer is dead:
                 await asyncio.sleep(0)
-        assert store.restarts == 1 and not store._checkpointer.done()
+        assert store.restarts == 1
+        assert not store._checkpointer.done()
     finally:
         await store.close()
-    assert store._worker is None and store.restarts == 1  # close() is not a death
+    assert store._worker is None
+    assert store.restarts == 1

@@ -24,6 +24,7 @@ from ivrkit.errors import ConfigError
 from ivrkit.store.postgres import CALL_LOCK_SPACE
 from tests.conftest import PG_ENV, phone
 from tests.driver import BASE, signed_headers
+from tests.test_call_lock import settled_call_locks
 
 DEADLINE = 0.5
 APOLOGY = twiml.apology(SupportLine.apology, SupportLine.fallback_number)
@@ -79,33 +80,6 @@ def _pg_dsn() -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def app_call_locks(dsn: str) -> int:
-    """Call locks granted to ivrkit's own connections (the app's, not the test's)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                f"WHERE l.locktype = 'advisory' AND l.classid = {CALL_LOCK_SPACE} AND l.granted "
-                "AND a.application_name LIKE 'ivrkit%' AND a.datname = current_database()"
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def settled_call_locks(dsn: str) -> int:
-    """The app's call locks once it is idle (a lock is given back a moment after the
-    answer, by the keeper's next round trip)."""
-    held = 0
-    for _ in range(100):
-        held = await app_call_locks(dsn)
-        if held == 0:
-            return 0
-        await asyncio.sleep(0.05)
-    return held
-
-
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
     serve, database_url, caplog
@@ -140,7 +114,7 @@ async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
         assert len(missed_deadlines(caplog)) == 2
         assert not any(r.exc_info for r in caplog.records)
 
-        assert await settled_call_locks(dsn) == 0
+        assert await settled_call_locks() == 0
         call.last = menu
         again = await call.press("1")
         assert again.find("Dial/Number").text == "+15005550111"
@@ -150,7 +124,7 @@ async def test_postgres_call_lock_held_elsewhere_gets_the_apology_in_time(
             assert (await call.status("in-progress", 0)).status == 204
         assert (await call.status("completed", 30)).status == 204
         assert (await app.state.ivr.store.load(call.sid)).duration == 30
-        assert await settled_call_locks(dsn) == 0
+        assert await settled_call_locks() == 0
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -178,11 +152,11 @@ async def test_postgres_row_locked_elsewhere_gets_the_apology_in_time(serve, dat
         assert other.find("Dial/Number").text == "+15005550111"  # unaffected
         assert missed_deadlines(caplog)
 
-        assert await settled_call_locks(dsn) == 0
+        assert await settled_call_locks() == 0
         call.last = menu
         again = await call.press("1")
         assert again.find("Dial/Number").text == "+15005550111"
-        assert await settled_call_locks(dsn) == 0
+        assert await settled_call_locks() == 0
 
 
 def test_deadline_and_header_limit_settings_from_the_environment():

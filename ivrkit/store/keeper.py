@@ -311,6 +311,18 @@ class LockKeeper:
             return
         self._claimed(wanted, rows)
 
+    async def _unlock(self, connection: asyncpg.Connection, call_sid: str) -> bool:
+        """Give back one call's lock on this connection. False when that failed: the
+        connection is then dropped, which frees every lock it held anyway."""
+        try:
+            await connection.fetchval(self._unlock_statement, call_sid, timeout=self._timeout)
+        except asyncpg.DataError:
+            pass  # a CallSid the server cannot read was never locked
+        except Exception as error:
+            self._lose_connection(error)
+            return False
+        return True
+
     async def _refused_claims(
         self, connection: asyncpg.Connection, wanted: list[Claim], error: Exception
     ) -> None:
@@ -318,14 +330,7 @@ class LockKeeper:
         if not isinstance(error, asyncpg.DataError):
             # Refused mid-way (a timeout): locks taken before stay held; give them back.
             for request in wanted:
-                try:
-                    await connection.fetchval(
-                        self._unlock_statement, request.call_sid, timeout=self._timeout
-                    )
-                except asyncpg.DataError:
-                    continue  # a CallSid the server cannot read was never locked
-                except Exception as unlock_error:
-                    self._lose_connection(unlock_error)
+                if not await self._unlock(connection, request.call_sid):
                     self._fail(wanted, [], error)
                     return
         if len(wanted) == 1:
@@ -413,14 +418,7 @@ class LockKeeper:
                 if connection_broken(connection, error):
                     self._lose_connection(error)
                 else:
-                    try:
-                        await connection.fetchval(
-                            self._unlock_statement, finish.call_sid, timeout=self._timeout
-                        )
-                    except asyncpg.DataError:
-                        pass  # a CallSid the server cannot read was never locked
-                    except Exception as unlock_error:
-                        self._lose_connection(unlock_error)
+                    await self._unlock(connection, finish.call_sid)
                 self._fail([], [finish], error)
             else:
                 self._done([finish], taken, busy)

@@ -301,6 +301,17 @@ async def row_locked_elsewhere(sid: str) -> AsyncIterator[None]:
         await outside.close()
 
 
+@asynccontextmanager
+async def call_locked_elsewhere(sid: str) -> AsyncIterator[None]:
+    """Another session holding the call's advisory lock (an older release, a DBA)."""
+    outside = await asyncpg.connect(dsn())
+    try:
+        await outside.execute(f"SELECT pg_advisory_lock({CALL_LOCK_SPACE}, hashtext($1))", sid)
+        yield
+    finally:
+        await outside.close()
+
+
 async def test_a_row_locked_elsewhere_stalls_no_other_call_and_fails_its_own_in_time():
     """Before, the UPDATE waited on the keeper's connection: every call of the process
     stalled behind it, indefinitely."""
@@ -340,13 +351,9 @@ async def test_a_status_callback_waits_for_a_held_call_within_the_lock_timeout()
     async with pg_store() as store:
         sid = sid_of(24)
         await store_call(store, sid)
-        outside = await asyncpg.connect(dsn())
-        try:
-            await outside.execute(f"SELECT pg_advisory_lock({CALL_LOCK_SPACE}, hashtext($1))", sid)
+        async with call_locked_elsewhere(sid):
             with pytest.raises(asyncpg.LockNotAvailableError):
                 await asyncio.wait_for(store.record_status(status_update(sid, "completed")), 10)
-        finally:
-            await outside.close()
         assert await store.record_status(status_update(sid, "completed")) == ("f", "menu")
 
 
@@ -355,15 +362,11 @@ async def test_a_call_lock_held_elsewhere_fails_the_session_within_the_lock_time
     async with pg_store() as store:
         sid = sid_of(25)
         await store_call(store, sid)
-        outside = await asyncpg.connect(dsn())
-        try:
-            await outside.execute(f"SELECT pg_advisory_lock({CALL_LOCK_SPACE}, hashtext($1))", sid)
+        async with call_locked_elsewhere(sid):
             with pytest.raises(CallHeldElsewhere, match="stayed held elsewhere for 0.3 s"):
                 await asyncio.wait_for(next_step(store, sid), 10)
             assert sid not in store._turns._busy
             await asyncio.wait_for(store_call(store, sid_of(26)), 10)  # others go on
-        finally:
-            await outside.close()
         assert await next_step(store, sid) == 2
         assert await settled_call_locks() == 0
 

@@ -193,8 +193,9 @@ def check_json(value: Any) -> None:
     to_json(value)
 
 
-_JSON_FIELDS = ("data", "counters", "stack")
-CALL_JSON = [CALL_COLUMNS.index(name) for name in _JSON_FIELDS]
+JSON_FIELDS = ("data", "counters", "stack")
+"""The record's JSON columns, in the order :func:`call_row` takes them already encoded."""
+CALL_JSON = [CALL_COLUMNS.index(name) for name in JSON_FIELDS]
 CALL_TIMES = [i for i, c in enumerate(calls.columns) if isinstance(c.type, DateTime)]
 EVENT_JSON = EVENT_COLUMNS.index("params")
 EVENT_TIME = EVENT_COLUMNS.index("at")
@@ -207,12 +208,20 @@ def _same(value: Any) -> Any:
 
 
 def call_row(
-    record: CallRecord, format_time: Callable[[datetime | None], Any] = _same
+    record: CallRecord,
+    format_time: Callable[[datetime | None], Any] = _same,
+    *,
+    encoded: Sequence[str] | None = None,
 ) -> tuple[Any, ...]:
-    """The calls row in ``CALL_COLUMNS`` order, JSON encoded, times through ``format_time``."""
+    """The calls row in ``CALL_COLUMNS`` order, JSON encoded, times through ``format_time``.
+
+    ``encoded``: the ``JSON_FIELDS`` as ``CallSession.save`` already encoded them, so a
+    webhook's data is walked once, not once to check it and again to write it."""
     values = list(call_fields(record))
-    for i in CALL_JSON:
-        values[i] = encode_json(values[i])
+    if encoded is None:
+        encoded = [encode_json(values[i]) for i in CALL_JSON]
+    for i, text in zip(CALL_JSON, encoded, strict=True):
+        values[i] = text
     if format_time is not _same:
         for i in CALL_TIMES:
             values[i] = format_time(values[i])

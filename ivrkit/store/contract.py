@@ -47,8 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.store.codec import (
+    JSON_FIELDS,
     CallDataError,
-    check_json,
+    encode_json,
     event_from_mapping,
     record_from_row,
 )
@@ -94,14 +95,17 @@ class CallSession:
     def __init__(self, record: CallRecord | None) -> None:
         self.record = record
         self.saved: CallRecord | None = None
+        self.saved_json: tuple[str, ...] = ()
+        """The saved record's ``JSON_FIELDS``, encoded once by :meth:`save`."""
         self.log_events: list[CallEvent] = []
 
     def save(self, record: CallRecord, *log_events: CallEvent) -> None:
         """Keep this record and append these events when the session closes cleanly.
 
         Raises :class:`CallDataError` naming the flow, state and key when the record holds
-        a value the codec cannot store faithfully; nothing is then kept."""
-        check_record(record)
+        a value the codec cannot store faithfully; nothing is then kept. The record is
+        written as it is now: its data is encoded here, once."""
+        self.saved_json = encode_record(record)
         self.saved = record
         self.log_events.extend(log_events)
 
@@ -114,11 +118,13 @@ class CallSession:
         return self.saved is not None or bool(self.log_events)
 
 
-def check_record(record: CallRecord) -> None:
-    """Refuse, before anything is written, a record whose data the codec would not keep."""
-    for name in ("data", "counters", "stack"):
+def encode_record(record: CallRecord) -> tuple[str, ...]:
+    """The record's ``JSON_FIELDS`` as stored; refuses, before anything is written, a
+    record whose data the codec would not keep, naming the flow, state and key."""
+    encoded = []
+    for name in JSON_FIELDS:
         try:
-            check_json(getattr(record, name))
+            encoded.append(encode_json(getattr(record, name)))
         except CallDataError as error:
             raise CallDataError(
                 error.problem,
@@ -126,6 +132,7 @@ def check_record(record: CallRecord) -> None:
                 name=f"call.{name}",
                 where=f"flow {record.flow}, state {record.state}",
             ) from None
+    return tuple(encoded)
 
 
 class StoreContract(Protocol):

@@ -496,7 +496,7 @@ class _KeptSession:
         if exc_type is None:
             try:
                 if session.saved is not None:
-                    row = call_row(session.saved)
+                    row = call_row(session.saved, encoded=session.saved_json)
                     if session.record is None:
                         finish.new_row = row
                     else:

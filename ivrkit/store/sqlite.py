@@ -278,6 +278,7 @@ class EmbeddedStore(CallStore):
     def _queue_write(
         self,
         record: CallRecord | None,
+        encoded: tuple[str, ...],
         log_events: list[CallEvent],
         call_created: datetime | None,
         settle: Callable[[bool], None],
@@ -285,7 +286,7 @@ class EmbeddedStore(CallStore):
         """Encode the rows (raising here if they cannot be) and queue them for the writer,
         which calls ``settle(committed)`` once the batch is over, whoever still waits."""
         self._running()
-        row = _sqlite_call_row(record) if record else None
+        row = _sqlite_call_row(record, encoded) if record else None
         created = _sqlite_time(call_created)
         items = [_sqlite_event_row(e, created) for e in log_events]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -391,6 +392,7 @@ class _EmbeddedSession:
         try:
             written = store._queue_write(
                 session.saved,
+                session.saved_json,
                 session.log_events,
                 call.created_at if call else None,
                 self._settle,
@@ -443,9 +445,9 @@ def _sqlite_time(value: datetime | None) -> str | None:
     return text
 
 
-def _sqlite_call_row(record: CallRecord) -> SqliteRow:
+def _sqlite_call_row(record: CallRecord, encoded: tuple[str, ...]) -> SqliteRow:
     """The calls row as the driver takes it, built without SQLAlchemy's type processing."""
-    return call_row(record, _sqlite_time)
+    return call_row(record, _sqlite_time, encoded=encoded)
 
 
 def _sqlite_event_row(item: CallEvent, call_created: str | None) -> SqliteRow:

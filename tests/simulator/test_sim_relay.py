@@ -416,3 +416,46 @@ def test_agent_events_describe_and_round_trip():
     assert event_from_json(event.to_json()) == event
     assert event_from_json(ErrorEvent(64107, "x").to_json()) == ErrorEvent(64107, "x")
     assert HangUp() == HangUp()
+
+
+# --- what the simulator acquires is released: sockets, handler tasks ----------------------------
+
+
+async def test_upgrade_never_answered_times_out():
+    app = RelayApp()
+    result = await call(app, "?mode=slowaccept", [Speak("Hi")],
+                        relay=RelayOptions(connect_timeout=0.2, agent_silence=0.5, settle=0.05))
+    assert codes(result) == [64102]
+    assert "no answer to the upgrade within 0.2 s" in result.errors[0].message
+    assert app.sessions[0].closed  # its handler task was cancelled, not left running
+    await assert_next_call_answered(app)
+
+
+async def test_tokens_without_last_are_heard_when_the_agent_goes_quiet():
+    app = RelayApp()
+    result = await call(app, "?mode=mumble", [Speak("Hi")])
+    assert result.agent_said[-1] == "Well, let me think"
+    assert codes(result) == []  # it said something: no silence error; the caller hangs up
+    assert result.reason == "caller-hangup"
+
+
+async def test_handler_ignoring_the_close_is_cancelled():
+    app = RelayApp()
+    result = await call(app, "?mode=stubborn", [Speak("Hi")])
+    assert result.agent_said[-1] == "One moment."
+    assert app.sessions[0].closed
+    await assert_next_call_answered(app)
+
+
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_closing_a_live_call_mid_session_releases_the_socket(transport, serve, phone):
+    app = RelayApp()
+    target = f"{serve(app).url}/voice" if transport == "uvicorn" else "/voice"
+    live = phone.call(target, app=None if transport == "uvicorn" else app, auth_token=TOKEN,
+                      relay=FAST)
+    await live.start()
+    assert await live.speak("Hello") == "You said: Hello"
+    await live.aclose()  # the test walks away while the agent waits for the caller
+    await _until_closed(app)
+    assert app.actions == []  # a cancelled call requests nothing more
+    await assert_next_call_answered(app)

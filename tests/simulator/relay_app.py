@@ -144,6 +144,10 @@ class RelayApp:
             await websocket.close()
             session.closed = True
             return
+        if mode == "deny":
+            await websocket.send_denial_response(Response("who are you?", status_code=401))
+            session.closed = True
+            return
         if mode == "slowaccept":
             try:
                 await asyncio.sleep(30)  # never accepts in time

@@ -249,6 +249,17 @@ async def test_upgrade_refused(transport, serve):
     assert app.sessions[-1].closed
 
 
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_upgrade_denied_with_a_response(transport, serve):
+    app = RelayApp()
+    url = f"{serve(app).url}/voice" if transport == "uvicorn" else "/voice"
+    result = await run_call(url + "?mode=deny", [Speak("Hi")], app=None if
+                            transport == "uvicorn" else app, auth_token=TOKEN, relay=FAST)
+    assert codes(result) == [64102]
+    assert "HTTP 401" in result.errors[0].message
+    assert app.actions[0]["ErrorCode"] == "64102"
+
+
 async def test_unsigned_upgrade_is_refused_by_a_checking_app():
     app = RelayApp()
     result = await run_call("/voice?mode=good", [Speak("Hi")],
@@ -459,3 +470,16 @@ async def test_closing_a_live_call_mid_session_releases_the_socket(transport, se
     await _until_closed(app)
     assert app.actions == []  # a cancelled call requests nothing more
     await assert_next_call_answered(app)
+
+
+async def test_interactive_caller_talks_and_interrupts():
+    from simulator import InteractiveCaller
+
+    answers = iter(["s: Hello", "i: bye"])
+    out = io.StringIO()
+    caller = InteractiveCaller(read=lambda question: next(answers), out=out)
+    app = RelayApp()
+    result = await run_call("/voice", caller, app=app, auth_token=TOKEN, relay=FAST)
+    assert result.ok, result.transcript
+    assert app.kinds() == ["setup", "prompt", "interrupt", "prompt"]
+    assert result.agent_said[-1] == "Goodbye!"

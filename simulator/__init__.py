@@ -6,6 +6,7 @@ It never imports ``ivrkit``: any TwiML app over HTTP, or any ASGI app in-process
 """
 
 from simulator.caller import (
+    AgentPrompt,
     Answer,
     Caller,
     DialOutcome,
@@ -14,6 +15,7 @@ from simulator.caller import (
     GatherPrompt,
     HangUp,
     InteractiveCaller,
+    Interrupt,
     Press,
     QueueOutcome,
     RecordOutcome,
@@ -25,6 +27,7 @@ from simulator.caller import (
 from simulator.engine import ERROR_NOTICE, CallResult, Engine, parse_twiml
 from simulator.load import LoadCaller, LoadReport, menu_choices, run_load
 from simulator.model import (
+    AgentEvent,
     CallParams,
     DialEvent,
     EndEvent,
@@ -34,17 +37,22 @@ from simulator.model import (
     GatherEvent,
     HangupEvent,
     InputEvent,
+    InterruptEvent,
+    LanguageEvent,
     PauseEvent,
     PlayEvent,
     RecordEvent,
     RedirectEvent,
     RejectEvent,
+    RelayEndEvent,
+    RelayEvent,
     RequestEvent,
     SayEvent,
     describe,
     event_from_json,
 )
 from simulator.phone import CallEnded, LiveCall, Phone, SyncCall, WrongInput, run_call
+from simulator.relay import RelayOptions
 from simulator.replay import Recording, ReplayReport, load_recording, replay
 from simulator.scenario import (
     Scenario,
@@ -59,6 +67,8 @@ from simulator.transport import Transport
 
 __all__ = [
     "ERROR_NOTICE",
+    "AgentEvent",
+    "AgentPrompt",
     "Answer",
     "CallEnded",
     "CallParams",
@@ -79,6 +89,9 @@ __all__ = [
     "HangupEvent",
     "InputEvent",
     "InteractiveCaller",
+    "Interrupt",
+    "InterruptEvent",
+    "LanguageEvent",
     "LiveCall",
     "LoadCaller",
     "LoadReport",
@@ -93,6 +106,9 @@ __all__ = [
     "Recording",
     "RedirectEvent",
     "RejectEvent",
+    "RelayEndEvent",
+    "RelayEvent",
+    "RelayOptions",
     "ReplayReport",
     "RequestEvent",
     "SayEvent",

@@ -17,6 +17,7 @@ from typing import Protocol, TextIO, runtime_checkable
 from simulator.model import Event
 
 __all__ = [
+    "AgentPrompt",
     "Answer",
     "Caller",
     "DialOutcome",
@@ -25,6 +26,7 @@ __all__ = [
     "GatherPrompt",
     "HangUp",
     "InteractiveCaller",
+    "Interrupt",
     "Press",
     "QueueOutcome",
     "RecordOutcome",
@@ -54,6 +56,16 @@ class Speak:
 
     text: str
     confidence: float = 0.9
+
+
+@dataclass(frozen=True)
+class Interrupt(Speak):
+    """In a ConversationRelay session: cut the agent off after hearing ``after_words`` words of
+    what it is saying, then say ``text`` (nothing when empty). At a Gather it is plain speech."""
+
+    text: str = ""
+    confidence: float = 0.9
+    after_words: int = 2
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,21 @@ class GatherPrompt:
 
 
 @dataclass
+class AgentPrompt(GatherPrompt):
+    """A ConversationRelay session waiting for the caller's turn (asked through ``gather``, so
+    every caller answers it: ``Speak`` becomes a ``prompt``, ``Press`` ``dtmf`` messages,
+    ``Interrupt`` an ``interrupt``, ``Timeout`` silence). ``said``: the agent's utterances
+    since the caller's last turn; ``dtmf``: whether the session detects keys."""
+
+    said: list[str] = field(default_factory=list)
+    dtmf: bool = False
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.said)
+
+
+@dataclass
 class DialPrompt:
     targets: list[str]
     attributes: dict[str, str]
@@ -160,7 +187,7 @@ class Caller(Protocol):
 # --- scripted -----------------------------------------------------------------------------------
 
 _KINDS: dict[type, str] = {
-    Press: "gather", Speak: "gather", Timeout: "gather",
+    Press: "gather", Speak: "gather", Interrupt: "gather", Timeout: "gather",
     DialOutcome: "dial", RecordOutcome: "record", QueueOutcome: "enqueue",
 }
 
@@ -220,7 +247,7 @@ class InteractiveCaller:
     """A phone in the terminal: asks for keys, speech and outcomes on ``stdin``.
 
     At a Gather: type keys (``1234#``), ``s: words`` to speak, Enter alone to let it time out,
-    ``h`` to hang up.
+    ``h`` to hang up. Talking to a ConversationRelay agent, ``i: words`` interrupts it.
     """
 
     def __init__(
@@ -247,6 +274,8 @@ class InteractiveCaller:
             return Timeout()
         if answer.lower().startswith("s:"):
             return Speak(answer[2:].strip())
+        if isinstance(prompt, AgentPrompt) and answer.lower().startswith("i:"):
+            return Interrupt(answer[2:].strip())
         return Press(answer.replace(" ", ""))
 
     async def _choose(self, label: str, choices: tuple[str, ...], default: str) -> str | None:

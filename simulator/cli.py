@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from simulator.caller import (
+    AgentPrompt,
     Answer,
     DialOutcome,
     GatherPrompt,
     HangUp,
     InteractiveCaller,
+    Interrupt,
     Press,
     QueueOutcome,
     RecordOutcome,
@@ -28,6 +30,7 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.model import CallParams, Event, describe
+from simulator.relay import RelayOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +41,25 @@ def _press(value: str) -> Answer:
 
 def _speak(value: str) -> Answer:
     return Speak(value)
+
+
+def _interrupt(value: str) -> Answer:
+    """``TEXT`` (cut the agent off after 2 words, then say TEXT), ``N:TEXT`` (after N words),
+    or ``N:`` (cut it off and say nothing)."""
+    words, colon, text = value.partition(":")
+    if colon and words.isdigit():
+        return Interrupt(text, after_words=int(words))
+    return Interrupt(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give seconds, e.g. 5 or 0.5") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be more than 0 seconds")
+    return seconds
 
 
 def _dial(value: str) -> Answer:
@@ -96,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     call = commands.add_parser(
         "call", help="place one call: interactive in a terminal, or scripted with --press...",
         description="Without --press/--speak/--dial/--record/--queue the call is interactive "
-                    "(on a terminal). Each --press/--speak answers the next Gather, in order; "
+                    "(on a terminal). Each --press/--speak answers the next Gather, in order, or "
+                    "takes the caller's next turn in a ConversationRelay session (--speak is a "
+                    "prompt, --press dtmf, --interrupt cuts the agent off); "
                     "--dial/--record/--queue answer the next Dial/Record/Enqueue; when the script "
                     "runs out the caller hangs up.",
     )
@@ -105,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     script.add_argument("--press", dest="gathers", action="append", type=_press, default=[],
                         metavar="KEYS", help="keys for the next Gather (1234#), or 'timeout'")
     script.add_argument("--speak", dest="gathers", action="append", type=_speak,
-                        metavar="TEXT", help="speech for the next Gather")
+                        metavar="TEXT", help="speech for the next Gather or agent turn")
+    script.add_argument("--interrupt", dest="gathers", action="append", type=_interrupt,
+                        metavar="[WORDS:]TEXT",
+                        help="at the next agent turn: cut the agent off after WORDS words "
+                             "(default 2) of what it said, then say TEXT")
     script.add_argument("--dial", dest="dials", action="append", type=_dial, default=[],
                         metavar="STATUS[:SECONDS]", help="completed, busy, no-answer, failed...")
     script.add_argument("--record", dest="records", action="append", type=_record, default=[],
@@ -113,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     script.add_argument("--queue", dest="queues", action="append", type=_queue, default=[],
                         metavar="RESULT[:ROUNDS]", help="bridged, leave, hangup... (QueueResult)")
     _call_options(call)
+    _relay_options(call)
     call.add_argument("--json", action="store_true", help="one JSON object per line per event")
     call.add_argument("-i", "--interactive", action="store_true",
                       help="ask for every input on stdin even when it is not a terminal")
@@ -147,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _relay_options(parser: argparse.ArgumentParser) -> None:
+    relay = parser.add_argument_group("ConversationRelay agents")
+    defaults = RelayOptions()
+    relay.add_argument("--agent-silence", type=_seconds, default=defaults.agent_silence,
+                       metavar="SECONDS",
+                       help="after the caller spoke, how long the agent may stay silent before "
+                            f"the caller hangs up (default {defaults.agent_silence:g})")
+    relay.add_argument("--agent-settle", type=_seconds, default=defaults.settle,
+                       metavar="SECONDS",
+                       help="after an utterance ends, how long to wait for more before the "
+                            f"caller's turn (default {defaults.settle:g})")
+
+
+def _relay(args: argparse.Namespace) -> RelayOptions:
+    return RelayOptions(agent_silence=args.agent_silence, settle=args.agent_settle)
+
+
 def _call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_", default="+15005550006")
     parser.add_argument("--to", default="+15005550001")
@@ -177,7 +223,10 @@ class _ScriptCaller(ScriptedCaller):
     async def gather(self, prompt: GatherPrompt) -> Any:
         answer = await super().gather(prompt)
         if isinstance(answer, HangUp) and self._why:
-            self._err.write(f"ivrkit-sim: {self._why}\n")
+            why = self._why
+            if isinstance(prompt, AgentPrompt):
+                why = why.replace("for this Gather", "for the agent's turn")
+            self._err.write(f"ivrkit-sim: {why}\n")
             self._err.flush()
             self._why = ""
         return answer
@@ -223,6 +272,7 @@ async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         params=params, fallback_url=args.fallback_url, status_callback=args.status_callback,
         status_callback_events=args.status_events or ("completed",),
         max_requests=args.max_requests, on_event=show, start_time=start_time,
+        relay=_relay(args),
     )
     return 0 if result.ok else 1
 

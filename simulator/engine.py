@@ -49,6 +49,7 @@ from simulator.model import (
     SayEvent,
     new_sid,
 )
+from simulator.relay import RelayOptions, run_relay
 from simulator.transport import Fetch, Session
 
 __all__ = ["ERROR_NOTICE", "SIM_TIME_HEADER", "CallResult", "Engine", "parse_twiml"]
@@ -232,6 +233,7 @@ class Engine:
         max_requests: int = 100,
         listeners: Iterable[Callable[[Event], Any]] = (),
         start_time: datetime | None = None,
+        relay: RelayOptions | None = None,
     ) -> None:
         self.session = session
         self.caller = caller
@@ -254,6 +256,7 @@ class Engine:
                 "2026-11-22T03:00:00-05:00, so the call happens at a definite moment"
             )
         self.start_time = start_time
+        self.relay_options = relay or RelayOptions()
         self.events: list[Event] = []
         self.requests_made = 0
         self.verbs_run = 0
@@ -505,13 +508,24 @@ class Engine:
         return None  # outside a queue there is nothing to leave
 
     async def _verb_connect(self, verb: ET.Element, document: Document) -> _Next | None:
-        # Streams, ConversationRelay, rooms are not simulated: the connection ends at once,
-        # then Twilio requests the action if there is one, else runs the next verb.
+        # A ConversationRelay session runs (simulator.relay); Streams and rooms are not
+        # simulated: the connection ends at once. Then Twilio requests the action if there is
+        # one (with the session's outcome), else runs the next verb.
         self._answer()
         action = verb.get("action")
+        method = verb.get("method", "POST")
+        params: dict[str, str] = {}
+        relay = verb.find("ConversationRelay")
+        if relay is not None:
+            outcome = await run_relay(self, relay, self.relay_options)
+            params = outcome.params
+            if outcome.caller_gone:
+                if action:
+                    await self._after_hangup(method, urljoin(document.url, action), params)
+                raise _End("completed", "caller-hangup")
         if not action:
             return None
-        return _Next(verb.get("method", "POST"), urljoin(document.url, action))
+        return _Next(method, urljoin(document.url, action), params)
 
     async def _verb_gather(self, verb: ET.Element, document: Document) -> _Next | None:
         self._answer()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentEvent",
     "CallParams",
     "Clock",
     "DialEvent",
@@ -21,11 +22,15 @@ __all__ = [
     "GatherEvent",
     "HangupEvent",
     "InputEvent",
+    "InterruptEvent",
+    "LanguageEvent",
     "PauseEvent",
     "PlayEvent",
     "RecordEvent",
     "RedirectEvent",
     "RejectEvent",
+    "RelayEndEvent",
+    "RelayEvent",
     "RequestEvent",
     "SayEvent",
     "describe",
@@ -229,6 +234,57 @@ class EndEvent(Event):
     reason: str
 
 
+# --- ConversationRelay sessions (simulator.relay) ---------------------------------------------
+
+
+@dataclass
+class RelayEvent(Event):
+    """A ConversationRelay session starts: the WebSocket ``url`` and Twilio's ``session_id``."""
+
+    type: ClassVar[str] = "relay"
+    url: str
+    session_id: str
+
+
+@dataclass
+class AgentEvent(Event):
+    """One finished utterance of the agent: its ``text`` tokens joined until ``last=true``;
+    ``elapsed_ms``: real time from the caller's turn (or the session's start) to its end."""
+
+    type: ClassVar[str] = "agent"
+    text: str
+    elapsed_ms: float | None = None
+
+
+@dataclass
+class InterruptEvent(Event):
+    """The caller cut the agent off after hearing ``heard`` (``ms`` of it)."""
+
+    type: ClassVar[str] = "interrupt"
+    heard: str
+    ms: int
+
+
+@dataclass
+class LanguageEvent(Event):
+    """The agent switched the session's text-to-speech and/or transcription language."""
+
+    type: ClassVar[str] = "language"
+    tts: str | None = None
+    transcription: str | None = None
+
+
+@dataclass
+class RelayEndEvent(Event):
+    """The session ended: ``status`` is its SessionStatus (ended, completed, failed)."""
+
+    type: ClassVar[str] = "relay-end"
+    status: str
+    duration: int
+    handoff: str | None = None
+    error_code: int | None = None
+
+
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -236,6 +292,10 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         RecordEvent, EnqueueEvent, RedirectEvent, HangupEvent, RejectEvent, ErrorEvent, EndEvent,
     )
 }
+_EVENT_TYPES.update(
+    (cls.type, cls)
+    for cls in (RelayEvent, AgentEvent, InterruptEvent, LanguageEvent, RelayEndEvent)
+)
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
@@ -292,9 +352,29 @@ def describe(event: Event) -> str:
         return f"   Reject ({event.reason})"
     if isinstance(event, ErrorEvent):
         return f"!! error {event.code}: {event.message}"
+    if isinstance(event, RelayEvent | AgentEvent | InterruptEvent | LanguageEvent | RelayEndEvent):
+        return _describe_relay(event)
     if isinstance(event, EndEvent):
         return f"== call ended: {event.status} after {event.duration} s ({event.reason})"
     return repr(event)  # pragma: no cover
+
+
+def _describe_relay(event: Event) -> str:
+    if isinstance(event, RelayEvent):
+        return f"   ConversationRelay {event.url} ({event.session_id})"
+    if isinstance(event, AgentEvent):
+        return f'   Agent: "{event.text}"'
+    if isinstance(event, InterruptEvent):
+        return f'<- caller interrupts after "{event.heard}" ({event.ms} ms)'
+    if isinstance(event, LanguageEvent):
+        return f"   Language: tts={event.tts or '-'} transcription={event.transcription or '-'}"
+    assert isinstance(event, RelayEndEvent)
+    shown = f"   ConversationRelay ended: {event.status} after {event.duration} s"
+    if event.handoff is not None:
+        shown += f", handoff {event.handoff}"
+    if event.error_code is not None:
+        shown += f", error {event.error_code}"
+    return shown
 
 
 class EventLog:
@@ -320,6 +400,11 @@ class EventLog:
     def heard(self) -> str:
         """All spoken text, one Say per line (substring checks: ``"Goodbye" in call.heard``)."""
         return "\n".join(self.said)
+
+    @property
+    def agent_said(self) -> list[str]:
+        """Each finished utterance of a ConversationRelay agent, in order."""
+        return [e.text for e in self.events if isinstance(e, AgentEvent)]
 
     @property
     def transcript(self) -> str:

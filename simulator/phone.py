@@ -16,6 +16,7 @@ import httpx
 
 from simulator.asgi import AsgiHost
 from simulator.caller import (
+    AgentPrompt,
     Answer,
     Caller,
     DialOutcome,
@@ -23,6 +24,7 @@ from simulator.caller import (
     EnqueuePrompt,
     GatherPrompt,
     HangUp,
+    Interrupt,
     Press,
     QueueOutcome,
     RecordOutcome,
@@ -32,7 +34,8 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.engine import CallResult, Engine
-from simulator.model import CallParams, Event, EventLog
+from simulator.model import AgentEvent, CallParams, Event, EventLog, SayEvent
+from simulator.relay import RelayOptions
 from simulator.transport import Transport
 
 __all__ = [
@@ -59,13 +62,15 @@ async def run_call(
     max_requests: int = 100,
     on_event: Callable[[Event], Any] | None = None,
     start_time: datetime | None = None,
+    relay: RelayOptions | None = None,
 ) -> CallResult:
     """Place one call to ``url`` (or to ``app`` in-process) and run it to the end.
 
     ``caller`` is a ``Caller`` or a list of steps for a ``ScriptedCaller``. Pass ``transport`` to
     share one HTTP client between many calls (it is then not closed here). An ``app`` of its own
     has its lifespan run around the call. ``start_time`` (with a UTC offset) is when the call
-    happens, sent as ``X-Ivrkit-Sim-Time``.
+    happens, sent as ``X-Ivrkit-Sim-Time``. ``relay`` sets how long the caller waits for a
+    ConversationRelay agent.
     """
     if not isinstance(caller, Caller):
         caller = ScriptedCaller(caller)
@@ -80,7 +85,7 @@ async def run_call(
             fallback_url=fallback_url, fallback_method=fallback_method,
             status_callback=status_callback, status_callback_method=status_callback_method,
             status_callback_events=status_callback_events, max_requests=max_requests,
-            listeners=[on_event] if on_event else (), start_time=start_time,
+            listeners=[on_event] if on_event else (), start_time=start_time, relay=relay,
         )
         return await engine.run()
     finally:
@@ -98,7 +103,7 @@ class WrongInput(AssertionError):
 
 _KIND_NAMES = {"gather": "Gather", "dial": "Dial", "record": "Record", "enqueue": "Enqueue"}
 _HOW = {
-    "gather": "press(...), speak(...) or timeout()",
+    "gather": "press(...), speak(...), interrupt(...) or timeout()",
     "dial": 'dial("completed" | "busy" | "no-answer" | ...)',
     "record": "record(seconds)",
     "enqueue": 'queue("bridged" | "leave" | "hangup" | ...)',
@@ -243,8 +248,30 @@ class LiveCall(EventLog):
         """Press keys at the waiting Gather (``"1234#"``); ``after=0`` barges into the prompt."""
         return await self._give("gather", Press(digits, after), f"press({digits!r})")
 
-    async def speak(self, text: str, *, confidence: float = 0.9) -> LiveCall:
-        return await self._give("gather", Speak(text, confidence), f"speak({text!r})")
+    async def speak(self, text: str, *, confidence: float = 0.9) -> str:
+        """Say ``text`` at the waiting Gather, or to the waiting ConversationRelay agent.
+
+        Returns what the caller heard in answer, one utterance per line, until the next input
+        point: the agent's reply (its utterances), or the Say text of the documents that
+        followed. ``""`` when nothing was said.
+        """
+        mark = len(self.events)
+        await self._give("gather", Speak(text, confidence), f"speak({text!r})")
+        return self._heard_since(mark)
+
+    async def interrupt(self, text: str = "", *, after_words: int = 2) -> str:
+        """Cut the ConversationRelay agent off after ``after_words`` words of what it was saying
+        (sent as ``interrupt``), then say ``text`` if given; returns what was heard in answer,
+        like ``speak``. Where the agent's speech is not interruptible only ``text`` is sent."""
+        mark = len(self.events)
+        answer = Interrupt(text, after_words=after_words)
+        await self._give("gather", answer, f"interrupt({text!r})")
+        return self._heard_since(mark)
+
+    def _heard_since(self, mark: int) -> str:
+        return "\n".join(
+            e.text for e in self.events[mark:] if isinstance(e, AgentEvent | SayEvent)
+        )
 
     async def timeout(self) -> LiveCall:
         """Stay silent: the waiting Gather times out."""
@@ -294,8 +321,13 @@ class LiveCall(EventLog):
 
     @property
     def waiting_for(self) -> str | None:
-        """``"gather"``, ``"dial"``, ``"record"``, ``"enqueue"`` or None."""
-        return None if self._channel is None or self.ended else self._channel.kind
+        """``"gather"``, ``"agent"`` (a ConversationRelay session waits for the caller),
+        ``"dial"``, ``"record"``, ``"enqueue"`` or None."""
+        if self._channel is None or self.ended:
+            return None
+        if isinstance(self._channel.prompt, AgentPrompt):
+            return "agent"
+        return self._channel.kind
 
     @property
     def prompt(self) -> Any:
@@ -398,9 +430,12 @@ class SyncCall:
         self._run(self._call.press(digits, after=after))
         return self
 
-    def speak(self, text: str, *, confidence: float = 0.9) -> SyncCall:
-        self._run(self._call.speak(text, confidence=confidence))
-        return self
+    def speak(self, text: str, *, confidence: float = 0.9) -> str:
+        """What the caller heard in answer (see ``LiveCall.speak``)."""
+        return self._run(self._call.speak(text, confidence=confidence))
+
+    def interrupt(self, text: str = "", *, after_words: int = 2) -> str:
+        return self._run(self._call.interrupt(text, after_words=after_words))
 
     def timeout(self) -> SyncCall:
         self._run(self._call.timeout())
@@ -466,6 +501,7 @@ class Phone:
         client: httpx.AsyncClient | None = None,
         max_requests: int = 100,
         start: datetime | str | None = None,
+        relay: RelayOptions | None = None,
     ) -> None:
         self.url = url
         self.app = app
@@ -475,6 +511,7 @@ class Phone:
         self.client = client
         self.max_requests = max_requests
         self.start = start
+        self.relay = relay
         self._live: list[LiveCall] = []
         self._sync: list[SyncCall] = []
         self._hosts: dict[tuple[int, asyncio.AbstractEventLoop], AsgiHost] = {}
@@ -509,6 +546,8 @@ class Phone:
             extra=options.pop("extra", {}),
         )
         options.setdefault("max_requests", self.max_requests)
+        if self.relay is not None:
+            options.setdefault("relay", self.relay)
         start = options.pop("start", self.start)
         if start is not None:
             options["start_time"] = parse_start(start, "phone.call(start=...)")
@@ -537,7 +576,8 @@ class Phone:
         ``X-Ivrkit-Sim-Time``, which a test or dev ivrkit server uses as ``call.now``),
         client (an httpx.AsyncClient to reuse; bare paths join its base_url), method,
         fallback_url, fallback_method, status_callback, status_callback_method,
-        status_callback_events, max_requests.
+        status_callback_events, max_requests, relay (a RelayOptions: how long the caller waits
+        for a ConversationRelay agent).
         """
         call = self._factory(url, app, dict(options))()
         self._live.append(call)

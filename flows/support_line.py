@@ -57,6 +57,7 @@ ASSISTANT = KeywordAgent(
     ],
     keys={"0": "operator"},
     give_up="operator",
+    opening="Say what you need, or press 0 for an operator.",
 )
 
 
@@ -118,7 +119,8 @@ class SupportLine(Flow):
     )
     assistant = Agent(
         ASSISTANT,
-        welcome="Sure. Say what you need, or press 0 for an operator.",
+        welcome="Sure.",
+        pass_speech=True,
         on={"billing": "billing_menu", "operator": "operator", "*": "main_menu"},
         on_failure="operator",
         on_hangup=Hangup(),

@@ -148,13 +148,19 @@ def relay_of(answer_body: str) -> tuple[str, str, ET.Element]:
 
 @asynccontextmanager
 async def twilio_side(
-    url: str, call_sid: str, *, token: str | None = TOKEN, setup: bool = True
+    url: str,
+    call_sid: str,
+    *,
+    token: str | None = TOKEN,
+    setup: bool = True,
+    parameters: dict[str, str] | None = None,
 ) -> AsyncIterator[TwilioSide]:
+    """Twilio's side of a session; ``parameters``: the TwiML's <Parameter>s, for setup."""
     headers = {"X-Twilio-Signature": signature(url, token)} if token else {}
     async with websockets.connect(url, additional_headers=headers, open_timeout=10) as socket:
         side = TwilioSide(socket, call_sid)
         if setup:
-            await side.setup()
+            await side.setup(**(parameters or {}))
         yield side
 
 

@@ -20,6 +20,7 @@ from tests.driver import TOKEN, PhoneCall
 from tests.relay_support import call_at_agent, relay_of, twilio_side, uvicorn_serving
 
 ACCOUNT = "40718263"
+OPENING = "Say what you need, or press 0 for an operator."
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ async def test_billing_question_hands_the_account_to_the_billing_menu(live):
         assert url.startswith("ws://127.0.0.1:")
         assert f"call={call.sid}" in url
         async with twilio_side(url, call.sid) as twilio:
+            assert await twilio.utterance() == OPENING  # "I have a question" names no intent
             await twilio.say("I have a question about my bill")
             assert await twilio.utterance() == "I can help with your bill."
             assert await twilio.utterance() == "What is your eight digit account number?"
@@ -61,6 +63,7 @@ async def test_billing_question_hands_the_account_to_the_billing_menu(live):
         events = await app.ivr.store.call_events(call.sid)
         turns = [(e.kind, e.params["text"]) for e in events if e.kind in ("caller", "agent")]
         assert turns == [
+            ("agent", "Say what you need, or press **** for an operator."),  # numbers masked
             ("caller", "I have a question about my bill"),
             ("agent", "I can help with your bill."),
             ("agent", "What is your **** digit account number?"),
@@ -81,6 +84,7 @@ async def test_simple_question_is_answered_and_pressing_0_reaches_the_operator(l
     async with live([SupportLine]) as (app, base, client):
         call, url, action = await call_at_agent(client, base)
         async with twilio_side(url, call.sid) as twilio:
+            assert await twilio.utterance() == OPENING  # "I have a question" names no intent
             await twilio.say("When are you open?")
             assert await twilio.utterance() == (
                 "Support is open Monday to Friday 9 to 5, and Saturday 10 to 2."
@@ -95,6 +99,7 @@ async def test_asking_for_a_person_reaches_the_operator(live):
     async with live([SupportLine]) as (app, base, client):
         call, url, action = await call_at_agent(client, base)
         async with twilio_side(url, call.sid) as twilio:
+            assert await twilio.utterance() == OPENING  # "I have a question" names no intent
             await twilio.say("Can I talk to a person")
             assert await twilio.utterance() == "Sure, let me put you through."
             assert await twilio.until_end() == '{"handoff": "operator"}'
@@ -106,6 +111,7 @@ async def test_a_caller_not_understood_three_times_is_passed_on(live):
     async with live([SupportLine]) as (app, base, client):
         call, url, action = await call_at_agent(client, base)
         async with twilio_side(url, call.sid) as twilio:
+            assert await twilio.utterance() == OPENING  # "I have a question" names no intent
             for _ in range(2):
                 await twilio.say("blue elephants")
                 assert (await twilio.utterance()).startswith("Sorry, I did not get that.")
@@ -118,6 +124,7 @@ async def test_caller_hanging_up_mid_session_releases_it_and_saves_the_transcrip
     async with live([SupportLine]) as (app, base, client):
         call, url, action = await call_at_agent(client, base)
         async with twilio_side(url, call.sid) as twilio:
+            assert await twilio.utterance() == OPENING  # "I have a question" names no intent
             await twilio.say("I have a question about my bill")
             await twilio.utterance()
         # The caller hung up: Twilio closed the socket and reports the session completed.
@@ -278,6 +285,25 @@ async def test_the_assistant_twiml(serve):
             '<Connect action="http://testserver/voice/support_line/action?state=assistant&amp;'
             'step=2" method="POST"><ConversationRelay dtmfDetection="true" '
             'hints="bill, invoice, opening hours" url="ws://testserver/voice/support_line/'
-            f'relay?state=assistant&amp;step=2&amp;call={call.sid}" welcomeGreeting="Sure. Say '
-            'what you need, or press 0 for an operator." /></Connect></Response>'
+            f'relay?state=assistant&amp;step=2&amp;call={call.sid}" welcomeGreeting="Sure.">'
+            '<Parameter name="request" value="I have a question" /></ConversationRelay>'
+            "</Connect></Response>"
         )
+
+
+async def test_the_words_that_reached_the_assistant_are_acted_on_at_once(live):
+    async with live([SupportLine]) as (app, base, client):
+        call = PhoneCall(client=client, flow="support_line")
+        await call.post(f"{base}/voice/support_line")
+        answer = await call.speak("I have a question about my bill")
+        url, action, relay = relay_of(answer.body)
+        (request,) = relay.findall("Parameter")
+        assert request.attrib == {"name": "request", "value": "I have a question about my bill"}
+        parameters = {request.attrib["name"]: request.attrib["value"]}
+        async with twilio_side(url, call.sid, parameters=parameters) as twilio:
+            assert await twilio.utterance() == "I can help with your bill."
+            assert await twilio.utterance() == "What is your eight digit account number?"
+            await twilio.say(" ".join(ACCOUNT))
+            await twilio.until_end()
+        menu = await call.post(action, **twilio.action_params())
+        assert menu.said() == ["Billing. To hear your balance press 1. For an operator press 0."]

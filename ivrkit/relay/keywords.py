@@ -55,7 +55,8 @@ class Intent:
 class KeywordAgent:
     """Answers by intents; ``keys`` maps a pressed key to a hand-off key (needs
     ``dtmf_detection=True`` on the Agent). After ``misses`` turns it did not understand,
-    it hands off with ``give_up``.
+    it hands off with ``give_up``. It starts from what the caller said to reach it, when
+    the Agent passes it on (``pass_speech=True``).
 
         KeywordAgent([HOURS, BILLING, PERSON], keys={"0": "operator"}, give_up="operator")
     """
@@ -70,6 +71,7 @@ class KeywordAgent:
         not_understood: str = "Sorry, I did not get that. Could you say it another way?",
         not_a_number: str = "Sorry, I did not get the number. Please say it digit by digit.",
         passing_on: str = "Let me pass you to someone who can help.",
+        opening: str | None = None,
     ) -> None:
         self.intents = tuple(intents)
         self.keys = dict(keys or {})
@@ -78,6 +80,20 @@ class KeywordAgent:
         self.not_understood = not_understood
         self.not_a_number = not_a_number
         self.passing_on = passing_on
+        self.opening = opening
+
+    async def start(self, session: AgentSession) -> None:
+        """Act on what the caller said to reach the agent (the ``request`` parameter of
+        ``Agent(pass_speech=True)``) if it names an intent; else say ``opening``."""
+        request = session.parameters.get("request", "")
+        words = set(_WORD.findall(request.lower()))
+        for intent in self.intents:
+            if intent.heard_in(words):
+                session.transcript.add("caller", request)
+                await self._act(session, intent)
+                return
+        if self.opening:
+            await session.say(self.opening)
 
     def handoff_keys(self) -> tuple[str, ...]:
         """Every key this agent can end with (``ivrkit check`` compares them with on=)."""

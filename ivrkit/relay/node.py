@@ -62,7 +62,9 @@ class Agent(n.Node):
     The hand-off's fields are checked against ``handoff`` (a dataclass or TypedDict, or a
     dict of them by key) and saved in ``call.data``; fields named in ``secrets`` are kept
     as ``keep`` says (see :mod:`ivrkit.sensitive`) and the session's transcript is masked.
-    ``parameters`` names ``call.data`` keys sent to the agent as ``<Parameter>``s.
+    ``parameters`` names ``call.data`` keys sent to the agent as ``<Parameter>``s; with
+    ``pass_speech`` what the caller said to reach the state (a Menu's ``SpeechResult``) is
+    sent as the parameter ``request``, so the agent need not ask again.
 
         assistant = Agent(KeywordAgent(INTENTS), welcome="How can I help?",
                           on={"billing": "billing_menu", "*": "main_menu"},
@@ -103,6 +105,7 @@ class Agent(n.Node):
         keep: str | None = None,
         reply_timeout: float = 10.0,
         save_as: str = "agent_session",
+        pass_speech: bool = False,
     ) -> None:
         super().__init__()
         self._check(_agent_problems(agent))
@@ -115,6 +118,7 @@ class Agent(n.Node):
             + check.optional_text("speech_model", speech_model, '"nova-3-general"')
             + check.flag("dtmf_detection", dtmf_detection)
             + check.flag("sensitive", sensitive)
+            + check.flag("pass_speech", pass_speech)
             + check.name("save_as", save_as, '"agent_session"')
             + check.target("on_hangup", on_hangup, optional=True)
             + check.target("on_failure", on_failure, optional=True)
@@ -181,6 +185,7 @@ class Agent(n.Node):
         self.keep = keep or "verdict"
         self.reply_timeout = float(reply_timeout)
         self.save_as = save_as
+        self.pass_speech = pass_speech is True
         self._hang_up = n.Hangup()
 
     # -- definition-time checks -----------------------------------------------------------

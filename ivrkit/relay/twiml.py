@@ -11,6 +11,9 @@ from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.relay.node import Agent
 
+REQUEST_PARAMETER = "request"
+"""The ``<Parameter>`` holding what the caller said to reach an Agent (``pass_speech``)."""
+
 
 def relay_url(links: twiml.Links, state: str, call_sid: str) -> str:
     """The WebSocket URL of a call's session: ws(s) for http(s), naming call, state and step.
@@ -60,6 +63,9 @@ def connect(
             transcription_provider=language.transcription_provider,
             speech_model=language.speech_model,
         )
+    request = call.params.get("SpeechResult") if node.pass_speech else None
+    if request:
+        relay.parameter(name=REQUEST_PARAMETER, value=request)
     for name in node.parameters:
         value = call.data.get(name)
         if value is not None:

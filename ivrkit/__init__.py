@@ -41,12 +41,17 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.relay.keywords import Intent, KeywordAgent
+from ivrkit.relay.node import Agent, Language
+from ivrkit.relay.session import AgentSession
 from ivrkit.sensitive import matches, reveal
 
 __version__ = "0.1.0"
 
 __all__ = [
     "REPEAT",
+    "Agent",
+    "AgentSession",
     "BusinessHours",
     "Call",
     "CallerInfo",
@@ -61,7 +66,10 @@ __all__ = [
     "FlowLoadError",
     "FlowRuntimeError",
     "Hangup",
+    "Intent",
     "IvrkitError",
+    "KeywordAgent",
+    "Language",
     "Menu",
     "Number",
     "Pause",

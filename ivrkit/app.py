@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ivrkit import nodes as n
@@ -32,6 +32,7 @@ from ivrkit.flow import DEFAULT_APOLOGY, Flow
 from ivrkit.logthrottle import LogThrottle
 from ivrkit.masking import mask_number, mask_params
 from ivrkit.records import CallEvent, CallRecord, utcnow
+from ivrkit.relay.endpoint import RelayHub
 from ivrkit.rules import relative_path
 from ivrkit.runtime import FlowRegistry, Runtime, TurnResult
 from ivrkit.security import ProxyTrust, SignatureChecker
@@ -155,6 +156,8 @@ class IvrApp:
             "recording": Endpoint(self.recording, post, twiml_answer=False, throttle=throttle),
             "hold": Endpoint(self.hold, post_or_get, twiml_answer=True, throttle=throttle),
         }
+        self.relay = RelayHub(self)
+        """ConversationRelay sessions of Agent states (a WebSocket route)."""
 
     def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, str]] | None:
         """The endpoint for /voice, /voice/{flow} or /voice/{flow}/{endpoint}, if any."""
@@ -642,7 +645,7 @@ def create_app(
                 await store.close()
 
     endpoints = ivr.endpoints
-    routes = [Route("/healthz", ivr.healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", ivr.healthz, methods=["GET"])]
     for path, name in [
         ("/voice", ""),
         ("/voice/{flow}", ""),
@@ -652,6 +655,7 @@ def create_app(
         ("/voice/{flow}/hold", "hold"),
     ]:
         routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
+    routes.append(WebSocketRoute("/voice/{flow}/relay", ivr.relay))
     app = IvrStarlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )

@@ -27,6 +27,9 @@ CALL_STATUSES = frozenset(
 )
 """CallStatus values Twilio sends (twilio-voice-reference.md, section 4)."""
 
+SESSION_STATUSES = frozenset({"ended", "completed", "failed"})
+"""SessionStatus values of a ``<Connect action>`` after ConversationRelay (section 10)."""
+
 SID_PREFIXES: Mapping[str, str] = {
     "CallSid": "CA",
     "AccountSid": "AC",
@@ -34,6 +37,7 @@ SID_PREFIXES: Mapping[str, str] = {
     "DialCallSid": "CA",
     "RecordingSid": "RE",
     "QueueSid": "QU",
+    "SessionId": "VX",
 }
 """Fields holding a Twilio SID: its two-letter prefix, then 32 hex digits."""
 
@@ -52,6 +56,7 @@ COUNT_FIELDS = frozenset(
         "SequenceNumber",
         "SipResponseCode",
         "MachineDetectionDuration",
+        "SessionDuration",
     }
 )
 """Whole numbers Twilio sends as plain ASCII digits (seconds, counts, codes)."""
@@ -124,6 +129,13 @@ def check_fields(
             + ", ".join(sorted(CALL_STATUSES)),
             "CallStatus",
         )
+    session_status = params.get("SessionStatus")
+    if session_status is not None and session_status not in SESSION_STATUSES:
+        raise FieldProblem(
+            f"SessionStatus {shown(session_status)} is not one of Twilio's: "
+            + ", ".join(sorted(SESSION_STATUSES)),
+            "SessionStatus",
+        )
     for name in COUNT_FIELDS.intersection(params):
         value = params[name]
         if value and not (value.isascii() and value.isdigit() and len(value) <= MAX_COUNT_DIGITS):
@@ -143,7 +155,7 @@ def check_fields(
     _check_query(query)
 
 
-_ONCE = frozenset({"CallStatus", "Digits"})
+_ONCE = frozenset({"CallStatus", "Digits", "SessionStatus", "HandoffData"})
 
 
 def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:

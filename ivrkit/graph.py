@@ -84,6 +84,10 @@ def _outcome_label(trigger: str) -> tuple[str, str]:
         return f"'{value}'", WORD
     if kind in ("dial", "queue"):
         return ("hang-up" if value == "hangup" else value), OUTCOME
+    if kind == "handoff":  # an Agent state's hand-off keys
+        return ("other hand-off" if value == "*" else f"hand-off {value}"), OUTCOME
+    if kind == "session":
+        return ("caller hung up" if value == "completed" else "session failed"), OUTCOME
     return {
         "next": "",
         "goto": "",

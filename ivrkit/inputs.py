@@ -13,6 +13,8 @@ from typing import Any
 
 from ivrkit import nodes as n
 from ivrkit.call import Call
+from ivrkit.relay.handoff import select_handoff
+from ivrkit.relay.node import Agent
 
 _NOT_WORD = re.compile(r"[^\w\s]")
 _SPOKEN_DIGITS = {
@@ -112,6 +114,9 @@ async def select(
         result = params.get("QueueResult", "")
         result = result if result in n.QUEUE_RESULTS else "error"
         return Selection(f"queue:{result}")
+    if isinstance(node, Agent):
+        trigger, data = select_handoff(node, params)
+        return Selection(trigger, data=data)
     raise TypeError(f"{node!r} does not wait for the caller")
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from ivrkit import nodes as n
 from ivrkit.flow import Flow
+from ivrkit.relay.node import Agent
 
 DEFAULT_LANGUAGE = "en-US"
 """Twilio's language when neither the part, the state nor the flow names one."""
@@ -64,6 +65,8 @@ def _groups(node: n.Node) -> list[tuple[str, tuple[n.PromptPart, ...]]]:
         groups.append(("confirm", (n.Say(node.confirm),)))
     if isinstance(node, n.Enqueue) and node.hold:
         groups.append(("hold", node.hold))
+    if isinstance(node, Agent) and node.welcome:
+        groups.append(("welcome greeting", node.welcome_prompt()))
     return groups
 
 

@@ -23,6 +23,8 @@ from ivrkit.flow import Flow
 from ivrkit.inputs import Selection, select
 from ivrkit.memo import BoundedMemo
 from ivrkit.records import CallRecord
+from ivrkit.relay import twiml as relay_twiml
+from ivrkit.relay.node import Agent
 from ivrkit.rules import check_subflows
 
 log = logging.getLogger("ivrkit.runtime")
@@ -383,6 +385,16 @@ class _Turn:
             render = twiml.record
         elif isinstance(node, n.Enqueue):
             render = twiml.enqueue
+        elif isinstance(node, Agent):
+            # Per call: the relay URL names the call (its signature binds the session to it).
+            self.emit(
+                key,
+                lambda r: relay_twiml.connect(
+                    r, node, call=self.call_for(flow, state), voice=voice, links=self._links(flow)
+                ),
+                static=False,
+            )
+            return
         else:
             raise FlowRuntimeError(f"{flow.__name__}.{state}: cannot render {node!r}")
         parts = getattr(node, "prompt", ())

@@ -42,13 +42,14 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from ivrkit import nodes as n
 from ivrkit.errors import ConfigError, FlowRuntimeError
+from ivrkit.relay.node import Agent
 
 KEY_ENV = "IVRKIT_SECRET_KEY"
 MIN_KEY_LENGTH = 32
 MASK = "****"
 DEFAULT_KEEP = "verdict"
-INPUT_FIELDS = ("Digits", "SpeechResult", "UnstableSpeechResult")
-"""Webhook fields that carry what the caller keyed or said."""
+INPUT_FIELDS = ("Digits", "SpeechResult", "UnstableSpeechResult", "HandoffData")
+"""Webhook fields that carry what the caller keyed or said (or an agent heard)."""
 
 _HASH_PREFIX = "hmac-sha256:"
 _SEALED_PREFIX = "fernet:"
@@ -148,6 +149,8 @@ def keep_mode(flow: Any, node: n.Node) -> str | None:
 
 
 def needs_key(flow: Any, node: n.Node) -> bool:
+    if isinstance(node, Agent):  # hand-off fields named in secrets=, kept as keep= says
+        return bool(node.secrets) and node.keep in ("hash", "encrypted")
     mode = keep_mode(flow, node)
     return mode in ("hash", "encrypted") or (mode is not None and node.confirm is not None)  # type: ignore[attr-defined]
 
@@ -163,7 +166,9 @@ def check_flows(flows: Iterable[Any]) -> frozenset[str]:
     for flow in flows:
         problems += _listed_problems(flow)
         secret_states.update(
-            name for name, node in flow.states().items() if keep_mode(flow, node) is not None
+            name
+            for name, node in flow.states().items()
+            if keep_mode(flow, node) is not None or (isinstance(node, Agent) and node.sensitive)
         )
     if problems:
         raise FlowRuntimeError("\n".join(problems))

@@ -34,6 +34,7 @@ SUPPORT_NODES = {
     "welcome", "main_menu", "sales", "support_queue", "closed", "voicemail", "thanks",
     "no_message", "operator", "goodbye", "support_hours", "sales_hangup",
     "support_queue_hangup", "thanks_hangup", "operator_hangup",
+    "assistant", "assistant_hangup", "billing_menu", "balance",
 }  # fmt: skip
 
 SUPPORT_EDGES = {
@@ -62,6 +63,18 @@ SUPPORT_EDGES = {
     ("operator", "-->", "busy / no-answer / failed / canceled", "voicemail"),
     ("support_hours", "-->", "", "support_queue"),
     ("support_hours", "-->", "", "closed"),
+    ("main_menu", "-->", "'question'", "assistant"),
+    ("main_menu", "-->", "'bill'", "assistant"),
+    ("assistant", "-->", "hand-off billing", "billing_menu"),
+    ("assistant", "-->", "hand-off operator / session failed", "operator"),
+    ("assistant", "-->", "other hand-off", "main_menu"),
+    ("assistant", "-->", "caller hung up", "assistant_hangup"),
+    ("billing_menu", "-->", "1", "balance"),
+    ("billing_menu", "-.->", "no-input / no-match", "billing_menu"),
+    ("billing_menu", "-.->", "give up", "operator"),
+    ("billing_menu", "==>", "global 0", "operator"),
+    ("billing_menu", "==>", "global *", "billing_menu"),
+    ("balance", "-->", "", "billing_menu"),
 }  # fmt: skip
 
 

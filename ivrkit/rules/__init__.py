@@ -4,6 +4,7 @@
 - :mod:`~ivrkit.rules.targets`: outcomes to unknown states, dead ends, decisions
 - :mod:`~ivrkit.rules.asking`: Menu and Collect: keys, retries, notices, read-back
 - :mod:`~ivrkit.rules.connecting`: Dial and Enqueue outcomes
+- :mod:`~ivrkit.rules.agents`: Agent (ConversationRelay) hand-offs and outcomes
 - :mod:`~ivrkit.rules.paths`: walks of the flow's graph: reachability, loops, traps
 - :mod:`~ivrkit.rules.subflows`: sub-flows across the flows loaded together
 - :mod:`~ivrkit.rules.source`: what only the source text shows
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ivrkit import nodes as n
+from ivrkit.rules.agents import check_agent
 from ivrkit.rules.asking import MAX_SENSIBLE_RETRIES, check_asking, check_global_keys
 from ivrkit.rules.connecting import check_connecting
 from ivrkit.rules.findings import (
@@ -82,6 +84,7 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
         check_asking(report, flow, node)
         check_connecting(report, node, states)
         check_decision(report, flow, node)
+        check_agent(report, node)
     check_global_key_targets(report, flow, states)
     check_global_keys(report, flow, states)
     check_paths(report, flow, states, initial)

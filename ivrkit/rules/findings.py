@@ -39,6 +39,9 @@ RULES = {
     "IVR016": "states from which the call can never end",
     "IVR017": "read-back confirmation that does not say which keys to press",
     "IVR018": 'dial or queue whose "*" was written to catch a finished bridge',
+    "IVR060": "agent hand-off key with no target (or a target for a key never sent)",
+    "IVR061": "agent state with no outcome for a failed session or a caller hanging up",
+    "IVR062": "agent hand-off field that looks secret but is not in secrets=",
 }
 
 

@@ -41,6 +41,7 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.pay import Pay, PayPrompt
 from ivrkit.sensitive import matches, reveal
 
 __version__ = "0.1.0"
@@ -65,6 +66,8 @@ __all__ = [
     "Menu",
     "Number",
     "Pause",
+    "Pay",
+    "PayPrompt",
     "Play",
     "Queue",
     "Record",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivrkit import nodes as n
+from ivrkit import pay
 from ivrkit.call import Call
 
 _NOT_WORD = re.compile(r"[^\w\s]")
@@ -112,6 +113,9 @@ async def select(
         result = params.get("QueueResult", "")
         result = result if result in n.QUEUE_RESULTS else "error"
         return Selection(f"queue:{result}")
+    if isinstance(node, pay.Pay):
+        trigger, data = pay.selection(node, params)
+        return Selection(trigger, data=data)
     raise TypeError(f"{node!r} does not wait for the caller")
 
 

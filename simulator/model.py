@@ -22,6 +22,7 @@ __all__ = [
     "HangupEvent",
     "InputEvent",
     "PauseEvent",
+    "PayEvent",
     "PlayEvent",
     "RecordEvent",
     "RedirectEvent",
@@ -229,11 +230,23 @@ class EndEvent(Event):
     reason: str
 
 
+@dataclass
+class PayEvent(Event):
+    """A ``<Pay>`` ended: its Result and the card as Twilio reports it (masked number, brand)."""
+
+    type: ClassVar[str] = "pay"
+    result: str
+    card: str
+    card_type: str
+    attempts: int
+
+
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RequestEvent, SayEvent, PlayEvent, PauseEvent, GatherEvent, InputEvent, DialEvent,
         RecordEvent, EnqueueEvent, RedirectEvent, HangupEvent, RejectEvent, ErrorEvent, EndEvent,
+        PayEvent,
     )
 }
 
@@ -292,6 +305,9 @@ def describe(event: Event) -> str:
         return f"   Reject ({event.reason})"
     if isinstance(event, ErrorEvent):
         return f"!! error {event.code}: {event.message}"
+    if isinstance(event, PayEvent):
+        card = f" ({event.card_type} {event.card})" if event.card else ""
+        return f"   Pay: {event.result}{card} after {event.attempts} attempt(s)"
     if isinstance(event, EndEvent):
         return f"== call ended: {event.status} after {event.duration} s ({event.reason})"
     return repr(event)  # pragma: no cover

@@ -5,6 +5,7 @@
 - :mod:`~ivrkit.rules.asking`: Menu and Collect: keys, retries, notices, read-back
 - :mod:`~ivrkit.rules.connecting`: Dial and Enqueue outcomes
 - :mod:`~ivrkit.rules.paths`: walks of the flow's graph: reachability, loops, traps
+- :mod:`~ivrkit.rules.paying`: Pay outcomes, prompts and masking
 - :mod:`~ivrkit.rules.subflows`: sub-flows across the flows loaded together
 - :mod:`~ivrkit.rules.source`: what only the source text shows
 
@@ -30,6 +31,7 @@ from ivrkit.rules.findings import (
     relative_path,
 )
 from ivrkit.rules.paths import check_paths
+from ivrkit.rules.paying import check_paying
 from ivrkit.rules.subflows import check_subflows
 from ivrkit.rules.targets import (
     check_decision,
@@ -85,5 +87,6 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
     check_global_key_targets(report, flow, states)
     check_global_keys(report, flow, states)
     check_paths(report, flow, states, initial)
+    check_paying(report, flow, states)
     report.findings.sort(key=lambda f: (f.severity != ERROR, f.line))
     return report.findings

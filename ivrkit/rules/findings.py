@@ -39,6 +39,9 @@ RULES = {
     "IVR016": "states from which the call can never end",
     "IVR017": "read-back confirmation that does not say which keys to press",
     "IVR018": 'dial or queue whose "*" was written to catch a finished bridge',
+    "IVR070": "payment without a success or failure outcome",
+    "IVR071": "payment in a flow whose events are not masked",
+    "IVR072": "payment prompt that is never played",
 }
 
 
@@ -118,6 +121,7 @@ def outcome_words(trigger: str) -> str:
         "say": f'word "{value}"',
         "dial": f'dial outcome "{value}"',
         "queue": f'queue result "{value}"',
+        "pay": f'payment result "{value}"',
         "goto": "decision",
         "next": "then",
         "entered": "then",

@@ -417,3 +417,30 @@ class PaySession:
             attempts=attempt,
         )
         return PayRun(result, params, hung_up=hung_up, events=[event])
+
+
+TEST_CARDS = {
+    "visa": "4242424242424242",
+    "mastercard": "5555555555554444",
+    "amex": "378282246310005",
+    "discover": "6011111111111117",
+    "jcb": "3566002020360505",
+    "diners-club": "36227206271667",
+    "maestro": "6759649826438453",
+}
+"""A valid test number per brand: what a replay keys in for a recorded success."""
+
+
+def replay_steps(result: str, brand: str, attempts: int) -> list[PayAnswer]:
+    """Answers that give a recorded ``<Pay>`` the same Result: a recording holds the card
+    masked, so a success is replayed with a test card of the same brand (earlier failed
+    attempts as silences) and the failures by the action or fault that causes them."""
+    earlier: list[PayAnswer] = [PayAction("timeout")] * max(0, attempts - 1)
+    if result == "success":
+        return [*earlier, PayCard(TEST_CARDS.get(brand, TEST_CARDS["visa"]))]
+    if result == "too-many-failed-attempts":
+        return [PayAction("timeout")] * max(1, attempts)
+    if result == "payment-connector-error":
+        return [*earlier, PayCard(CONNECTOR_ERROR_CARD)]
+    kind = {"caller-interrupted-with-star": "star", "caller-hung-up": "hangup"}.get(result, result)
+    return [*earlier, PayAction(kind if kind in ACTIONS else "internal-error")]

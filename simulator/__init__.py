@@ -35,6 +35,7 @@ from simulator.model import (
     HangupEvent,
     InputEvent,
     PauseEvent,
+    PayEvent,
     PlayEvent,
     RecordEvent,
     RedirectEvent,
@@ -44,6 +45,7 @@ from simulator.model import (
     describe,
     event_from_json,
 )
+from simulator.pay import CONNECTOR_ERROR_CARD, PayAction, PayCard, PayPrompt, parse_pay
 from simulator.phone import CallEnded, LiveCall, Phone, SyncCall, WrongInput, run_call
 from simulator.replay import Recording, ReplayReport, load_recording, replay
 from simulator.scenario import (
@@ -58,6 +60,7 @@ from simulator.signing import Signer, compute_signature, signing_url
 from simulator.transport import Transport
 
 __all__ = [
+    "CONNECTOR_ERROR_CARD",
     "ERROR_NOTICE",
     "Answer",
     "CallEnded",
@@ -83,6 +86,10 @@ __all__ = [
     "LoadCaller",
     "LoadReport",
     "PauseEvent",
+    "PayAction",
+    "PayCard",
+    "PayEvent",
+    "PayPrompt",
     "Phone",
     "PlayEvent",
     "Press",
@@ -113,6 +120,7 @@ __all__ = [
     "load_recording",
     "load_scenarios",
     "menu_choices",
+    "parse_pay",
     "parse_twiml",
     "replay",
     "run_call",

@@ -130,7 +130,8 @@ async def test_card_never_reaches_database_or_logs(serve, database_url, caplog):
         assert pay_event(failed).result == "caller-interrupted-with-star"
         # The simulator did send them to the app, or this test would prove nothing.
         sent = [r for r in paid.requests if r.params.get("Result") == "success"]
-        assert sent and sent[0].params["ExpirationDate"] == EXPIRY
+        assert sent
+        assert sent[0].params["ExpirationDate"] == EXPIRY
         assert sent[0].params["PaymentCardPostalCode"] == ZIP
         store = app.state.ivr.store
         if database_url.startswith("postgresql"):

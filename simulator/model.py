@@ -232,13 +232,15 @@ class EndEvent(Event):
 
 @dataclass
 class PayEvent(Event):
-    """A ``<Pay>`` ended: its Result and the card as Twilio reports it (masked number, brand)."""
+    """A ``<Pay>`` ended: its Result, the card as Twilio reports it (masked number, brand),
+    and the error type of each failed attempt (so a replay can fail them the same way)."""
 
     type: ClassVar[str] = "pay"
     result: str
     card: str
     card_type: str
     attempts: int
+    errors: list[str] = field(default_factory=list)
 
 
 _EVENT_TYPES: dict[str, type[Event]] = {

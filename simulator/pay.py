@@ -285,6 +285,7 @@ class PaySession:
         self.advance = advance
         self.connector_error = connector_error
         self.entry = _Entry()
+        self.errors: list[str] = []
         types = self.attrs.get("validCardTypes", "").split()
         self.valid_types = types or list(DEFAULT_CARD_TYPES)
         self.max_attempts = int(self.attrs.get("maxAttempts", "1") or 1)
@@ -317,6 +318,7 @@ class PaySession:
             if error is None:
                 index += 1
                 continue
+            self.errors.append(error)
             attempt += 1
             if attempt > self.max_attempts:
                 return self._end("too-many-failed-attempts", attempt=attempt - 1)
@@ -415,6 +417,7 @@ class PaySession:
             card=params.get("PaymentCardNumber", ""),
             card_type=params.get("PaymentCardType", ""),
             attempts=attempt,
+            errors=list(self.errors),
         )
         return PayRun(result, params, hung_up=hung_up, events=[event])
 
@@ -431,15 +434,28 @@ TEST_CARDS = {
 """A valid test number per brand: what a replay keys in for a recorded success."""
 
 
-def replay_steps(result: str, brand: str, attempts: int) -> list[PayAnswer]:
+def replay_steps(
+    result: str, brand: str, attempts: int, errors: Sequence[str] = ()
+) -> list[PayAnswer]:
     """Answers that give a recorded ``<Pay>`` the same Result: a recording holds the card
-    masked, so a success is replayed with a test card of the same brand (earlier failed
-    attempts as silences) and the failures by the action or fault that causes them."""
-    earlier: list[PayAnswer] = [PayAction("timeout")] * max(0, attempts - 1)
+    masked, so a success is replayed with a test card of the same brand, each failed attempt
+    with an entry that fails the same way (a silence when the error is not known), and the
+    other results by the action or fault that causes them."""
+    card = TEST_CARDS.get(brand, TEST_CARDS["visa"])
+    broken = card[:-1] + str((int(card[-1]) + 1) % 10)  # fails the Luhn check
+    failing: dict[str, PayAnswer] = {
+        "invalid-card-number": PayCard(broken),
+        "invalid-card-type": PayCard("6011111111111117" if brand != "discover" else card),
+        "invalid-date": PayCard(card, "0100"),
+        "invalid-security-code": PayCard(card, None, "1"),
+        "invalid-postal-code": PayCard(card, None, None, "0" * 11),
+    }
+    earlier = [failing.get(error, PayAction("timeout")) for error in errors]
+    earlier = earlier or [PayAction("timeout")] * max(0, attempts - 1)
     if result == "success":
-        return [*earlier, PayCard(TEST_CARDS.get(brand, TEST_CARDS["visa"]))]
+        return [*earlier, PayCard(card)]
     if result == "too-many-failed-attempts":
-        return [PayAction("timeout")] * max(1, attempts)
+        return earlier or [PayAction("timeout")]
     if result == "payment-connector-error":
         return [*earlier, PayCard(CONNECTOR_ERROR_CARD)]
     kind = {"caller-interrupted-with-star": "star", "caller-hung-up": "hangup"}.get(result, result)

@@ -131,7 +131,9 @@ def _steps_from_events(events: list[Event]) -> list[Answer]:
                     rounds += 1
             steps.append(QueueOutcome(event.result, wait_rounds=rounds))
         elif isinstance(event, PayEvent):
-            steps.extend(replay_steps(event.result, event.card_type, event.attempts))
+            steps.extend(
+                replay_steps(event.result, event.card_type, event.attempts, event.errors)
+            )
     return steps
 
 

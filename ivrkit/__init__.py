@@ -41,6 +41,7 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.pay import Pay, PayPrompt
 from ivrkit.relay.keywords import Intent, KeywordAgent
 from ivrkit.relay.node import Agent, Language
 from ivrkit.relay.session import AgentSession
@@ -73,6 +74,8 @@ __all__ = [
     "Menu",
     "Number",
     "Pause",
+    "Pay",
+    "PayPrompt",
     "Play",
     "Queue",
     "Record",

@@ -31,6 +31,7 @@ from ivrkit.fields import shown
 from ivrkit.flow import DEFAULT_APOLOGY, Flow
 from ivrkit.logthrottle import LogThrottle
 from ivrkit.masking import mask_number, mask_params
+from ivrkit.pay import Pay
 from ivrkit.records import CallEvent, CallRecord, utcnow
 from ivrkit.relay.endpoint import RelayHub
 from ivrkit.rules import relative_path
@@ -155,6 +156,7 @@ class IvrApp:
             "status": Endpoint(self.status, post, twiml_answer=False, throttle=throttle),
             "recording": Endpoint(self.recording, post, twiml_answer=False, throttle=throttle),
             "hold": Endpoint(self.hold, post_or_get, twiml_answer=True, throttle=throttle),
+            "pay-status": Endpoint(self.pay_status, post, twiml_answer=False, throttle=throttle),
         }
         self.relay = RelayHub(self)
         """ConversationRelay sessions of Agent states (a WebSocket route)."""
@@ -337,6 +339,23 @@ class IvrApp:
             )
             return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
         return NO_CONTENT
+
+    async def pay_status(self, scope: Scope, receive: Receive) -> Answer:
+        """``<Pay>``'s statusCallback, once per step: recorded in the event log, masked
+        (:func:`ivrkit.masking.mask_payment`); it never moves the call."""
+        hook = await self.reader.read(scope, receive)
+        flow = self._flow_or_404(scope["path_params"]["flow"])
+        state = hook.query.get("state", "")
+        if not isinstance(flow.states().get(state), Pay):
+            raise Refused(400, f"pay status callback for {shown(state)}, which is not a Pay state")
+        if not hook.params.get("For"):
+            raise Refused(400, "pay status callback without For: is this Twilio's <Pay>?")
+        return await self._in_time(
+            self._annotate(hook, "pay-status", lambda record: None),
+            hook,
+            "pay status callback",
+            None,
+        )
 
     async def hold(self, scope: Scope, receive: Receive) -> Answer:
         """Enqueue's waitUrl: hold music; Twilio fetches it again when it runs out."""
@@ -653,6 +672,7 @@ def create_app(
         ("/voice/{flow}/status", "status"),
         ("/voice/{flow}/recording", "recording"),
         ("/voice/{flow}/hold", "hold"),
+        ("/voice/{flow}/pay-status", "pay-status"),
     ]:
         routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
     routes.append(WebSocketRoute("/voice/{flow}/relay", ivr.relay))

@@ -57,9 +57,38 @@ COUNT_FIELDS = frozenset(
         "SipResponseCode",
         "MachineDetectionDuration",
         "SessionDuration",
+        "Attempt",
     }
 )
 """Whole numbers Twilio sends as plain ASCII digits (seconds, counts, codes)."""
+
+PAY_RESULTS = frozenset(
+    {
+        "success",
+        "too-many-failed-attempts",
+        "caller-interrupted-with-star",
+        "caller-hung-up",
+        "payment-connector-error",
+        "validation-error",
+        "internal-error",
+    }
+)
+"""``Result`` of Twilio's ``<Pay>`` action (twilio-voice-reference.md, Part 2 section 11)."""
+PAY_FOR = frozenset(
+    {
+        "payment-card-number",
+        "expiration-date",
+        "security-code",
+        "postal-code",
+        "bank-routing-number",
+        "bank-account-number",
+        "payment-processing",
+    }
+)
+"""``For`` of a ``<Pay>`` status callback: the step it reports."""
+_PAY_WORD = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_PAY_WORD_FIELDS = ("PaymentCardType", "ErrorType", "PaymentMethod")
+_MASKED_NUMBER = re.compile(r"[0-9xX*\- ]{1,40}")
 
 KEYPAD = frozenset("0123456789*#ABCDabcd")
 """What ``Digits`` holds: DTMF keys (or ``hangup`` after a Record)."""
@@ -152,10 +181,42 @@ def check_fields(
             f"or 'hangup'): {len(keys)} characters",
             "Digits",
         )
+    if "Result" in params or "For" in params or "PaymentCardNumber" in params:
+        _check_payment(params)
     _check_query(query)
 
 
-_ONCE = frozenset({"CallStatus", "Digits", "SessionStatus", "HandoffData"})
+def _check_payment(params: Mapping[str, str]) -> None:
+    """``<Pay>``'s fields. A card number is checked for shape only and never shown: the
+    app keeps its last four digits whatever arrives (:func:`ivrkit.masking.mask_card_number`)."""
+    result = params.get("Result")
+    if result is not None and result not in PAY_RESULTS:
+        raise FieldProblem(
+            f"Result {shown(result)} is not one of <Pay>'s: " + ", ".join(sorted(PAY_RESULTS)),
+            "Result",
+        )
+    step = params.get("For")
+    if step is not None and step not in PAY_FOR:
+        raise FieldProblem(
+            f"For {shown(step)} is not a <Pay> step: " + ", ".join(sorted(PAY_FOR)), "For"
+        )
+    for name in _PAY_WORD_FIELDS:
+        value = params.get(name)
+        if value and not _PAY_WORD.fullmatch(value):
+            raise FieldProblem(f"{name} {shown(value)} is not a <Pay> value (a-z, 0-9, -)", name)
+    for name in ("PaymentCardNumber", "BankAccountNumber"):
+        value = params.get(name)
+        if value and not _MASKED_NUMBER.fullmatch(value):
+            raise FieldProblem(
+                f"{name} holds what no masked number does (0-9, x, *, -, space; at most 40): "
+                f"{len(value)} characters",
+                name,
+            )
+
+
+_ONCE = frozenset(
+    {"CallStatus", "Digits", "SessionStatus", "HandoffData", "Result", "For", "PaymentCardNumber"}
+)
 
 
 def _check_repeats(pairs: Sequence[tuple[str, str]]) -> None:

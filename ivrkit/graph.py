@@ -82,7 +82,7 @@ def _outcome_label(trigger: str) -> tuple[str, str]:
         return value, CHOICE
     if kind == "say":
         return f"'{value}'", WORD
-    if kind in ("dial", "queue"):
+    if kind in ("dial", "queue", "pay"):
         return ("hang-up" if value == "hangup" else value), OUTCOME
     if kind == "handoff":  # an Agent state's hand-off keys
         return ("other hand-off" if value == "*" else f"hand-off {value}"), OUTCOME

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivrkit import nodes as n
+from ivrkit import pay
 from ivrkit.call import Call
 from ivrkit.relay.handoff import select_handoff
 from ivrkit.relay.node import Agent
@@ -116,6 +117,9 @@ async def select(
         return Selection(f"queue:{result}")
     if isinstance(node, Agent):
         trigger, data = select_handoff(node, params)
+        return Selection(trigger, data=data)
+    if isinstance(node, pay.Pay):
+        trigger, data = pay.selection(node, params)
         return Selection(trigger, data=data)
     raise TypeError(f"{node!r} does not wait for the caller")
 

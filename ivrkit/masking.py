@@ -21,6 +21,15 @@ PHONE_PARAMS = frozenset(
     }
 )
 _SECRET_PARAMS = frozenset({"CallToken"})
+# <Pay> fields (action and status callback): a card or account number keeps its last four
+# digits; what else identifies the card is never kept, even when Twilio sends it in clear.
+_CARD_NUMBER_PARAMS = frozenset({"PaymentCardNumber", "BankAccountNumber"})
+_TOKEN_PARAMS = frozenset({"PaymentToken", "ProfileId"})
+_CARD_SECRET_PARAMS = frozenset(
+    {"ExpirationDate", "SecurityCode", "PaymentCardPostalCode", "BankRoutingNumber"}
+)
+_PAYMENT_PARAMS = _CARD_NUMBER_PARAMS | _TOKEN_PARAMS | _CARD_SECRET_PARAMS
+CARD_MASK = "****"
 
 
 _masked: BoundedMemo[str, str] = BoundedMemo(4096)
@@ -53,4 +62,38 @@ def mask_params(params: Mapping[str, str]) -> dict[str, str]:
         masked[name] = mask_number(masked[name])
     for name in _SECRET_PARAMS.intersection(masked):
         masked[name] = "***"
+    if not _PAYMENT_PARAMS.isdisjoint(masked):
+        mask_payment(masked)
     return masked
+
+
+def mask_card_number(value: str) -> str:
+    """Every digit but the last four as ``x``: ``4111-1111-1111-1111`` -> ``xxxx-xxxx-xxxx-1111``.
+
+    Twilio's masked form (``xxxx-xxxxxx-x4001``) comes out unchanged; anything else that is
+    not a digit (spaces, dashes) keeps its place, so the shape still tells the card apart.
+    """
+    digits = sum(char.isdigit() for char in value)
+    hidden = digits - 4
+    out = []
+    for char in value:
+        if char.isdigit() and hidden > 0:
+            out.append("x")
+            hidden -= 1
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def mask_payment(params: dict[str, str]) -> dict[str, str]:
+    """Mask the card fields of a ``<Pay>`` webhook in place (and return it)."""
+    for name in _CARD_NUMBER_PARAMS.intersection(params):
+        params[name] = mask_card_number(params[name])
+    for name in _TOKEN_PARAMS.intersection(params):
+        # a reusable token charges the card again: the event log gets its tail only
+        if params[name]:
+            params[name] = CARD_MASK + params[name][-4:]
+    for name in _CARD_SECRET_PARAMS.intersection(params):
+        if params[name]:
+            params[name] = CARD_MASK
+    return params

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from ivrkit import nodes as n
 from ivrkit.flow import Flow
+from ivrkit.pay import Pay, pay_prompt_kind
 from ivrkit.relay.node import Agent
 
 DEFAULT_LANGUAGE = "en-US"
@@ -27,7 +28,9 @@ class PromptRow:
     flow: str
     state: str
     kind: str
-    """prompt, short_prompt, no_input notice, no_match notice, confirm, hold, apology."""
+    """prompt, short_prompt, no_input notice, no_match notice, confirm, hold, apology, and
+    for a Pay ``pay <step>`` with ``attempt``/``error``/``card`` narrowing, e.g.
+    ``pay payment-card-number error=invalid-card-number``."""
     text: str
     """The words, an audio URL, or ``(computed by <function>)`` for text built per call."""
     language: str
@@ -67,6 +70,8 @@ def _groups(node: n.Node) -> list[tuple[str, tuple[n.PromptPart, ...]]]:
         groups.append(("hold", node.hold))
     if isinstance(node, Agent) and node.welcome:
         groups.append(("welcome greeting", node.welcome_prompt()))
+    if isinstance(node, Pay):
+        groups += [(pay_prompt_kind(prompt), prompt.parts) for prompt in node.prompts]
     return groups
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivrkit import nodes as n
-from ivrkit import observers, sensitive, twiml
+from ivrkit import observers, pay, sensitive, twiml
 from ivrkit.call import Call
 from ivrkit.errors import FlowRuntimeError
 from ivrkit.flow import Flow
@@ -395,10 +395,13 @@ class _Turn:
                 static=False,
             )
             return
+        elif isinstance(node, pay.Pay):
+            render = pay.render
         else:
             raise FlowRuntimeError(f"{flow.__name__}.{state}: cannot render {node!r}")
         parts = getattr(node, "prompt", ())
         dynamic = any(isinstance(p, n.Say) and callable(p.text) for p in parts)
+        dynamic = dynamic or getattr(node, "dynamic", False)
         self.emit(
             key,
             lambda r: render(

@@ -48,6 +48,9 @@ class Links:
     def recording(self, state: str) -> str:
         return self._url("recording", state)
 
+    def pay_status(self, state: str) -> str:
+        return self._url("pay-status", state)
+
 
 @dataclass(frozen=True)
 class Voice:

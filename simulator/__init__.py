@@ -40,6 +40,7 @@ from simulator.model import (
     InterruptEvent,
     LanguageEvent,
     PauseEvent,
+    PayEvent,
     PlayEvent,
     RecordEvent,
     RedirectEvent,
@@ -51,6 +52,7 @@ from simulator.model import (
     describe,
     event_from_json,
 )
+from simulator.pay import CONNECTOR_ERROR_CARD, PayAction, PayCard, PayPrompt, parse_pay
 from simulator.phone import CallEnded, LiveCall, Phone, SyncCall, WrongInput, run_call
 from simulator.relay import RelayOptions
 from simulator.replay import Recording, ReplayReport, load_recording, replay
@@ -66,6 +68,7 @@ from simulator.signing import Signer, compute_signature, signing_url
 from simulator.transport import Transport
 
 __all__ = [
+    "CONNECTOR_ERROR_CARD",
     "ERROR_NOTICE",
     "AgentEvent",
     "AgentPrompt",
@@ -96,6 +99,10 @@ __all__ = [
     "LoadCaller",
     "LoadReport",
     "PauseEvent",
+    "PayAction",
+    "PayCard",
+    "PayEvent",
+    "PayPrompt",
     "Phone",
     "PlayEvent",
     "Press",
@@ -129,6 +136,7 @@ __all__ = [
     "load_recording",
     "load_scenarios",
     "menu_choices",
+    "parse_pay",
     "parse_twiml",
     "replay",
     "run_call",

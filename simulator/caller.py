@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO, runtime_checkable
 
 from simulator.model import Event
+from simulator.pay import PayAction, PayAnswer, PayCard, PayPrompt, parse_pay
 
 __all__ = [
     "AgentPrompt",
@@ -27,6 +28,9 @@ __all__ = [
     "HangUp",
     "InteractiveCaller",
     "Interrupt",
+    "PayAction",
+    "PayCard",
+    "PayPrompt",
     "Press",
     "QueueOutcome",
     "RecordOutcome",
@@ -113,7 +117,7 @@ class QueueOutcome:
 
 
 GatherAnswer = Press | Speak | Timeout | HangUp
-Answer = GatherAnswer | DialOutcome | RecordOutcome | QueueOutcome
+Answer = GatherAnswer | DialOutcome | RecordOutcome | QueueOutcome | PayCard | PayAction
 Step = Answer
 
 
@@ -189,6 +193,7 @@ class Caller(Protocol):
 _KINDS: dict[type, str] = {
     Press: "gather", Speak: "gather", Interrupt: "gather", Timeout: "gather",
     DialOutcome: "dial", RecordOutcome: "record", QueueOutcome: "enqueue",
+    PayCard: "pay", PayAction: "pay",
 }
 
 
@@ -235,6 +240,10 @@ class ScriptedCaller:
 
     async def enqueue(self, prompt: EnqueuePrompt) -> QueueOutcome | HangUp:
         return self._take("enqueue")  # type: ignore[return-value]
+
+    async def pay(self, prompt: PayPrompt) -> PayAnswer | HangUp:
+        """One attempt at a ``<Pay>``: the next PayCard or PayAction step."""
+        return self._take("pay")  # type: ignore[return-value]
 
 
 # --- interactive ----------------------------------------------------------------------------------
@@ -307,6 +316,20 @@ class InteractiveCaller:
         seconds = int(parts[0]) if parts and parts[0].isdigit() else 5
         key = parts[1] if len(parts) > 1 else None
         return RecordOutcome(seconds=seconds, key=key, hangup=hangup)
+
+    async def pay(self, prompt: PayPrompt) -> PayAnswer | HangUp:
+        retry = f" again ({prompt.error_type})" if prompt.error_type else ""
+        text = await self._ask(
+            f"  Pay, attempt {prompt.attempt}{retry}: CARD[:MMYY[:CVC[:ZIP]]], 'star', "
+            "'timeout', Enter or 'h' = hang up > "
+        )
+        if not text or text.lower() in ("h", "hangup"):
+            return HangUp()
+        try:
+            return parse_pay(text)
+        except ValueError as error:
+            self._out.write(f"  {error}\n")
+            return PayAction("timeout")
 
     async def enqueue(self, prompt: EnqueuePrompt) -> QueueOutcome | HangUp:
         result = await self._choose(f"Queue {prompt.queue!r}", QUEUE_CHOICES, "bridged")

@@ -30,6 +30,7 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.model import CallParams, Event, describe
+from simulator.pay import parse_pay
 from simulator.relay import RelayOptions
 
 __all__ = ["build_parser", "main"]
@@ -89,6 +90,13 @@ def _queue(value: str) -> Answer:
     return QueueOutcome(result, wait_rounds=int(rounds) if rounds else 1)
 
 
+def _pay(value: str) -> Answer:
+    try:
+        return parse_pay(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _share(value: str) -> float:
     text = value.strip().rstrip("%")
     try:
@@ -117,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     call = commands.add_parser(
         "call", help="place one call: interactive in a terminal, or scripted with --press...",
-        description="Without --press/--speak/--dial/--record/--queue the call is interactive "
+        description="Without --press/--speak/--dial/--record/--queue/--pay the call is interactive "
                     "(on a terminal). Each --press/--speak answers the next Gather, in order, or "
                     "takes the caller's next turn in a ConversationRelay session (--speak is a "
-                    "prompt, --press dtmf, --interrupt cuts the agent off); "
+                    "prompt, --press dtmf, --interrupt cuts the agent off); --pay answers the "
+                    "next <Pay> attempt; "
                     "--dial/--record/--queue answer the next Dial/Record/Enqueue; when the script "
                     "runs out the caller hangs up.",
     )
@@ -140,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS[KEY|h]", help="speak N s, then a key (7#) or hang up (7h)")
     script.add_argument("--queue", dest="queues", action="append", type=_queue, default=[],
                         metavar="RESULT[:ROUNDS]", help="bridged, leave, hangup... (QueueResult)")
+    script.add_argument("--pay", dest="pays", action="append", type=_pay, default=[],
+                        metavar="CARD[:MMYY[:CVC[:ZIP]]]",
+                        help="one <Pay> attempt: a card, or star, timeout, hangup, "
+                             "connector-error, validation-error, internal-error (repeatable: "
+                             "each answers the next attempt)")
+    script.add_argument("--pay-connector-error", action="store_true",
+                        help="the simulated payment connector declines every card")
     _call_options(call)
     _relay_options(call)
     call.add_argument("--json", action="store_true", help="one JSON object per line per event")
@@ -247,7 +263,7 @@ def _why_no_input(steps: list[Answer], args: argparse.Namespace) -> str:
 async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from simulator.phone import parse_start, run_call
 
-    steps: list[Answer] = [*args.gathers, *args.dials, *args.records, *args.queues]
+    steps: list[Answer] = [*args.gathers, *args.dials, *args.records, *args.queues, *args.pays]
     interactive = args.interactive or (not steps and sys.stdin.isatty() and not args.json)
     caller: Any = (
         InteractiveCaller(out=out) if interactive
@@ -277,6 +293,7 @@ async def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         status_callback_events=args.status_events or ("completed",),
         max_requests=args.max_requests, on_event=show, start_time=start_time,
         relay=_relay(args),
+        pay_connector_error=args.pay_connector_error,
     )
     return 0 if result.ok else 1
 

@@ -49,6 +49,7 @@ from simulator.model import (
     SayEvent,
     new_sid,
 )
+from simulator.pay import PayPrompt, PaySession
 from simulator.relay import RelayOptions, run_relay
 from simulator.transport import Fetch, Session
 
@@ -69,7 +70,7 @@ _DIAL_NOUNS = frozenset(
     {"Number", "Client", "Sip", "Conference", "Queue", "Application", "WhatsApp", "Sim"}
 )
 _WAIT_VERBS = frozenset({"Play", "Say", "Pause", "Hangup", "Redirect", "Leave", "Gather"})
-_SILENT_VERBS = frozenset({"Start", "Stop", "Refer", "Pay", "Prompt", "Echo", "Sms"})
+_SILENT_VERBS = frozenset({"Start", "Stop", "Refer", "Echo", "Sms"})
 _NO_CHILDREN = frozenset(
     {"Say", "Play", "Pause", "Hangup", "Reject", "Redirect", "Leave", "Record", "Enqueue"}
 )
@@ -78,6 +79,7 @@ _ALLOWED_CHILDREN: dict[str, frozenset[str]] = {
     "Gather": _PROMPT_VERBS,
     "Dial": _DIAL_NOUNS,
     "Enqueue": frozenset({"Task"}),
+    "Pay": frozenset({"Prompt", "Parameter"}),
 }
 _PLAY_DIGITS = frozenset("0123456789ABCD#*wW")
 
@@ -234,6 +236,7 @@ class Engine:
         listeners: Iterable[Callable[[Event], Any]] = (),
         start_time: datetime | None = None,
         relay: RelayOptions | None = None,
+        pay_connector_error: bool = False,
     ) -> None:
         self.session = session
         self.caller = caller
@@ -263,6 +266,7 @@ class Engine:
         self.call_status = "ringing"
         self._sequence = 0
         self._cuts_prompt = getattr(caller, "cuts_prompt", None)
+        self.pay_connector_error = pay_connector_error
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -757,6 +761,58 @@ class Engine:
             step = next_step or _Next(method, url)
         return result
 
+    async def _verb_pay(self, verb: ET.Element, document: Document) -> _Next | None:
+        """``<Pay>``: the steps run in :mod:`simulator.pay`; here, what it needs of the call."""
+        self._answer()
+        attrs = dict(verb.attrib)
+        callback = attrs.get("statusCallback")
+
+        def play(prompt: ET.Element | None, default: str) -> None:
+            if prompt is None:
+                self.emit(SayEvent(default))
+                self.clock.advance(max(1.0, len(default.split()) / WORDS_PER_SECOND))
+                return
+            for child in prompt:
+                if child.tag == "Say":
+                    heard = self._say(child)
+                elif child.tag == "Play":
+                    heard = self._play(child, document)
+                else:
+                    heard = self._pause(child)
+                for event in heard:
+                    self.emit(event)
+
+        async def ask(prompt: PayPrompt) -> Any:
+            answer = getattr(self.caller, "pay", None)
+            return await answer(prompt) if answer is not None else HangUp()
+
+        async def status(params: dict[str, str]) -> None:
+            assert callback is not None
+            body = {"AccountSid": self.params.account_sid, "CallSid": self.params.call_sid}
+            body.update(params)
+            result = await self.session.fetch(
+                "POST", urljoin(document.url, callback), body, headers=self._time_header()
+            )
+            for exchange in result.exchanges:
+                self.emit(RequestEvent(
+                    exchange.method, exchange.url, exchange.params, exchange.status,
+                    exchange.elapsed_ms,
+                ))
+            if not result.ok:
+                self.emit(ErrorEvent(15003, f"Pay status callback failed: {result.error_message}"))
+
+        run = await PaySession(
+            verb, now=self.now, play=play, ask=ask, status=status if callback else None,
+            advance=self.clock.advance, connector_error=self.pay_connector_error,
+        ).run()
+        for event in run.events:
+            self.emit(event)
+        action = urljoin(document.url, attrs["action"]) if attrs.get("action") else document.url
+        if run.hung_up:
+            await self._after_hangup("POST", action, run.params)
+            raise _End("completed", "caller-hangup")
+        return _Next("POST", action, run.params)
+
     _verbs: dict[str, Callable[..., Any]] = {
         "Say": _verb_say,
         "Play": _verb_play,
@@ -770,4 +826,5 @@ class Engine:
         "Hangup": _verb_hangup,
         "Reject": _verb_reject,
         "Connect": _verb_connect,
+        "Pay": _verb_pay,
     }

@@ -34,6 +34,7 @@ from simulator.caller import (
 )
 from simulator.engine import Engine
 from simulator.model import AgentEvent, CallParams, ErrorEvent, Event, RelayEvent, RequestEvent
+from simulator.pay import PayAnswer, PayCard, PayPrompt
 from simulator.relay import RelayOptions
 from simulator.transport import Transport, skip_missing_sniffio
 
@@ -120,6 +121,14 @@ class LoadCaller:
         if self._counted() or (self.inputs == 1 and self.behaviour == "hangup"):
             return HangUp()
         return QueueOutcome("bridged", wait_rounds=1)
+
+    async def pay(self, prompt: PayPrompt) -> PayAnswer | HangUp:
+        """A valid test card; wrong-input callers key a bad number first (one failed attempt)."""
+        if self._counted() or (self.inputs == 1 and self.behaviour == "hangup"):
+            return HangUp()
+        if prompt.attempt == 1 and self.behaviour == "wrong-input" and self.inputs == 1:
+            return PayCard("4242424242424241")
+        return PayCard("4242424242424242")
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:

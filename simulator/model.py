@@ -25,6 +25,7 @@ __all__ = [
     "InterruptEvent",
     "LanguageEvent",
     "PauseEvent",
+    "PayEvent",
     "PlayEvent",
     "RecordEvent",
     "RedirectEvent",
@@ -283,6 +284,17 @@ class RelayEndEvent(Event):
     duration: int
     handoff: str | None = None
     error_code: int | None = None
+@dataclass
+class PayEvent(Event):
+    """A ``<Pay>`` ended: its Result, the card as Twilio reports it (masked number, brand),
+    and the error type of each failed attempt (so a replay can fail them the same way)."""
+
+    type: ClassVar[str] = "pay"
+    result: str
+    card: str
+    card_type: str
+    attempts: int
+    errors: list[str] = field(default_factory=list)
 
 
 _EVENT_TYPES: dict[str, type[Event]] = {
@@ -290,6 +302,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RequestEvent, SayEvent, PlayEvent, PauseEvent, GatherEvent, InputEvent, DialEvent,
         RecordEvent, EnqueueEvent, RedirectEvent, HangupEvent, RejectEvent, ErrorEvent, EndEvent,
+        PayEvent,
     )
 }
 _EVENT_TYPES.update(
@@ -354,6 +367,9 @@ def describe(event: Event) -> str:
         return f"!! error {event.code}: {event.message}"
     if isinstance(event, RelayEvent | AgentEvent | InterruptEvent | LanguageEvent | RelayEndEvent):
         return _describe_relay(event)
+    if isinstance(event, PayEvent):
+        card = f" ({event.card_type} {event.card})" if event.card else ""
+        return f"   Pay: {event.result}{card} after {event.attempts} attempt(s)"
     if isinstance(event, EndEvent):
         return f"== call ended: {event.status} after {event.duration} s ({event.reason})"
     return repr(event)  # pragma: no cover

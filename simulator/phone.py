@@ -35,6 +35,7 @@ from simulator.caller import (
 )
 from simulator.engine import CallResult, Engine
 from simulator.model import AgentEvent, CallParams, Event, EventLog, SayEvent
+from simulator.pay import PayAction, PayCard, PayPrompt, parse_pay
 from simulator.relay import RelayOptions
 from simulator.transport import Transport
 
@@ -63,6 +64,7 @@ async def run_call(
     on_event: Callable[[Event], Any] | None = None,
     start_time: datetime | None = None,
     relay: RelayOptions | None = None,
+    pay_connector_error: bool = False,
 ) -> CallResult:
     """Place one call to ``url`` (or to ``app`` in-process) and run it to the end.
 
@@ -86,6 +88,7 @@ async def run_call(
             status_callback=status_callback, status_callback_method=status_callback_method,
             status_callback_events=status_callback_events, max_requests=max_requests,
             listeners=[on_event] if on_event else (), start_time=start_time, relay=relay,
+            pay_connector_error=pay_connector_error,
         )
         return await engine.run()
     finally:
@@ -101,12 +104,15 @@ class WrongInput(AssertionError):
     """The test answered a different question than the one the call is waiting for."""
 
 
-_KIND_NAMES = {"gather": "Gather", "dial": "Dial", "record": "Record", "enqueue": "Enqueue"}
+_KIND_NAMES = {
+    "gather": "Gather", "dial": "Dial", "record": "Record", "enqueue": "Enqueue", "pay": "Pay",
+}
 _HOW = {
     "gather": "press(...), speak(...), interrupt(...) or timeout()",
     "dial": 'dial("completed" | "busy" | "no-answer" | ...)',
     "record": "record(seconds)",
     "enqueue": 'queue("bridged" | "leave" | "hangup" | ...)',
+    "pay": 'pay("4242424242424242:1230:123:94105" | "star" | "timeout" | ...)',
 }
 
 
@@ -142,6 +148,9 @@ class _Channel:
 
     async def enqueue(self, prompt: EnqueuePrompt) -> Any:
         return await self._park("enqueue", prompt)
+
+    async def pay(self, prompt: PayPrompt) -> Any:
+        return await self._park("pay", prompt)
 
 
 class LiveCall(EventLog):
@@ -301,6 +310,25 @@ class LiveCall(EventLog):
         outcome = QueueOutcome(result, wait_rounds, duration)
         return await self._give("enqueue", outcome, f"queue({result!r})")
 
+    async def pay(
+        self,
+        card: str = "4242424242424242",
+        expiry: str | None = None,
+        cvc: str | None = None,
+        postal_code: str | None = None,
+    ) -> LiveCall:
+        """Answer one attempt of the waiting ``<Pay>``: a card (``"4242424242424242"``, or
+        ``"4242424242424242:1230:123:94105"``), or ``"star"``, ``"timeout"``, ``"hangup"``,
+        ``"connector-error"``, ``"validation-error"``, ``"internal-error"``."""
+        answer = parse_pay(card)
+        if isinstance(answer, PayCard) and (expiry or cvc or postal_code):
+            answer = PayCard(
+                answer.number, expiry or answer.expiry, cvc or answer.cvc,
+                postal_code or answer.postal_code,
+            )
+        shown = card if isinstance(answer, PayAction) else "card ..." + card.split(":")[0][-4:]
+        return await self._give("pay", answer, f"pay({shown!r})")
+
     async def hangup(self) -> LiveCall:
         """Hang up at the current input point (no-op if the call already ended)."""
         if self.ended:
@@ -451,6 +479,10 @@ class SyncCall:
 
     def queue(self, result: str = "bridged", **options: Any) -> SyncCall:
         self._run(self._call.queue(result, **options))
+        return self
+
+    def pay(self, card: str = "4242424242424242", **options: Any) -> SyncCall:
+        self._run(self._call.pay(card, **options))
         return self
 
     def hangup(self) -> SyncCall:

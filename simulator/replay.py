@@ -5,8 +5,9 @@ Two recordings are understood, one JSON object per line:
 - the simulator's own ``--json`` output (``{"type": "request" | "say" | "input" | ...}``);
 - ivrkit's event-log export (``{"kind": "webhook", "params": {...}, "twiml": "<Response>..."}``).
   Its caller inputs come from the webhook params (Digits, SpeechResult, DialCallStatus,
-  RecordingDuration, QueueResult); what the caller heard is rebuilt by running the recorded TwiML
-  through the engine, so both sides are compared with the same semantics.
+  RecordingDuration, QueueResult, and a <Pay>'s Result, replayed with a test card); what the
+  caller heard is rebuilt by running the recorded TwiML through the engine, so both sides are
+  compared with the same semantics.
 
 Compared: what the caller hears (Say text, Play URL, a ConversationRelay agent's utterances) and
 where the call goes (request paths, with the ``state=`` query parameter when there is one). The
@@ -43,12 +44,14 @@ from simulator.model import (
     Event,
     InputEvent,
     InterruptEvent,
+    PayEvent,
     PlayEvent,
     RecordEvent,
     RequestEvent,
     SayEvent,
     event_from_json,
 )
+from simulator.pay import replay_steps
 from simulator.phone import run_call
 
 __all__ = ["Recording", "ReplayReport", "load_recording", "replay", "timeline"]
@@ -144,6 +147,10 @@ def _steps_from_events(events: list[Event]) -> list[Answer]:
                 if isinstance(earlier, RequestEvent) and "QueuePosition" in earlier.params:
                     rounds += 1
             steps.append(QueueOutcome(event.result, wait_rounds=rounds))
+        elif isinstance(event, PayEvent):
+            steps.extend(
+                replay_steps(event.result, event.card_type, event.attempts, event.errors)
+            )
     return steps
 
 
@@ -155,8 +162,14 @@ def _steps_from_webhooks(hooks: list[dict[str, Any]]) -> list[Answer]:
     previous_gathers = 0
     for hook in hooks:
         params = {str(k): str(v) for k, v in (hook.get("params") or {}).items()}
+        if "For" in params and "Result" not in params:
+            continue  # a <Pay> status callback: progress, not an input point
         answered_gather = False
-        if "RecordingDuration" in params:
+        if "Result" in params:
+            steps.extend(replay_steps(
+                params["Result"], params.get("PaymentCardType", ""), 1,
+            ))
+        elif "RecordingDuration" in params:
             digits = params.get("Digits")
             steps.append(RecordOutcome(
                 int(params["RecordingDuration"] or 0),

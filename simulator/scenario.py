@@ -8,7 +8,8 @@
       - name: sales is reachable
         steps:
           - press: "1"                        # also: speak, wait (timeout), dial, record, queue,
-          - dial: no-answer                   #       hangup, interrupt
+          - dial: no-answer                   #       pay, hangup, interrupt
+          - pay: "4242424242424242:1230:123:94105"   # or star, timeout, hangup, connector-error
         expect:
           heard: ["Thanks for calling", "leave a message"]   # substrings of the spoken text
           not_heard: ["Sorry"]
@@ -51,6 +52,7 @@ from simulator.caller import (
 )
 from simulator.engine import CallResult
 from simulator.model import CallParams, RelayEndEvent
+from simulator.pay import PayCard, parse_pay
 from simulator.phone import parse_start, run_call
 from simulator.relay import RelayOptions
 from simulator.transport import Transport
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 STEP_NAMES = (
-    "press", "speak", "interrupt", "wait", "timeout", "dial", "record", "queue", "hangup",
+    "press", "speak", "interrupt", "wait", "timeout", "dial", "record", "queue", "pay", "hangup",
 )
 
 
@@ -160,6 +162,15 @@ def parse_step(item: Any, where: str = "step") -> Answer:
                 int(value.get("duration", 60)),
             )
         return QueueOutcome(str(value))
+    if name == "pay":  # "4242424242424242:1230:123:94105", "star", or {card: ..., expiry: ...}
+        if isinstance(value, dict):
+            def text(key: str) -> str | None:
+                return None if value.get(key) is None else str(value[key])
+            return PayCard(str(value.get("card", "")), text("expiry"), text("cvc"), text("zip"))
+        try:
+            return parse_pay(str(value))
+        except ValueError as error:
+            raise ScenarioError(f"{where}: {error}") from None
     raise ScenarioError(f"{where}: unknown step {name!r}; use one of {', '.join(STEP_NAMES)}")
 
 

@@ -37,7 +37,8 @@ def only(findings: list[Finding], code: str) -> list[Finding]:
 
 def test_every_rule_is_described():
     agents = ["IVR060", "IVR061", "IVR062"]  # ivrkit/rules/agents.py
-    assert sorted(RULES) == [f"IVR{i:03d}" for i in range(1, 19)] + agents
+    payments = ["IVR070", "IVR071", "IVR072"]
+    assert sorted(RULES) == [f"IVR{i:03d}" for i in range(1, 19)] + agents + payments
 
 
 # -- IVR001 unknown target -------------------------------------------------------------------

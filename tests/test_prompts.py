@@ -92,7 +92,12 @@ def test_cli_prompts_csv_and_json(capsys):
     assert lines[1] == "support_line,welcome,prompt,Thanks for calling Acme.,en-US,,"
     assert main(["prompts", "flows/", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {row["flow"] for row in rows} == {"account_pin", "appointment_reminder", "support_line"}
+    assert {row["flow"] for row in rows} == {
+        "account_pin",
+        "appointment_reminder",
+        "pay_bill",
+        "support_line",
+    }
 
 
 def test_cli_flags_missing_languages_and_strict_fails(tmp_path, capsys):

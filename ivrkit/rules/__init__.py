@@ -6,6 +6,7 @@
 - :mod:`~ivrkit.rules.connecting`: Dial and Enqueue outcomes
 - :mod:`~ivrkit.rules.agents`: Agent (ConversationRelay) hand-offs and outcomes
 - :mod:`~ivrkit.rules.paths`: walks of the flow's graph: reachability, loops, traps
+- :mod:`~ivrkit.rules.paying`: Pay outcomes, prompts and masking
 - :mod:`~ivrkit.rules.subflows`: sub-flows across the flows loaded together
 - :mod:`~ivrkit.rules.source`: what only the source text shows
 
@@ -32,6 +33,7 @@ from ivrkit.rules.findings import (
     relative_path,
 )
 from ivrkit.rules.paths import check_paths
+from ivrkit.rules.paying import check_paying
 from ivrkit.rules.subflows import check_subflows
 from ivrkit.rules.targets import (
     check_decision,
@@ -88,5 +90,6 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
     check_global_key_targets(report, flow, states)
     check_global_keys(report, flow, states)
     check_paths(report, flow, states, initial)
+    check_paying(report, flow, states)
     report.findings.sort(key=lambda f: (f.severity != ERROR, f.line))
     return report.findings

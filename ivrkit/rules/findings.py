@@ -42,6 +42,9 @@ RULES = {
     "IVR060": "agent hand-off key with no target (or a target for a key never sent)",
     "IVR061": "agent state with no outcome for a failed session or a caller hanging up",
     "IVR062": "agent hand-off field that looks secret but is not in secrets=",
+    "IVR070": "payment without a success or failure outcome",
+    "IVR071": "payment in a flow whose events are not masked",
+    "IVR072": "payment prompt that is never played",
 }
 
 
@@ -121,6 +124,7 @@ def outcome_words(trigger: str) -> str:
         "say": f'word "{value}"',
         "dial": f'dial outcome "{value}"',
         "queue": f'queue result "{value}"',
+        "pay": f'payment result "{value}"',
         "goto": "decision",
         "next": "then",
         "entered": "then",

@@ -294,6 +294,10 @@ class SimulatedApi:
         if mode and mode not in _AMD_MODES:
             raise ApiError(400, 21234, f"MachineDetection must be Enable or DetectMessageEnd, "
                            f"not {mode!r}")
+        for name in ("MachineDetectionTimeout", "MachineDetectionSpeechThreshold",
+                     "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout"):
+            if one(name) and not one(name).isdigit():
+                raise ApiError(400, 21234, f"{name} must be a whole number, not {one(name)!r}")
         timeout = one("Timeout")
         if timeout and (not timeout.isdigit() or not 1 <= int(timeout) <= 600):
             raise ApiError(400, 21208, f"Timeout must be a number of seconds 1-600, "

@@ -151,6 +151,7 @@ async def test_auth_failures_answer_401_20003(twilio_api: SimulatedApi) -> None:
         ({"method": "PUT"}, 400, 21200, "Method must be GET or POST"),
         ({"status_callback_event": ["ringing", "hungup"]}, 400, 21200, "hungup"),
         ({"machine_detection": "Yes"}, 400, 21234, "MachineDetection"),
+        ({"machine_detection_timeout": "soon"}, 400, 21234, "MachineDetectionTimeout"),
         ({"timeout": 601}, 400, 21208, "Timeout"),
         ({"send_digits": "12x"}, 400, 21206, "SendDigits"),
         ({"url": None, "twiml": "<Response><Say>hi</Response>"}, 400, 12100, "Twiml"),
@@ -617,3 +618,17 @@ def test_readme_simulated_api_example_passes_as_a_test_file(pytester: pytest.Pyt
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=1)
+
+
+async def test_long_runs_can_skip_recording_events(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = reminder_app(make_app)
+    twilio_api.record_events = False
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(Press("1"),))})
+    ended = await place(twilio_api, app)
+    assert ended.status == "completed"
+    assert ended.duration is not None
+    assert ended.duration > 0
+    assert (ended.events, ended.callbacks) == ([], [])
+    assert app.paths() == ["/status", "/status", "/status", "/voice", "/confirm", "/status"]

@@ -128,6 +128,8 @@ class SimulatedApi:
         self._attempts: dict[str, int] = {}
         self._bucket = (0.0, 0.0)  # (tokens, at) for request_rate
         self._active: set[asyncio.Task[None]] = set()
+        self.live = 0  # calls created and not yet ended (queued ones included)
+        self.peak_live = 0  # the most at once: what a campaign's concurrency cap bounds
         self._idle: asyncio.Event | None = None
         self.listeners: list[Callable[[SimCall], Any]] = []
 
@@ -321,11 +323,14 @@ class SimulatedApi:
         call = SimCall(
             sid=new_sid("CA"), account_sid=self.account_sid, to=to, from_=from_, form=form,
             created=now, updated=now, queue_time_ms=int(delay * 1000), attempt=attempt,
+            created_at=time.monotonic(),
         )
         self.calls[call.sid] = call
         task = loop.create_task(self._run(call, delay))
         self._active.add(task)
-        task.add_done_callback(self._active.discard)
+        self.live += 1
+        self.peak_live = max(self.peak_live, self.live)
+        task.add_done_callback(self._task_done)
         call.task = task
         return call
 
@@ -345,6 +350,10 @@ class SimulatedApi:
             start_delay=delay, speed=self.speed, max_requests=self.max_requests,
             on_end=self._ended, record=self.record_events,
         )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self.live -= 1
 
     def _ended(self, call: SimCall) -> None:
         for listener in self.listeners:

@@ -62,6 +62,7 @@ class SimCall:
     form: dict[str, list[str]]
     created: datetime
     queue_time_ms: int = 0
+    created_at: float = 0.0  # time.monotonic() at create: lets a test check a caller's rate
     status: str = "queued"
     answered_by: str | None = None
     start_time: datetime | None = None

@@ -411,11 +411,16 @@ async def test_calls_beyond_the_cps_wait_queued_and_can_be_canceled(
     assert second.status == "queued"
     canceled = client.calls(second.sid).update(status="canceled")
     assert canceled.status == "queued"  # takes effect when the call next looks
+    assert twilio_api.live == twilio_api.peak_live == 2
+    assert first.sid in twilio_api.calls
+    assert twilio_api.calls[second.sid].created_at >= twilio_api.calls[first.sid].created_at
     ended = await twilio_api.wait(second.sid)
     assert ended.status == "canceled"
     assert ended.callbacks[-1]["CallStatus"] == "canceled"
     assert [c["_event"] for c in ended.callbacks] == ["completed"]
     assert (await twilio_api.wait(first.sid)).status == "completed"
+    await twilio_api.wait_idle()
+    assert (twilio_api.live, twilio_api.peak_live) == (0, 2)
 
 
 # --- failure paths ----------------------------------------------------------------------------
@@ -469,6 +474,7 @@ async def test_a_crashing_call_is_recorded_failed_and_released(
     assert fine.status == "completed"
     await twilio_api.wait_idle()
     assert not twilio_api._active
+    assert twilio_api.live == 0
 
 
 async def test_closing_the_api_cancels_calls_still_ringing(
@@ -488,6 +494,7 @@ async def test_closing_the_api_cancels_calls_still_ringing(
     assert call.done.is_set()
     assert call.status == "canceled"
     assert not api._active
+    assert api.live == 0
     assert "/voice" not in app.paths()
 
 

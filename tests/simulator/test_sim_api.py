@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from simulator.callees import Callee, CalleeModel, parse_callee, parse_ratios
 from simulator.caller import HangUp, Press, Speak, Timeout
 from simulator.cli import main
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from simulator.scenario import ScenarioError, load_scenarios, run_scenarios
 from simulator.twilio_client import twilio_client
 
 pytest_plugins = ["pytester"]
@@ -270,7 +272,7 @@ def voicemail_app(make_app: Callable[..., TwimlApp], client: list[Any]) -> Twiml
     through the API, as an app using AsyncAmd would."""
 
     async def amd(seen: Seen) -> str:
-        if seen.params["AnsweredBy"].startswith("machine"):
+        if client and seen.params["AnsweredBy"].startswith("machine"):
             await asyncio.to_thread(client[0].calls(seen.params["CallSid"]).update,
                                     url="http://testserver/drop")
         return ""
@@ -639,3 +641,65 @@ async def test_long_runs_can_skip_recording_events(
     assert ended.duration > 0
     assert (ended.events, ended.callbacks) == ([], [])
     assert app.paths() == ["/status", "/status", "/status", "/voice", "/confirm", "/status"]
+
+
+# --- scenario files -------------------------------------------------------------------------------
+
+OUTBOUND_SCENARIOS = """
+url: /voice
+auth_token: %s
+status_callback: /status
+scenarios:
+  - name: a person confirms
+    outbound: {machine_detection: Enable}
+    steps: [{press: "1"}]
+    expect: {heard: ["Confirmed."], answered_by: human, ended: completed}
+  - name: a machine gets the message after the beep
+    outbound: {answer: machine, machine_detection: DetectMessageEnd}
+    expect: {heard: ["after the beep"], not_heard: ["Press 1"], answered_by: machine_end_beep}
+  - name: async detection tells the callback
+    outbound: {answer: machine, async_amd_callback: /amd, greeting: 5}
+    expect: {reached: ["/amd"], answered_by: machine_end_beep}
+  - name: busy never reaches the flow
+    outbound: {answer: busy}
+    expect: {ended: busy, not_heard: ["reminder"]}
+  - name: wrong on purpose
+    outbound: {answer: fax, machine_detection: Enable}
+    expect: {answered_by: human}
+"""
+
+
+async def test_scenario_files_describe_outbound_calls(
+    make_app: Callable[..., TwimlApp], tmp_path: Path
+) -> None:
+    app = voicemail_app(make_app, [])
+    path = tmp_path / "outbound.yaml"
+    path.write_text(OUTBOUND_SCENARIOS % TEST_AUTH_TOKEN)
+    out = io.StringIO()
+    report = await run_scenarios(load_scenarios(path), app=app, out=out)
+    assert report.passed == [
+        "a person confirms", "a machine gets the message after the beep",
+        "async detection tells the callback", "busy never reaches the flow",
+    ], out.getvalue()
+    assert report.failed == {"wrong on purpose": [
+        "expected AnsweredBy='human'; requests carried ['fax']"]}
+    voices = [s for s in app.seen if s.path == "/voice"]
+    assert {s.params["Direction"] for s in voices} == {"outbound-api"}
+    statuses = [s.params["CallStatus"] for s in app.seen if s.path == "/status"]
+    assert statuses == ["completed", "completed", "completed", "busy", "completed"]
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ("{answer: robot}", "outbound answer 'robot'"),
+        ("{machine_detection: Maybe}", "machine_detection 'Maybe'"),
+        ("{ring: soon}", "are seconds"),
+        ("{callee: human}", "'outbound' is a mapping"),
+    ],
+)
+def test_bad_outbound_blocks_name_the_fix(tmp_path: Path, block: str, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"url: /voice\nscenarios:\n  - name: x\n    outbound: {block}\n")
+    with pytest.raises(ScenarioError, match=re.escape(words)):
+        load_scenarios(path)

@@ -565,11 +565,16 @@ def test_ivrkit_sim_api_serves_calls(
         lines = [process.stdout.readline()]
         second = client.calls.create(to=TO, from_=FROM, url=f"{site.url}/voice")
         lines.append(process.stdout.readline())
+        third = client.calls.create(to="+15550100003", from_=FROM,
+                                    url=f"http://127.0.0.1:{free_port()}/voice")
+        lines.append(process.stdout.readline())
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=10)
     assert lines[0].startswith(f"{first.sid} to ********0001: completed")
     assert lines[1].startswith(f"{second.sid} to ********0001: busy")
+    assert lines[2].startswith(f"{third.sid} to ********0003: completed")
+    assert lines[2].endswith("(Twilio errors 11205)\n")  # nothing listens on its Url
     assert app.paths() == ["/voice", "/confirm"]
     assert TEST_AUTH_TOKEN not in errors
     assert "Traceback" not in errors

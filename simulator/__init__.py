@@ -5,6 +5,8 @@ files, by replaying a recorded call, or as a load generator; ``ivrkit-sim`` wrap
 It never imports ``ivrkit``: any TwiML app over HTTP, or any ASGI app in-process, will do.
 """
 
+from simulator.api import ApiError, SimulatedApi
+from simulator.callees import Callee, CalleeModel, MachineCaller
 from simulator.caller import (
     AgentPrompt,
     Answer,
@@ -24,6 +26,7 @@ from simulator.caller import (
     Speak,
     Timeout,
 )
+from simulator.dialout import SimCall
 from simulator.engine import ERROR_NOTICE, CallResult, Engine, parse_twiml
 from simulator.load import LoadCaller, LoadReport, menu_choices, run_load
 from simulator.model import (
@@ -73,9 +76,12 @@ __all__ = [
     "AgentEvent",
     "AgentPrompt",
     "Answer",
+    "ApiError",
     "CallEnded",
     "CallParams",
     "CallResult",
+    "Callee",
+    "CalleeModel",
     "Caller",
     "DialEvent",
     "DialOutcome",
@@ -98,6 +104,7 @@ __all__ = [
     "LiveCall",
     "LoadCaller",
     "LoadReport",
+    "MachineCaller",
     "PauseEvent",
     "PayAction",
     "PayCard",
@@ -125,6 +132,8 @@ __all__ = [
     "ScenarioReport",
     "ScriptedCaller",
     "Signer",
+    "SimCall",
+    "SimulatedApi",
     "Speak",
     "SyncCall",
     "Timeout",

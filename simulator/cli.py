@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(repeatable; default: a question, then goodbye)")
     _relay_options(load)
     load.add_argument("--json", action="store_true")
+
+    from simulator.api_cli import add_api_parser
+
+    add_api_parser(commands)
     return parser
 
 
@@ -364,7 +368,13 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if report.completed == report.calls and not report.crashed else 1
 
 
-_COMMANDS = {"call": _call, "run": _run, "replay": _replay, "load": _load}
+async def _api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.api_cli import serve_api
+
+    return await serve_api(args, out, err)
+
+
+_COMMANDS = {"call": _call, "run": _run, "replay": _replay, "load": _load, "api": _api}
 
 
 def main(

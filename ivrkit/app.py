@@ -264,14 +264,19 @@ class IvrApp:
             flow=flow.name,
         )
         answered_by = hook.params.get("AnsweredBy", "")
+        sid = hook.call_sid
 
         async def apply() -> Answer:
             answer = await self._apply_status(update)
             if answer is NO_CONTENT and answered_by in outbound.ANSWERED_BY:
                 # An outbound call's status says who answered (AMD): kept in call.data.
-                answer = await self._annotate(
-                    hook, "answered_by", lambda r: outbound.keep_answered_by(r, answered_by)
-                )
+                try:
+                    await outbound.keep_answered_by(self.store, hook.call_sid, answered_by)
+                except Exception as error:
+                    self.throttle.failure(
+                        "storage", error, "call %s: storage failed on status callback", sid
+                    )
+                    return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
             return answer
 
         return await self._in_time(apply(), hook, "status callback", None)

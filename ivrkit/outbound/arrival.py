@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ivrkit.outbound.amd import ANSWERED_BY, DATA_KEY, route
 from ivrkit.outbound.place import ASYNC_MARK
-from ivrkit.records import CallRecord
+from ivrkit.records import CallRecord, utcnow
 from ivrkit.store.contract import FINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -84,6 +84,13 @@ def first_route(
     return state, f"answered_by:{key}"
 
 
-def keep_answered_by(record: CallRecord, answered_by: str) -> None:
-    """A status callback's AnsweredBy, kept unless the call knows it already."""
-    record.data.setdefault(DATA_KEY, answered_by)
+async def keep_answered_by(store: StoreContract, call_sid: str, answered_by: str) -> None:
+    """A status callback's AnsweredBy, kept in ``call.data`` unless the call knows it
+    already (the first webhook or the AMD callback told it): then nothing is written."""
+    async with store.session(call_sid) as session:
+        record = session.record
+        if record is None or DATA_KEY in record.data:
+            return
+        record.data[DATA_KEY] = answered_by
+        record.updated_at = utcnow()
+        session.save(record)

@@ -18,7 +18,6 @@ from ivrkit.errors import (
     FlowDefinitionError,
     IvrkitError,
     PlaceCallError,
-    StoreInUseError,
 )
 
 MACHINE_CHOICES = ("auto", "Enable", "DetectMessageEnd", "off")
@@ -107,15 +106,6 @@ def run(args: argparse.Namespace) -> int:
     except PlaceCallError as error:
         print(f"ivrkit call: {error}", file=sys.stderr)
         return 1
-    except StoreInUseError:
-        print(
-            f"ivrkit call: the SQLite file of {settings.database_url} is held by a running "
-            "ivrkit serve, and one process owns it: place calls from that process "
-            "(ivrkit.outbound.place_call with its store) or share PostgreSQL "
-            "(IVRKIT_DATABASE_URL=postgresql+asyncpg://...)",
-            file=sys.stderr,
-        )
-        return 2
     except (IvrkitError, ValueError) as error:
         print(f"ivrkit call: {error}", file=sys.stderr)
         return 2
@@ -124,13 +114,12 @@ def run(args: argparse.Namespace) -> int:
 async def _call(args: argparse.Namespace, flow: Any, data: dict[str, str], settings: Any) -> int:
     from ivrkit.outbound.credentials import client_from_env
     from ivrkit.outbound.outcome import call_outcome
-    from ivrkit.outbound.place import place_call
-    from ivrkit.store import create_store
+    from ivrkit.outbound.place import place_call, placing_store
 
     client = client_from_env()
     if args.api_url:
         client.api.base_url = args.api_url.rstrip("/")
-    store = create_store(settings.database_url)
+    store = placing_store(settings.database_url)  # SQLite: beside the server that owns it
     await store.open()
     try:
         sid = await place_call(

@@ -9,7 +9,7 @@ from ivrkit.outbound.amd import DATA_KEY
 from ivrkit.store.contract import FINAL_STATUSES
 
 if TYPE_CHECKING:
-    from ivrkit.store.contract import StoreContract
+    from ivrkit.outbound.place import PlacedCalls
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class CallOutcome:
         return self.status is not None
 
 
-async def call_outcome(store: StoreContract, call_sid: str) -> CallOutcome | None:
+async def call_outcome(store: PlacedCalls, call_sid: str) -> CallOutcome | None:
     """The call's outcome, or None when the store holds no call with this CallSid."""
     record = await store.load(call_sid)
     if record is None:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from twilio.base.exceptions import TwilioRestException
@@ -40,10 +40,10 @@ from ivrkit.masking import mask_number
 from ivrkit.outbound import amd
 from ivrkit.outbound.credentials import client_from_env
 from ivrkit.records import CallRecord, utcnow
+from ivrkit.store.contract import encode_record
 
 if TYPE_CHECKING:
     from ivrkit.flow import Flow
-    from ivrkit.store.contract import StoreContract
 
 log = logging.getLogger("ivrkit.outbound")
 
@@ -57,6 +57,34 @@ ASYNC_MARK = "amd"
 """Query field of the Url (``amd=async``): AnsweredBy comes on the AMD callback, not here."""
 
 _in_flight: set[asyncio.Task[Any]] = set()  # shielded placements outliving a cancelled caller
+
+
+class PlacedCalls(Protocol):
+    """What placing a call and reading its outcome need of a store: every store has it,
+    and so has :class:`~ivrkit.outbound.placer.SqlitePlacer` (another process's view of
+    an SQLite file a server owns)."""
+
+    async def prepare_call(self, record: CallRecord) -> bool: ...
+
+    async def load(self, call_sid: str) -> CallRecord | None: ...
+
+
+class OpenedPlacedCalls(PlacedCalls, Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def placing_store(database_url: str) -> OpenedPlacedCalls:
+    """The store to place calls into from this process (not yet opened): PostgreSQL's own
+    store, or for SQLite an inserter that leaves the file to the server that owns it."""
+    from ivrkit.store import create_store
+
+    if database_url.startswith("sqlite"):
+        from ivrkit.outbound.placer import SqlitePlacer
+
+        return SqlitePlacer(database_url)
+    return create_store(database_url)
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,7 @@ async def place_call(
     machine_detection_timeout: int | None = None,
     ring_timeout: int | None = None,
     time_limit: int | None = None,
-    store: StoreContract | None = None,
+    store: PlacedCalls | None = None,
     client: Client | None = None,
     public_url: str | None = None,
 ) -> str:
@@ -95,7 +123,9 @@ async def place_call(
     ``IVRKIT_PUBLIC_URL``.
 
     Raises a :class:`PlaceCallError` subclass when Twilio refuses (invalid number, caller
-    ID, authentication, rate limit) and :class:`ConfigError` when a setting is missing.
+    ID, authentication, rate limit) and :class:`ConfigError` when a setting is missing;
+    ``data`` the store could not keep is refused (:class:`CallDataError`) before any call
+    is placed.
     """
     from ivrkit.config import Settings
 
@@ -118,13 +148,13 @@ async def place_call(
         time_limit=time_limit,
     )
     values = dict(data or {})
+    # Refused before Twilio is asked: a call whose data cannot be kept is never placed.
+    encode_record(placed_record(flow, "CA(check)", to=to, data=values))
     client = client or client_from_env()
     if store is not None:
         return await _shielded(_place(flow, client, store, params, values))
-    from ivrkit.store import create_store
-
     assert settings is not None
-    own = create_store(settings.database_url)
+    own = placing_store(settings.database_url)
     await own.open()
     try:
         return await _shielded(_place(flow, client, own, params, values))
@@ -194,7 +224,7 @@ async def _shielded(work: Any) -> str:
 async def _place(
     flow: type[Flow],
     client: Client,
-    store: StoreContract,
+    store: PlacedCalls,
     params: dict[str, Any],
     data: dict[str, Any],
 ) -> str:

@@ -23,9 +23,12 @@ def valid_date(value: str, call: Call) -> bool:
 
 
 class AppointmentReminder(Flow):
-    """Start it with Twilio's Calls API, url=.../voice/appointment_reminder."""
+    """Place it with ``ivrkit call flows/appointment_reminder.py --to ... --data appointment=...``
+    (or ``ivrkit.outbound.place_call``): a person hears the menu; an answering machine gets
+    a short message, left after the beep (Twilio's DetectMessageEnd)."""
 
     give_up = "no_answer_goodbye"
+    on_machine = "leave_message"
 
     reminder = Menu(
         [
@@ -53,3 +56,8 @@ class AppointmentReminder(Flow):
         "Thank you. We will call you to confirm a time on that day.", then=Hangup("Goodbye.")
     )
     no_answer_goodbye = Hangup("We will try again later. Goodbye.")
+    leave_message = Say(
+        lambda call: f"Hello, this is Acme Dental reminding you of {_appointment(call)}. "
+        "To confirm, cancel or change it, please call us back. Thank you.",
+        then=Hangup(),
+    )

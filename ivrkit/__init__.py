@@ -4,15 +4,21 @@ Write a call flow as a Python class; ivrkit validates it when it loads, compiles
 to TwiML, serves Twilio's webhooks and keeps each call's state in SQL.
 """
 
+from ivrkit import outbound as outbound  # ivrkit.outbound.place_call, call_outcome
 from ivrkit.app import create_app
 from ivrkit.call import Call, CallerInfo
 from ivrkit.config import Settings
 from ivrkit.errors import (
+    CallerIdError,
     ConfigError,
     FlowDefinitionError,
     FlowLoadError,
     FlowRuntimeError,
+    InvalidNumberError,
     IvrkitError,
+    PlaceCallError,
+    RateLimitedError,
+    TwilioAuthError,
 )
 from ivrkit.flow import Flow
 from ivrkit.hours import BusinessHours
@@ -49,6 +55,7 @@ __all__ = [
     "REPEAT",
     "BusinessHours",
     "Call",
+    "CallerIdError",
     "CallerInfo",
     "Client",
     "Collect",
@@ -61,12 +68,15 @@ __all__ = [
     "FlowLoadError",
     "FlowRuntimeError",
     "Hangup",
+    "InvalidNumberError",
     "IvrkitError",
     "Menu",
     "Number",
     "Pause",
+    "PlaceCallError",
     "Play",
     "Queue",
+    "RateLimitedError",
     "Record",
     "Redirect",
     "Reject",
@@ -77,6 +87,7 @@ __all__ = [
     "Settings",
     "Sip",
     "SubFlow",
+    "TwilioAuthError",
     "create_app",
     "decision",
     "load_flows",

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ivrkit import nodes as n
-from ivrkit import twiml
+from ivrkit import outbound, twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
 from ivrkit.deadline import DeadlineWatch, Expired
@@ -131,6 +131,7 @@ class IvrApp:
         settings: Settings,
         store: CallStore,
         clock: Callable[[], datetime],
+        twilio_client: Any = None,
     ) -> None:
         self.settings = settings
         self.registry = FlowRegistry(list(flows))
@@ -155,6 +156,11 @@ class IvrApp:
             "recording": Endpoint(self.recording, post, twiml_answer=False, throttle=throttle),
             "hold": Endpoint(self.hold, post_or_get, twiml_answer=True, throttle=throttle),
         }
+        # Outbound calls: the AsyncAmd verdict, which may move a call to its machine state.
+        self.amd = outbound.AmdCallbacks(self, twilio_client)
+        self.endpoints["amd"] = Endpoint(
+            self.amd.endpoint, post, twiml_answer=False, throttle=throttle
+        )
 
     def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, str]] | None:
         """The endpoint for /voice, /voice/{flow} or /voice/{flow}/{endpoint}, if any."""
@@ -257,7 +263,23 @@ class IvrApp:
             params=mask_params(hook.params),
             flow=flow.name,
         )
-        return await self._in_time(self._apply_status(update), hook, "status callback", None)
+        answered_by = hook.params.get("AnsweredBy", "")
+        sid = hook.call_sid
+
+        async def apply() -> Answer:
+            answer = await self._apply_status(update)
+            if answer is NO_CONTENT and answered_by in outbound.ANSWERED_BY:
+                # An outbound call's status says who answered (AMD): kept in call.data.
+                try:
+                    await outbound.keep_answered_by(self.store, hook.call_sid, answered_by)
+                except Exception as error:
+                    self.throttle.failure(
+                        "storage", error, "call %s: storage failed on status callback", sid
+                    )
+                    return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
+            return answer
+
+        return await self._in_time(apply(), hook, "status callback", None)
 
     async def _apply_status(self, update: StatusUpdate) -> Answer:
         sid, call_status, duration = update.call_sid, update.status, update.duration
@@ -368,6 +390,9 @@ class IvrApp:
     # -- helpers -------------------------------------------------------------------------------
 
     async def _start(self, flow: type[Flow], hook: Webhook) -> Answer:
+        if hook.query.get(outbound.PLACED_MARK):
+            # Placed by ivrkit: its row (with the call's data) may still be on its way.
+            await outbound.wait_for_row(self.store, hook.call_sid)
         try:
             return await self._start_once(flow, hook)
         except CallTaken:
@@ -380,22 +405,28 @@ class IvrApp:
         record: CallRecord | None = None
         try:
             async with self.store.session(sid) as session:
-                if session.record is not None:
+                if session.record is not None and not outbound.prepared(session.record):
                     # Twilio retried the first webhook: same answer, nothing fired again.
                     return self._replay(session, session.record, hook, 0, "")
                 now = utcnow()
-                record = CallRecord(
-                    created_at=now,
-                    updated_at=now,
-                    call_sid=sid,
-                    flow=flow.name,
-                    flow_version=flow.version(),
-                    state=flow.initial_state(),
-                    caller=mask_number(hook.params.get("From", "")),
-                    status=hook.params.get("CallStatus", "ringing"),
-                )
+                if session.record is not None:  # placed by ivrkit: its row and data wait
+                    record = outbound.starting(session.record, flow, hook.params, now)
+                else:
+                    record = CallRecord(
+                        created_at=now,
+                        updated_at=now,
+                        call_sid=sid,
+                        flow=flow.name,
+                        flow_version=flow.version(),
+                        state=flow.initial_state(),
+                        caller=mask_number(hook.params.get("From", "")),
+                        status=hook.params.get("CallStatus", "ringing"),
+                    )
+                start, why = outbound.first_route(flow, record, hook.params, hook.query)
                 try:
-                    result = await self.runtime.begin(record, hook.params, hook.base_url)
+                    result = await self.runtime.begin(
+                        record, hook.params, hook.base_url, start=start, why=why
+                    )
                 except Exception:
                     log.exception("call %s: flow %s failed at its start", sid, flow.name)
                     answer = self._apology(flow)
@@ -593,17 +624,27 @@ def create_app(
     settings: Settings | None = None,
     store: CallStore | None = None,
     clock: Callable[[], datetime] | None = None,
+    twilio_client: Any = None,
 ) -> IvrStarlette:
     """The ASGI app serving ``flows``; tables are created on start-up.
 
     ``clock`` replaces the wall clock that flows see as ``call.now`` (tests, simulations).
+    ``twilio_client`` (a twilio ``Client``, or a function making one) is what the app uses
+    to redirect a live call when AsyncAmd says a machine answered; by default one is built
+    from ``TWILIO_ACCOUNT_SID`` and the token or API key when first needed.
     """
     settings = settings or Settings.from_env()
     settings.require_token()
     store = store or create_store(settings.database_url, pool_size=settings.db_pool_size)
     clock = clock or (lambda: datetime.now(UTC))
     trusts_time = settings.trust_simulated_time or settings.insecure_dev
-    ivr = IvrApp(flows, settings, store, following_simulated_time(clock) if trusts_time else clock)
+    ivr = IvrApp(
+        flows,
+        settings,
+        store,
+        following_simulated_time(clock) if trusts_time else clock,
+        twilio_client,
+    )
     if trusts_time:
         for endpoint in ivr.endpoints.values():
             endpoint.handler = with_simulated_time(endpoint.handler)
@@ -650,6 +691,7 @@ def create_app(
         ("/voice/{flow}/status", "status"),
         ("/voice/{flow}/recording", "recording"),
         ("/voice/{flow}/hold", "hold"),
+        ("/voice/{flow}/amd", "amd"),
     ]:
         routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
     app = IvrStarlette(

@@ -395,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("call_sid")
     events.add_argument("--database-url", default=None)
     events.set_defaults(handler=_events)
+
+    from ivrkit.outbound import command as call_command  # ivrkit call: outbound calls
+
+    call_command.add_parser(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ivrkit import nodes as n
 from ivrkit import observers
 from ivrkit.flow import Flow
+from ivrkit.outbound import amd
 
 Edge = tuple[str, str, str]
 """(source state, trigger, destination state)."""
@@ -46,6 +47,7 @@ def transitions_of(flow: type[Flow]) -> set[Edge]:
     for name, node in states.items():
         if isinstance(node, n.SubFlow):
             found.add((name, "enter", node.flow))
+    found |= amd.coverage_edges(flow)  # a call routed by who answered (AnsweredBy)
     return found
 
 

@@ -15,6 +15,7 @@ from ivrkit import arguments as check
 from ivrkit import nodes as n
 from ivrkit.errors import FlowDefinitionError
 from ivrkit.machine import FlowMachine
+from ivrkit.outbound import amd
 from ivrkit.rules.source import class_site
 from ivrkit.rules.source import returned_literals as _returned_literals
 from ivrkit.validation import ERROR, Finding, check_flow, relative_path
@@ -69,6 +70,13 @@ class Flow:
     """Collect states (by state name or save_as key) whose entry is a caller secret."""
     entry_points: ClassVar[tuple[str, ...]] = ()
     """States entered from outside the flow's own transitions (not reported unreachable)."""
+    on_machine: ClassVar[n.Target | None] = None
+    """Outbound calls: where a call answered by a machine goes (every AnsweredBy machine_*),
+    e.g. a state leaving a message after the beep; None: machines hear the flow as people do."""
+    on_answered_by: ClassVar[Mapping[str, n.Target]] = {}
+    """Outbound calls: a state per AnsweredBy value (human, machine_start, machine_end_beep,
+    machine_end_silence, machine_end_other, fax, unknown; "machine" for all machine_*),
+    winning over ``on_machine``."""
     abstract: ClassVar[bool] = False
     """True on a base class that only shares states: it is not checked or served itself."""
 
@@ -190,6 +198,7 @@ def _compile(cls: type[Flow]) -> None:
     extra_targets: list[tuple[str, n.Target | n.Repeat | None]] = [
         ("give_up", cls.give_up),
         *((f"key {key}", target) for key, target in global_keys.items()),
+        *((f"answered_by {key}", target) for key, target in amd.declared(cls).items()),
     ]
     for label, target in extra_targets:
         if isinstance(target, n.Node) and id(target) not in names:
@@ -240,6 +249,7 @@ def _flow_argument_problems(cls: type[Flow]) -> list[check.ArgumentProblem]:
         + check.required_text("apology", cls.apology, '"Sorry, something went wrong."')
         + check.optional_text("voice", cls.voice, '"Polly.Joanna"')
         + check.optional_text("language", cls.language, '"en-US"')
+        + amd.argument_problems(cls)
     )
 
 

@@ -22,6 +22,7 @@ from ivrkit.errors import FlowRuntimeError
 from ivrkit.flow import Flow
 from ivrkit.inputs import Selection, select
 from ivrkit.memo import BoundedMemo
+from ivrkit.outbound import amd
 from ivrkit.records import CallRecord
 from ivrkit.rules import check_subflows
 
@@ -91,13 +92,24 @@ class Runtime:
         self.rendered: BoundedMemo[tuple[Any, ...], str] = BoundedMemo(RENDER_CACHE_SIZE)
 
     async def begin(
-        self, record: CallRecord, params: Mapping[str, str], base_url: str
+        self,
+        record: CallRecord,
+        params: Mapping[str, str],
+        base_url: str,
+        *,
+        start: str | None = None,
+        why: str = "",
     ) -> TurnResult:
-        """The first webhook of a call: run from the flow's initial state."""
+        """The first webhook of a call: run from the flow's initial state, or from
+        ``start``, a state the call was sent to by ``why`` (who answered an outbound call)."""
         flow = self.registry.get(record.flow)
         turn = _Turn(self, record, params, base_url)
         record.step += 1
-        await turn.advance(flow, flow.initial_state())
+        if start is not None:
+            if observers.ACTIVE:
+                observers.trigger_taken(flow, amd.ANSWERED_SOURCE, why, start, record.call_sid)
+            turn.fired.append(f"{flow.name}:{amd.ANSWERED_SOURCE} -{why}-> {start}")
+        await turn.advance(flow, start or flow.initial_state())
         return turn.finish()
 
     async def resume(

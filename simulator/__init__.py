@@ -5,6 +5,8 @@ files, by replaying a recorded call, or as a load generator; ``ivrkit-sim`` wrap
 It never imports ``ivrkit``: any TwiML app over HTTP, or any ASGI app in-process, will do.
 """
 
+from simulator.api import ApiError, SimulatedApi
+from simulator.callees import Callee, CalleeModel, MachineCaller
 from simulator.caller import (
     Answer,
     Caller,
@@ -22,6 +24,7 @@ from simulator.caller import (
     Speak,
     Timeout,
 )
+from simulator.dialout import SimCall
 from simulator.engine import ERROR_NOTICE, CallResult, Engine, parse_twiml
 from simulator.load import LoadCaller, LoadReport, menu_choices, run_load
 from simulator.model import (
@@ -60,9 +63,12 @@ from simulator.transport import Transport
 __all__ = [
     "ERROR_NOTICE",
     "Answer",
+    "ApiError",
     "CallEnded",
     "CallParams",
     "CallResult",
+    "Callee",
+    "CalleeModel",
     "Caller",
     "DialEvent",
     "DialOutcome",
@@ -82,6 +88,7 @@ __all__ = [
     "LiveCall",
     "LoadCaller",
     "LoadReport",
+    "MachineCaller",
     "PauseEvent",
     "Phone",
     "PlayEvent",
@@ -102,6 +109,8 @@ __all__ = [
     "ScenarioReport",
     "ScriptedCaller",
     "Signer",
+    "SimCall",
+    "SimulatedApi",
     "Speak",
     "SyncCall",
     "Timeout",

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--seed", type=int, default=None)
     load.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
     load.add_argument("--json", action="store_true")
+
+    from simulator.api_cli import add_api_parser
+
+    add_api_parser(commands)
     return parser
 
 
@@ -291,7 +295,13 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if report.completed == report.calls and not report.crashed else 1
 
 
-_COMMANDS = {"call": _call, "run": _run, "replay": _replay, "load": _load}
+async def _api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from simulator.api_cli import serve_api
+
+    return await serve_api(args, out, err)
+
+
+_COMMANDS = {"call": _call, "run": _run, "replay": _replay, "load": _load, "api": _api}
 
 
 def main(

@@ -64,12 +64,18 @@ def serve(database_url: str) -> Callable[..., Any]:
         *,
         clock: Callable[[], datetime] | None = None,
         fresh: bool = True,
+        twilio_client: Any = None,
         **settings: Any,
     ) -> AsyncIterator[tuple[Any, Any]]:
         if fresh:
             await reset_database(database_url)
         config = Settings(database_url=database_url, auth_token=TOKEN, **settings)
-        app = create_app(flows, settings=config, clock=clock or (lambda: OPEN_HOURS))
+        app = create_app(
+            flows,
+            settings=config,
+            clock=clock or (lambda: OPEN_HOURS),
+            twilio_client=twilio_client,
+        )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:

@@ -410,3 +410,64 @@ async def test_check_writable_commits_on_both_backends(database_url):
         async with store.engine.connect() as conn:
             rows = (await conn.execute(text("SELECT id FROM ivrkit_health"))).all()
         assert [tuple(r) for r in rows] == [(1,)]
+
+
+# -- outbound calls: the placed call's row (promise 9) --------------------------------------
+
+
+def placed_call(sid: str = SID, **data: Any) -> CallRecord:
+    return CallRecord(
+        call_sid=sid, flow="contract", flow_version="v1", state="menu", status="queued", data=data
+    )
+
+
+async def test_a_placed_calls_row_and_data_are_there_before_its_first_webhook(database_url):
+    async with two_writers(database_url) as (placer, server):
+        assert await placer.prepare_call(placed_call(when=date(2026, 12, 3), name="Ana"))
+        async with server.session(SID) as session:  # the first webhook, in another process
+            record = session.record
+            assert (record.step, record.status) == (0, "queued")
+            assert record.data == {"when": date(2026, 12, 3), "name": "Ana"}
+            record.step, record.status = 1, "in-progress"
+            session.save(record, event(record, "start"))
+        assert [e.kind for e in await server.call_events(SID)] == ["placed", "start"]
+
+
+async def test_a_first_webhook_that_came_first_keeps_its_data_and_gains_the_placed_data(
+    database_url,
+):
+    async with two_writers(database_url) as (placer, server):
+        started = new_call(confirmed=True)
+        started.step = 1
+        await store_call(server, started)  # the webhook won the race and started the flow
+        assert not await placer.prepare_call(placed_call(name="Ana", confirmed=False))
+        record = await server.load(SID)
+        assert record.step == 1
+        assert record.state == "menu"
+        assert record.data == {"confirmed": True, "name": "Ana"}  # the flow's value wins
+
+
+async def test_prepare_call_waits_for_a_webhook_holding_the_call(database_url):
+    async with two_writers(database_url) as (placer, server):
+        async with server.session(SID) as session:
+            placing = asyncio.create_task(placer.prepare_call(placed_call(name="Ana")))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not placing.done()  # the call's lock is held: it waits its turn
+            started = new_call()
+            started.step = 1
+            session.save(started, event(started, "start"))
+        assert await placing is False
+        assert (await server.load(SID)).data == {"name": "Ana"}
+
+
+async def test_prepare_call_refuses_a_started_record_and_data_it_cannot_keep(database_url):
+    async with fresh_store(database_url) as store:
+        started = placed_call()
+        started.step = 2
+        with pytest.raises(ValueError, match="step must be 0"):
+            await store.prepare_call(started)
+        with pytest.raises(CallDataError, match="is a set"):
+            await store.prepare_call(placed_call(tags={"a"}))
+        assert await store.load(SID) is None  # nothing half-written
+        assert await store.prepare_call(placed_call(name="Ana"))  # and the call goes on

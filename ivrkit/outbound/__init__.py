@@ -1,1 +1,34 @@
-"""Outbound calls: placing calls through Twilio's Calls API, and campaigns of them."""
+"""Outbound calls: place a call into a flow through Twilio's Calls API, tell a person from
+an answering machine, and read what became of the call.
+
+- :func:`place_call` (``ivrkit call`` on the command line) and :func:`call_outcome`;
+- :mod:`~ivrkit.outbound.amd`: a flow's ``on_machine`` / ``on_answered_by`` routes;
+- :mod:`~ivrkit.outbound.arrival`: a placed call's first webhook and its stored row;
+- :mod:`~ivrkit.outbound.moves`: the AsyncAmd callback that moves a call a machine answered;
+- :mod:`~ivrkit.outbound.credentials`: a twilio ``Client`` from the environment.
+"""
+
+from ivrkit.outbound.amd import ANSWERED_BY, MACHINE_VALUES
+from ivrkit.outbound.arrival import first_route, keep_answered_by, prepared, starting, wait_for_row
+from ivrkit.outbound.credentials import client_from_env
+from ivrkit.outbound.moves import AmdCallbacks
+from ivrkit.outbound.outcome import CallOutcome, call_outcome
+from ivrkit.outbound.place import ASYNC_MARK, PLACED_MARK, call_parameters, place_call
+
+__all__ = [
+    "ANSWERED_BY",
+    "ASYNC_MARK",
+    "MACHINE_VALUES",
+    "PLACED_MARK",
+    "AmdCallbacks",
+    "CallOutcome",
+    "call_outcome",
+    "call_parameters",
+    "client_from_env",
+    "first_route",
+    "keep_answered_by",
+    "place_call",
+    "prepared",
+    "starting",
+    "wait_for_row",
+]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ivrkit import nodes as n
+from ivrkit.outbound import amd
 from ivrkit.rules.asking import MAX_SENSIBLE_RETRIES, check_asking, check_global_keys
 from ivrkit.rules.connecting import check_connecting
 from ivrkit.rules.findings import (
@@ -84,6 +85,7 @@ def check_flow(flow: type[Flow]) -> list[Finding]:
         check_decision(report, flow, node)
     check_global_key_targets(report, flow, states)
     check_global_keys(report, flow, states)
+    amd.check_targets(report, flow, states)
     check_paths(report, flow, states, initial)
     report.findings.sort(key=lambda f: (f.severity != ERROR, f.line))
     return report.findings

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ivrkit import nodes as n
+from ivrkit.outbound import amd
 from ivrkit.rules.findings import ERROR, WARNING, Reporter
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ def _check_reachable(
     report: Reporter, flow: type[Flow], states: dict[str, n.Node], initial: str
 ) -> None:
     # Entry points are roots too; inline states (then=Hangup()) are reported with their owner.
-    seen = _walk(flow, states, {initial, *(name for name in flow.entry_points if name in states)})
+    entries = {*flow.entry_points, *amd.entry_states(flow)}  # also: who answered
+    seen = _walk(flow, states, {initial, *(name for name in entries if name in states)})
     for name, node in states.items():
         if name not in seen and name.isidentifier():
             report.add(

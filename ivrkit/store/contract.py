@@ -27,6 +27,11 @@ A store keeps one row per call and an append-only event log, and promises:
 7. **Committed means durable across restarts.** A webhook is answered only after its save
    is committed; a store reopened on the same file or database continues every call.
 8. **Health tells the truth.** :meth:`check_writable` proves a write can be committed now.
+9. **A placed call's data is there for its first webhook.** :meth:`prepare_call` stores an
+   outbound call's row (step 0, status ``queued``, its ``data``) under the CallSid the Calls
+   API returned; the call's first webhook starts the flow on that row, data and all. When
+   the first webhook got there first (it waited, then started without it), the data is
+   added to the call under the keys the flow has not set, and ``prepare_call`` says so.
 
 Two stores keep it: ``sqlite.EmbeddedStore`` (the embedded default, one process) and
 ``postgres.LockingStore`` (a lock per call, any number of processes and hosts).
@@ -156,6 +161,8 @@ class StoreContract(Protocol):
 
     async def check_writable(self) -> None: ...
 
+    async def prepare_call(self, record: CallRecord) -> bool: ...
+
 
 class StoreUnwritableError(RuntimeError):
     """The store cannot commit a write now (disk full, read-only, database down)."""
@@ -216,6 +223,38 @@ class CallStore:
                 ),
             )
             return record.flow, record.state
+
+    async def prepare_call(self, record: CallRecord) -> bool:
+        """Store an outbound call's row before its first webhook (promise 9): True when it
+        was stored as given, False when the call had started already (its first webhook
+        came first), in which case ``record.data`` is added under the keys the flow has not
+        set and nothing else of the running call changes.
+
+        It goes through :meth:`session`, the call's lock, so it is one of the call's
+        writers like a webhook: on PostgreSQL any process may place the call."""
+        if record.step != 0:
+            raise ValueError("prepare_call stores a call not started yet: step must be 0")
+        async with self.session(record.call_sid) as session:
+            found = session.record
+            placed = CallEvent(
+                call_sid=record.call_sid,
+                step=0,
+                kind="placed",
+                state=record.state,
+                params={"To": record.caller} if record.caller else {},
+                at=record.created_at,
+            )
+            if found is None:
+                session.save(record, placed)
+                return True
+            if found.step == 0:  # placed twice under one CallSid: the later data wins
+                found.data.update(record.data)
+            else:
+                for key, value in record.data.items():
+                    found.data.setdefault(key, value)
+            found.updated_at = utcnow()
+            session.save(found, placed)
+            return False
 
     async def load(self, call_sid: str) -> CallRecord | None:
         async with self.engine.connect() as conn:

@@ -25,7 +25,7 @@ from typing import Any
 
 from simulator.callees import Callee, answered_by
 from simulator.engine import Document, Engine, _End, _Next, parse_twiml
-from simulator.model import CallParams, Event
+from simulator.model import CallParams, Event, RequestEvent
 from simulator.transport import Session
 
 __all__ = ["INPUT_VERBS", "OutboundEngine", "SimCall", "Update", "run_outbound"]
@@ -93,9 +93,10 @@ class OutboundEngine(Engine):
     """The engine with an outbound call's extras, checked at every verb boundary."""
 
     def __init__(self, *, call: SimCall, amd_mode: str | None, async_amd: bool,
-                 speed: float, **options: Any) -> None:
+                 speed: float, record: bool = True, **options: Any) -> None:
         super().__init__(**options)
         self.call = call
+        self.record = record
         self.amd_mode = amd_mode
         self.async_amd = async_amd
         self.speed = speed
@@ -137,6 +138,9 @@ class OutboundEngine(Engine):
     async def _send_amd(self) -> None:
         self.amd_sent = True
         call = self.call
+        answered = self.clock.answered_at or 0.0
+        # Detection listened this long; prompts played meanwhile do not shorten it.
+        self.clock.advance(answered + self.amd_at - self.clock.now)
         assert self.amd_mode is not None
         assert call.callee is not None
         call.answered_by = answered_by(call.callee.who, self.amd_mode)
@@ -159,7 +163,9 @@ class OutboundEngine(Engine):
     async def _callback(self, method: str, url: str, params: dict[str, str]) -> None:
         result = await self.session.fetch(method.upper(), self.session.transport.absolute(url),
                                           params)
-        self.call.callbacks.append({**params, "_url": url, "_status": str(result.status)})
+        if self.record:
+            self.call.callbacks.append({**params, "_event": "amd", "_url": url,
+                                        "_status": str(result.status)})
 
     # --- engine hooks --------------------------------------------------------------------------
 
@@ -182,11 +188,13 @@ class OutboundEngine(Engine):
     async def _status_callback(self, event_name: str, status: str) -> None:
         before = len(self.events)
         await super()._status_callback(event_name, status)
-        sent = [e for e in self.events[before:] if getattr(e, "type", "") == "request"]
-        if sent:
-            params = dict(getattr(sent[0], "params", {}))
-            params["_event"] = event_name
-            self.call.callbacks.append(params)
+        if not self.record:
+            return
+        for event in self.events[before:]:
+            if isinstance(event, RequestEvent):  # the first try; retries repeat its params
+                self.call.callbacks.append({**event.params, "_event": event_name,
+                                            "_url": event.url, "_status": str(event.status)})
+                break
 
 
 def _checkpointed(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -220,16 +228,18 @@ async def run_outbound(
     call: SimCall,
     *,
     session: Session,
-    callee: Callee,
+    callee: Callable[[], Callee],
     start_delay: float,
     speed: float,
     max_requests: int = 100,
     on_end: Callable[[SimCall], Any] | None = None,
+    record: bool = True,
 ) -> None:
-    """Play ``call`` to its end; never raises (a crash is recorded as a ``failed`` call)."""
+    """Play ``call`` to its end with the far end ``callee()`` picks; never raises (a crash,
+    the simulator's own or the callee model's, is recorded as a ``failed`` call)."""
     try:
-        await _play(call, session=session, callee=callee, start_delay=start_delay, speed=speed,
-                    max_requests=max_requests)
+        await _play(call, session=session, callee=callee(), start_delay=start_delay, speed=speed,
+                    max_requests=max_requests, record=record)
     except asyncio.CancelledError:
         call.set_status("canceled" if call.start_time is None else "completed")
         raise
@@ -245,7 +255,7 @@ async def run_outbound(
 
 async def _play(
     call: SimCall, *, session: Session, callee: Callee, start_delay: float, speed: float,
-    max_requests: int,
+    max_requests: int, record: bool,
 ) -> None:
     call.callee = callee
     events = set(call.values("StatusCallbackEvent")) or {"completed"}
@@ -255,7 +265,7 @@ async def _play(
     async_amd = call.value("AsyncAmd").lower() == "true"
     url = call.value("Url") or TWIML_URL
     engine = OutboundEngine(
-        call=call, amd_mode=mode, async_amd=async_amd, speed=speed,
+        call=call, amd_mode=mode, async_amd=async_amd, speed=speed, record=record,
         session=session, caller=callee.caller(), url=url,
         method=call.value("Method", "POST"),
         params=CallParams(from_=call.from_, to=call.to, call_sid=call.sid,
@@ -265,13 +275,13 @@ async def _play(
         status_callback=call.value("StatusCallback") or None,
         status_callback_method=call.value("StatusCallbackMethod", "POST"),
         status_callback_events=events, max_requests=max_requests,
-        listeners=[call.events.append],
+        listeners=[call.events.append] if record else (),
     )
     if url == TWIML_URL:
         engine._inline[TWIML_URL] = call.value("Twiml").encode()
 
     if await _wait(start_delay, call) and _cancelled(call):
-        await engine._status_callback("completed", "canceled")
+        await _cancel(call, engine)
         return
     call.set_status("initiated")
     await engine._status_callback("initiated", "initiated")
@@ -289,9 +299,10 @@ async def _play(
     engine.clock.advance(ring)
     engine._paced = ring
     if await _wait(ring / speed if speed > 0 else 0, call) and _cancelled(call):
-        await engine._status_callback("completed", "canceled")
+        await _cancel(call, engine)
         return
     if outcome != "answered":
+        call.duration = 0
         call.set_status(outcome)
         await engine._status_callback("completed", outcome)
         return
@@ -317,6 +328,14 @@ async def _play(
     call.duration = result.duration
     call.set_status("completed" if result.status in ("completed", "in-progress")
                     else result.status)
+
+
+async def _cancel(call: SimCall, engine: OutboundEngine) -> None:
+    """A queued or ringing call updated with Status=canceled (or completed) ends unanswered."""
+    call.pending = None
+    call.duration = 0
+    call.set_status("canceled")
+    await engine._status_callback("completed", "canceled")
 
 
 def _cancelled(call: SimCall) -> bool:

@@ -238,7 +238,17 @@ async def test_invalid_number_is_a_final_failure_and_429_backs_off(store):
 
 async def test_refused_credentials_stop_the_campaign_with_a_clear_reason(store):
     people = numbers(5)
-    phones = ScriptedPhones(errors={people[0]: [AuthFailed("Authenticate", code=20003)]})
+    phones = ScriptedPhones(
+        errors={
+            people[0]: [
+                AuthFailed(
+                    "Twilio refused the credentials (Twilio error 20003: Authenticate): check "
+                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+                    code=20003,
+                )
+            ]
+        }
+    )
     _, report = await run(store, phones, contacts(people), max_in_progress=1)
     assert report.stop_reason is not None
     assert "TWILIO_AUTH_TOKEN" in report.stop_reason

@@ -30,6 +30,7 @@ from ivrkit.outbound.dialer import (
     DialUnknown,
     InvalidNumber,
     RateLimited,
+    Unreachable,
 )
 from ivrkit.outbound.progress import Progress
 from ivrkit.outbound.rate import SharedRate
@@ -380,11 +381,10 @@ class Campaign:
         assert runner is not None
         now = self.clock()
         reason = f"{type(error).__name__}: {error}"
-        if isinstance(error, AuthFailed):
-            self._stop_reason = (
-                f"Twilio refused the credentials ({error}); fix TWILIO_ACCOUNT_SID/"
-                "TWILIO_AUTH_TOKEN and run the campaign again to resume"
-            )
+        if isinstance(error, AuthFailed | Unreachable):
+            # Nothing can be placed until the operator acts: stop every runner, and give
+            # the contact back untouched (no call was created).
+            self._stop_reason = f"{error}; fix it and run the campaign again to resume"
             await self.store.not_placed(
                 contact,
                 attempt,

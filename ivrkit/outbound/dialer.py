@@ -9,9 +9,10 @@ Errors of a Calls API request are sorted by what the campaign must do next::
     DialError                 the request failed; no call was created
     ├── InvalidNumber         this contact can never be called: a final "failed" outcome
     ├── AuthFailed            no contact can be called: the whole campaign stops
+    ├── Unreachable           the request was never sent: the campaign stops, nobody lost
     ├── RateLimited           Twilio said 429: back off, the contact waits for its turn
     └── DialRefused           any other answered error (5xx, 4xx): a failed attempt
-    DialUnknown               no answer to the request: the call may or may not exist
+    DialUnknown               sent, never answered: the call may exist (never placed again)
 """
 
 from __future__ import annotations
@@ -53,11 +54,16 @@ class DialError(Exception):
 
 
 class InvalidNumber(DialError):
-    """The number (To, or From for this To) can never be called (Twilio 21211 and kin)."""
+    """This contact can never be called: Twilio 21211, or data the store cannot keep."""
 
 
 class AuthFailed(DialError):
-    """The account's credentials were refused (Twilio 20003): nothing can be placed."""
+    """The credentials (20003) or the From number (21210, 21212) were refused: nothing
+    can be placed until the operator fixes them."""
+
+
+class Unreachable(DialError):
+    """The Calls API could not be reached (connection refused, DNS): nothing was sent."""
 
 
 class RateLimited(DialError):

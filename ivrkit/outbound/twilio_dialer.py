@@ -1,0 +1,120 @@
+"""The campaign's :class:`~ivrkit.outbound.dialer.Dialer` over Twilio: ``place_call`` to
+place, ``call_outcome`` (the store the server writes) to learn how a call ended."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ivrkit.errors import (
+    CallerIdError,
+    InvalidNumberError,
+    PlaceCallError,
+    RateLimitedError,
+    TwilioAuthError,
+)
+from ivrkit.outbound.dialer import (
+    AuthFailed,
+    CallOutcome,
+    CallRequest,
+    DialRefused,
+    DialUnknown,
+    InvalidNumber,
+    RateLimited,
+    Unreachable,
+)
+from ivrkit.outbound.outcome import call_outcome
+from ivrkit.outbound.place import AUTO, PlacedCalls, place_call
+from ivrkit.store.codec import CallDataError
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
+
+    from ivrkit.flow import Flow
+
+
+class TwilioDialer:
+    """Places a campaign's calls into ``flow`` with ``client``; their rows go to ``store``
+    (the server's store, or ``placing_store`` beside a server that owns an SQLite file)."""
+
+    def __init__(
+        self,
+        flow: type[Flow],
+        *,
+        store: PlacedCalls,
+        client: Client,
+        public_url: str,
+        async_amd: bool = False,
+    ) -> None:
+        self.flow = flow
+        self.store = store
+        self.client = client
+        self.public_url = public_url
+        self.async_amd = async_amd
+
+    async def place(self, request: CallRequest) -> str:
+        try:
+            return await place_call(
+                self.flow,
+                to=request.to,
+                from_=request.from_,
+                data=request.data,
+                machine_detection=request.machine_detection or AUTO,
+                async_amd=self.async_amd,
+                store=self.store,
+                client=self.client,
+                public_url=self.public_url,
+            )
+        except InvalidNumberError as error:
+            raise InvalidNumber(str(error), code=error.code) from None
+        except CallDataError as error:
+            raise InvalidNumber(f"the contact's data cannot be stored: {error}") from None
+        except (TwilioAuthError, CallerIdError) as error:
+            raise AuthFailed(str(error), code=error.code) from None
+        except RateLimitedError as error:
+            raise RateLimited(str(error), code=error.code) from None
+        except PlaceCallError as error:
+            if error.status is not None:
+                raise DialRefused(str(error), code=error.code) from None
+            if never_sent(error):
+                raise Unreachable(str(error)) from None
+            raise DialUnknown(str(error)) from None
+
+    async def outcome(self, call_sid: str) -> CallOutcome | None:
+        found = await call_outcome(self.store, call_sid)
+        if found is None or found.status is None:
+            return None
+        return CallOutcome(
+            status=found.status,
+            answered_by=found.answered_by,
+            data=found.data,
+            state=found.state,
+        )
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether the HTTP layer failed before the request left (refused, DNS, connect
+    timeout): only then is it certain that no call was created."""
+    seen: set[int] = set()
+    current: Any = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if name in ("ConnectTimeout", "NewConnectionError", "NameResolutionError") or isinstance(
+            current, ConnectionRefusedError
+        ):
+            return True
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError
+        if reason is not None and _never_sent_reason(reason):
+            return True
+        args = getattr(current, "args", ())
+        nested = next((a for a in args if isinstance(a, BaseException)), None)
+        current = nested or current.__cause__ or current.__context__
+    return False
+
+
+def _never_sent_reason(reason: Any) -> bool:
+    return type(reason).__name__ in (
+        "NewConnectionError",
+        "NameResolutionError",
+        "ConnectTimeoutError",
+    )

@@ -3,6 +3,9 @@ place, ``call_outcome`` (the store the server writes) to learn how a call ended.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ivrkit.errors import (
@@ -25,11 +28,15 @@ from ivrkit.outbound.dialer import (
 from ivrkit.outbound.outcome import call_outcome
 from ivrkit.outbound.place import AUTO, PlacedCalls, place_call
 from ivrkit.store.codec import CallDataError
+from ivrkit.store.contract import FINAL_STATUSES
 
 if TYPE_CHECKING:
     from twilio.rest import Client
 
     from ivrkit.flow import Flow
+
+
+log = logging.getLogger("ivrkit.campaign")
 
 
 class TwilioDialer:
@@ -44,12 +51,16 @@ class TwilioDialer:
         client: Client,
         public_url: str,
         async_amd: bool = False,
+        api_check_after: float = 60.0,
     ) -> None:
         self.flow = flow
         self.store = store
         self.client = client
         self.public_url = public_url
         self.async_amd = async_amd
+        self.api_check_after = api_check_after
+        """Seconds without a final status in the store before Twilio's API is asked."""
+        self._first_asked: dict[str, float] = {}
 
     async def place(self, request: CallRequest) -> str:
         try:
@@ -80,14 +91,41 @@ class TwilioDialer:
             raise DialUnknown(str(error)) from None
 
     async def outcome(self, call_sid: str) -> CallOutcome | None:
+        """From the store the server writes; from Twilio's API when the store has had no
+        final status for ``api_check_after`` seconds (a status callback lost while the
+        server was down, or one that came before the call's row)."""
         found = await call_outcome(self.store, call_sid)
-        if found is None or found.status is None:
+        if found is not None and found.status is not None:
+            self._first_asked.pop(call_sid, None)
+            return CallOutcome(
+                status=found.status,
+                answered_by=found.answered_by,
+                data=found.data,
+                state=found.state.split(">")[0],  # "confirmed>next": the state reached
+            )
+        first = self._first_asked.setdefault(call_sid, time.monotonic())
+        if time.monotonic() - first < self.api_check_after:
             return None
+        self._first_asked[call_sid] = time.monotonic()  # next API check one period later
+        try:
+            call = await asyncio.to_thread(self.client.calls(call_sid).fetch)
+        except Exception as error:
+            log.warning(
+                "call %s: Twilio's API could not be asked (%s)", call_sid, type(error).__name__
+            )
+            return None
+        status = str(call.status or "")
+        if status not in FINAL_STATUSES:
+            return None
+        self._first_asked.pop(call_sid, None)
+        log.warning(
+            "call %s: its final status %s came from Twilio's API, not a callback", call_sid, status
+        )
         return CallOutcome(
-            status=found.status,
-            answered_by=found.answered_by,
-            data=found.data,
-            state=found.state,
+            status=status,
+            answered_by=call.answered_by or (found.answered_by if found else None),
+            data=found.data if found else {},
+            state=found.state.split(">")[0] if found else None,
         )
 
 

@@ -3,9 +3,12 @@ the simulated Calls API, into the running app (appointment_reminder) and its sto
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import time
 from typing import Any
+
+import pytest
 
 from flows.appointment_reminder import AppointmentReminder
 from ivrkit.outbound.calling_hours import CallingHours
@@ -119,3 +122,57 @@ async def test_a_mixed_campaign_through_the_simulated_api(database_url, twilio_a
     assert most <= 6
     slots = sorted(a["slot_at"] for a in attempts)
     assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 1 / 200 - 1e-6
+
+
+@pytest.mark.postgres
+async def test_two_runners_share_a_campaign_on_postgresql(database_url, twilio_api):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several runners share a campaign on PostgreSQL")
+    twilio_api.callees = CalleeModel(
+        ratios={"human": 6, "busy": 2, "no-answer": 1}, seed=3, steps=(Press("1"),)
+    )
+    people = [contact(i + 2, f"+1415557{i:04d}") for i in range(60)]
+    rate = 100.0
+    async with reminder_line(database_url, twilio_api) as app:
+        url = app.state.ivr.store.engine.url.render_as_string(False)
+        stores = [CampaignStore.from_url(url), CampaignStore.from_url(url)]
+        runners = []
+        for store in stores:
+            await store.open()
+            runner = Campaign(
+                store,
+                TwilioDialer(
+                    AppointmentReminder,
+                    store=app.state.ivr.store,
+                    client=twilio_client(twilio_api),
+                    public_url=BASE,
+                ),
+                name="shared",
+                flow=AppointmentReminder.name,
+                from_=CLINIC,
+                settings=CampaignSettings(
+                    **{**QUICK, "max_in_progress": 5, "calls_per_second": rate, "max_retries": 1}
+                ),
+            )
+            await runner.load(people)
+            runners.append(runner)
+        try:
+            reports = await asyncio.gather(*(r.run() for r in runners))
+            results = await stores[0].results(reports[0].campaign_id)
+            attempts = await stores[0].attempts(reports[0].campaign_id)
+        finally:
+            for store in stores:
+                await store.close()
+    assert reports[0].campaign_id == reports[1].campaign_id
+    assert all(r.finished for r in reports)
+    assert all(r["state"] == "done" for r in results)
+    # Both runners placed calls, and together never called anyone more than allowed.
+    assert {a["runner"] for a in attempts} == {r.runner for r in runners}
+    placed = Counter(call.to for call in twilio_api.calls.values())
+    by_number = {r["number"]: r for r in results}
+    assert all(placed[n] == by_number[n]["attempts"] for n in by_number)
+    assert max(placed.values()) <= 2
+    assert sum(placed.values()) == len(attempts)
+    # One account-wide rate: the slots of both runners, merged, are 1/rate apart.
+    slots = sorted(a["slot_at"] for a in attempts)
+    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 1 / rate - 1e-6

@@ -45,6 +45,7 @@ from ivrkit.store import (
     StoreUnwritableError,
     create_store,
 )
+from ivrkit.store.contract import call_of_flow
 from ivrkit.webhook import ClientGone, Refused, Webhook, WebhookReader, peer
 
 log = logging.getLogger("ivrkit.app")
@@ -291,7 +292,7 @@ class IvrApp:
                 "storage", error, "call %s: storage failed on status callback", sid
             )
             return Answer(STORAGE_UNAVAILABLE, 503, "text/plain; charset=utf-8")
-        if other is not None:
+        if other is not None and not call_of_flow(other, update.flow):
             raise Refused(
                 404,
                 f"call {sid} is not a call of flow {update.flow!r}: status not applied "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from simulator.caller import HangUp, Press, Speak, Timeout
 from simulator.cli import main
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from simulator.twilio_client import twilio_client
+
+pytest_plugins = ["pytester"]
 
 TO = "+15550100001"
 FROM = "+15550199999"
@@ -598,3 +602,18 @@ def test_callee_specs() -> None:
         CalleeModel(ratios={"human": 0})
     with pytest.raises(ValueError, match="ring range"):
         CalleeModel(ring=(5, 1))
+
+
+def test_readme_simulated_api_example_passes_as_a_test_file(pytester: pytest.Pytester) -> None:
+    """The README's ``twilio_api`` example, pasted into a test file as printed."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"<!-- readme-sim-api[^>]*-->\n```python\n(.*?)```", text, re.S)
+    assert found, "README.md lost its readme-sim-api block"
+    pytester.makepyfile(test_reminder=found.group(1))
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings =\n    error\n"
+        "    ignore:Module already imported:pytest.PytestAssertRewriteWarning\n"
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)

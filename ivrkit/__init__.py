@@ -47,6 +47,8 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.outbound.calling_hours import CallingHours
+from ivrkit.outbound.campaign import Campaign, CampaignSettings
 from ivrkit.sensitive import matches, reveal
 
 __version__ = "0.1.0"
@@ -57,6 +59,9 @@ __all__ = [
     "Call",
     "CallerIdError",
     "CallerInfo",
+    "CallingHours",
+    "Campaign",
+    "CampaignSettings",
     "Client",
     "Collect",
     "Conference",

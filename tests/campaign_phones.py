@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivrkit.outbound.dialer import CallOutcome, CallRequest, DialError
+from ivrkit.outbound.dialer import CallRequest, DialError, DialOutcome
 
 _sids = itertools.count(1)
 
@@ -23,7 +23,7 @@ class PlacedCall:
     data: dict[str, Any]
     started: float
     ends: float
-    outcome: CallOutcome
+    outcome: DialOutcome
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ScriptedPhones:
     numbers not listed answer and complete. ``errors[number]`` is raised instead of
     placing (once per entry, then calls go through)."""
 
-    script: Mapping[str, list[CallOutcome]] = field(default_factory=dict)
+    script: Mapping[str, list[DialOutcome]] = field(default_factory=dict)
     errors: dict[str, list[Exception]] = field(default_factory=dict)
     duration: float = 0.02
     calls: list[PlacedCall] = field(default_factory=list)
@@ -45,7 +45,7 @@ class ScriptedPhones:
         if pending:
             raise pending.pop(0)
         earlier = sum(1 for c in self.calls if c.to == request.to)
-        outcomes = self.script.get(request.to) or [CallOutcome("completed", "human")]
+        outcomes = self.script.get(request.to) or [DialOutcome("completed", "human")]
         outcome = outcomes[min(earlier, len(outcomes) - 1)]
         sid = f"CA{next(_sids):032x}"
         await asyncio.sleep(0)
@@ -54,7 +54,7 @@ class ScriptedPhones:
         )
         return sid
 
-    async def outcome(self, call_sid: str) -> CallOutcome | None:
+    async def outcome(self, call_sid: str) -> DialOutcome | None:
         call = next(c for c in self.calls if c.sid == call_sid)
         return call.outcome if time.time() >= call.ends else None
 

@@ -17,7 +17,7 @@ from ivrkit.outbound.campaign_store import CampaignStore
 from ivrkit.outbound.contacts import Contact
 from ivrkit.outbound.dialer import (
     AuthFailed,
-    CallOutcome,
+    DialOutcome,
     DialRefused,
     InvalidNumber,
     RateLimited,
@@ -72,9 +72,9 @@ async def test_busy_and_no_answer_are_retried_then_given_up(store):
     busy, silent, late = numbers(3)
     phones = ScriptedPhones(
         script={
-            busy: [CallOutcome("busy")],
-            silent: [CallOutcome("no-answer")],
-            late: [CallOutcome("busy"), CallOutcome("completed", "human", {"result": "ok"})],
+            busy: [DialOutcome("busy")],
+            silent: [DialOutcome("no-answer")],
+            late: [DialOutcome("busy"), DialOutcome("completed", "human", {"result": "ok"})],
         }
     )
     _, report = await run(store, phones, contacts([busy, silent, late]), max_retries=2)
@@ -93,11 +93,11 @@ async def test_hundreds_of_contacts_one_final_outcome_each_within_rate_and_concu
     script = {}
     for i, number in enumerate(people):
         script[number] = [
-            [CallOutcome("completed", "human")],
-            [CallOutcome("busy")],
-            [CallOutcome("no-answer"), CallOutcome("completed", "human")],
-            [CallOutcome("completed", "machine_end_beep")],
-            [CallOutcome("failed")],
+            [DialOutcome("completed", "human")],
+            [DialOutcome("busy")],
+            [DialOutcome("no-answer"), DialOutcome("completed", "human")],
+            [DialOutcome("completed", "machine_end_beep")],
+            [DialOutcome("failed")],
         ][i % 5]
     phones = ScriptedPhones(script=script, duration=0.01)
     rate = 400.0

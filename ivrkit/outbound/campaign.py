@@ -23,10 +23,10 @@ from ivrkit.outbound.campaign_store import CampaignStore, Claimed
 from ivrkit.outbound.contacts import Contact
 from ivrkit.outbound.dialer import (
     AuthFailed,
-    CallOutcome,
     CallRequest,
     Dialer,
     DialError,
+    DialOutcome,
     DialUnknown,
     InvalidNumber,
     RateLimited,
@@ -96,7 +96,7 @@ class CampaignStopped(Exception):
     """The campaign was stopped for every runner (e.g. Twilio refused the credentials)."""
 
 
-def classify(outcome: CallOutcome) -> str:
+def classify(outcome: DialOutcome) -> str:
     """One word per ended call: completed (a person), machine, busy, no-answer, failed..."""
     if outcome.status == "completed" and (outcome.answered_by or "").startswith(("machine", "fax")):
         return "machine"
@@ -470,7 +470,12 @@ class Campaign:
         retry_at = None
         if kind in self.settings.retry_on and placed <= self.settings.max_retries:
             retry_at = now + timedelta(seconds=self.settings.retry_delay)
-        result = outcome.data.get(self.settings.result_key, outcome.state)
+        # The flow ran only on an answered call: otherwise its initial state is no result.
+        result = (
+            outcome.data.get(self.settings.result_key, outcome.state)
+            if outcome.status == "completed"
+            else None
+        )
         await self.store.ended(
             contact,
             self.runner,

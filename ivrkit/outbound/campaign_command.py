@@ -163,6 +163,10 @@ async def _run(
     from ivrkit.outbound.progress import Progress
     from ivrkit.outbound.twilio_dialer import TwilioDialer
 
+    import logging
+
+    # Alembic reports each step of opening the schema at INFO: noise between progress lines.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     client = client_from_env()
     if args.api_url:
         client.api.base_url = args.api_url.rstrip("/")

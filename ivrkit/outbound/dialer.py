@@ -33,7 +33,7 @@ class CallRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class CallOutcome:
+class DialOutcome:
     """How a call ended: Twilio's final CallStatus, AnsweredBy, and what the flow stored."""
 
     status: str
@@ -85,6 +85,6 @@ class Dialer(Protocol):
         """Create the call; return its CallSid. Raises DialError or DialUnknown."""
         ...
 
-    async def outcome(self, call_sid: str) -> CallOutcome | None:
+    async def outcome(self, call_sid: str) -> DialOutcome | None:
         """The call's outcome once it has ended; None while it is still going on."""
         ...

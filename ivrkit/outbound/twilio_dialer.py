@@ -17,8 +17,8 @@ from ivrkit.errors import (
 )
 from ivrkit.outbound.dialer import (
     AuthFailed,
-    CallOutcome,
     CallRequest,
+    DialOutcome,
     DialRefused,
     DialUnknown,
     InvalidNumber,
@@ -90,14 +90,14 @@ class TwilioDialer:
                 raise Unreachable(str(error)) from None
             raise DialUnknown(str(error)) from None
 
-    async def outcome(self, call_sid: str) -> CallOutcome | None:
+    async def outcome(self, call_sid: str) -> DialOutcome | None:
         """From the store the server writes; from Twilio's API when the store has had no
         final status for ``api_check_after`` seconds (a status callback lost while the
         server was down, or one that came before the call's row)."""
         found = await call_outcome(self.store, call_sid)
         if found is not None and found.status is not None:
             self._first_asked.pop(call_sid, None)
-            return CallOutcome(
+            return DialOutcome(
                 status=found.status,
                 answered_by=found.answered_by,
                 data=found.data,
@@ -121,7 +121,7 @@ class TwilioDialer:
         log.warning(
             "call %s: its final status %s came from Twilio's API, not a callback", call_sid, status
         )
-        return CallOutcome(
+        return DialOutcome(
             status=status,
             answered_by=call.answered_by or (found.answered_by if found else None),
             data=found.data if found else {},

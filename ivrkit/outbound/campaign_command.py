@@ -153,6 +153,7 @@ async def _run(
     name: str,
     results: str,
 ) -> int:
+    import logging
     from dataclasses import replace
 
     from ivrkit.outbound.campaign import Campaign
@@ -162,8 +163,6 @@ async def _run(
     from ivrkit.outbound.place import placing_store
     from ivrkit.outbound.progress import Progress
     from ivrkit.outbound.twilio_dialer import TwilioDialer
-
-    import logging
 
     # Alembic reports each step of opening the schema at INFO: noise between progress lines.
     logging.getLogger("alembic").setLevel(logging.WARNING)

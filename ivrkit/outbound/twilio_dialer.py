@@ -51,7 +51,7 @@ class TwilioDialer:
         client: Client,
         public_url: str,
         async_amd: bool = False,
-        api_check_after: float = 60.0,
+        api_check_after: float = 20.0,
     ) -> None:
         self.flow = flow
         self.store = store
@@ -59,7 +59,8 @@ class TwilioDialer:
         self.public_url = public_url
         self.async_amd = async_amd
         self.api_check_after = api_check_after
-        """Seconds without a final status in the store before Twilio's API is asked."""
+        """Seconds without a final status in the store before Twilio's API is asked
+        (five times that once the call is in progress)."""
         self._first_asked: dict[str, float] = {}
 
     async def place(self, request: CallRequest) -> str:
@@ -104,7 +105,10 @@ class TwilioDialer:
                 state=found.state.split(">")[0],  # "confirmed>next": the state reached
             )
         first = self._first_asked.setdefault(call_sid, time.monotonic())
-        if time.monotonic() - first < self.api_check_after:
+        # A call the flow is running may last minutes: ask Twilio less often about it.
+        running = found is not None and found.last_status == "in-progress"
+        wait = self.api_check_after * (5 if running else 1)
+        if time.monotonic() - first < wait:
             return None
         self._first_asked[call_sid] = time.monotonic()  # next API check one period later
         try:

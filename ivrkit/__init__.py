@@ -47,6 +47,8 @@ from ivrkit.nodes import (
     SubFlow,
     decision,
 )
+from ivrkit.outbound.calling_hours import CallingHours
+from ivrkit.outbound.campaign import Campaign, CampaignSettings
 from ivrkit.pay import Pay, PayPrompt
 from ivrkit.relay.keywords import Intent, KeywordAgent
 from ivrkit.relay.node import Agent, Language
@@ -63,6 +65,9 @@ __all__ = [
     "Call",
     "CallerIdError",
     "CallerInfo",
+    "CallingHours",
+    "Campaign",
+    "CampaignSettings",
     "Client",
     "Collect",
     "Conference",

@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ivrkit.outbound import command as call_command  # ivrkit call: outbound calls
 
     call_command.add_parser(commands)
+
+    from ivrkit.outbound import campaign_command  # ivrkit campaign: lists of outbound calls
+
+    campaign_command.add_parser(commands)
     return parser
 
 

@@ -12,12 +12,14 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -77,6 +79,90 @@ health = Table(
     Column("checked_at", DateTime, nullable=False),
 )
 """One row, rewritten by every health check: proof that a write can be committed."""
+
+# Campaigns (ivrkit.outbound.campaign): what a runner needs to stop, die and resume
+# without calling anyone twice. A contact moves pending -> claimed -> requesting ->
+# placed -> (pending again for a retry, or) done; see ivrkit/outbound/campaign_store.py.
+campaigns = Table(
+    "ivrkit_campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("flow", String(100), nullable=False),
+    Column("from_number", String(64), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("stop_reason", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+campaign_contacts = Table(
+    "ivrkit_campaign_contacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("number", String(64), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("due_at", DateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("runner", String(64), nullable=True),
+    Column("call_sid", String(64), nullable=True),
+    Column("outcome", String(30), nullable=True),
+    Column("answered_by", String(30), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("campaign_id", "row", name="uq_ivrkit_campaign_contacts_row"),
+)
+# Claims look for due contacts of one campaign in one state.
+Index(
+    "ix_ivrkit_campaign_contacts_due",
+    campaign_contacts.c.campaign_id,
+    campaign_contacts.c.state,
+    campaign_contacts.c.due_at,
+)
+
+campaign_attempts = Table(
+    "ivrkit_campaign_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("contact_id", Integer, nullable=False),
+    Column("runner", String(64), nullable=False),
+    Column("slot_at", Float, nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("placed_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("call_sid", String(64), nullable=True),
+    Column("status", String(30), nullable=False),
+    Column("answered_by", String(30), nullable=True),
+    Column("error", Text, nullable=True),
+)
+"""One row per Calls API request (epoch seconds: the rate is checked against them)."""
+Index("ix_ivrkit_campaign_attempts_contact", campaign_attempts.c.contact_id)
+
+campaign_runners = Table(
+    "ivrkit_campaign_runners",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+)
+
+call_rates = Table(
+    "ivrkit_call_rates",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("next_at", Float, nullable=False),
+)
+"""The account-wide calls-per-second limit, shared by every runner: the next free slot."""
 
 CALL_COLUMNS = [c.name for c in calls.columns]
 EVENT_COLUMNS = [c.name for c in events.columns if c.name not in ("id", "call_created")]

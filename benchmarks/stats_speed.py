@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import resource
 import secrets
 import subprocess
 import sys
@@ -276,6 +277,9 @@ def _pg_time(value: str) -> datetime:
 
 
 def timed_stats(url: str, *extra: str) -> tuple[float, str]:
+    """Wall-clock seconds of one `ivrkit stats` run (and its CPU seconds, printed: on a
+    machine shared with other work the CPU time says what the command itself cost)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "ivrkit.cli", "stats", *extra, "--database-url", url],
@@ -286,6 +290,9 @@ def timed_stats(url: str, *extra: str) -> tuple[float, str]:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"ivrkit stats failed: {done.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(f"  ivrkit stats {' '.join(extra)}: {elapsed:.2f} s wall, {cpu:.2f} s CPU of the command")
     return elapsed, done.stdout
 
 
@@ -301,7 +308,8 @@ def main() -> int:
 
     CALL_COLUMNS[:] = names
     print(
-        f"machine: {platform.node()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
+        f"machine: {platform.node()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} "
+        "(1 min average: other work on the machine slows every figure below), "
         f"Python {platform.python_version()}"
     )
     started = time.perf_counter()

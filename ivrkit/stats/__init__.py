@@ -11,13 +11,14 @@ writer in WAL mode).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ivrkit.stats.model import CONTAINED, ENDINGS, Funnel, StateStats, Transition
-from ivrkit.stats.queries import FunnelQueries, run
+from ivrkit.stats.queries import FunnelQueries, run, sqlite_times
 
 __all__ = ["CONTAINED", "ENDINGS", "Funnel", "StateStats", "Transition", "engine_for", "funnel"]
 
@@ -59,56 +60,62 @@ async def funnel(
     else:
         engine = store_or_url.engine
     queries = FunnelQueries(engine.dialect.name, flow, since, until)
-    try:
+
+    async def counts() -> list[tuple[Any, ...]]:
         async with engine.connect() as conn:
-            transitions = await run(conn, queries.transitions())
-            reached = await run(conn, queries.reached())
-            endings = await run(conn, queries.endings())
-            dropped = await run(conn, queries.dropped())
-            times = await run(conn, queries.times())
+            return await run(conn, queries.counts())
+
+    async def times() -> list[tuple[Any, ...]]:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                return await sqlite_times(conn, queries)
+            return await run(conn, queries.times())
+
+    try:
+        # Two connections: the database works on both halves at once (SQLite too: each
+        # connection has its own thread, and a read of one does not wait for the other).
+        counted, timed = await asyncio.gather(counts(), times())
     finally:
         if owned:
             await engine.dispose()
-    return assemble(flow, since, until, transitions, reached, endings, dropped, times)
+    return assemble(flow, since, until, counted, timed)
 
 
 def assemble(
     flow: str | None,
     since: datetime | None,
     until: datetime | None,
-    transitions: list[tuple[Any, ...]],
-    reached: list[tuple[Any, ...]],
-    endings: list[tuple[Any, ...]],
-    dropped: list[tuple[Any, ...]],
+    counts: list[tuple[Any, ...]],
     times: list[tuple[Any, ...]],
 ) -> Funnel:
-    """The report from the rows of each query (one row per state, edge or ending)."""
+    """The report from the rows of the two queries (one row per state, edge or ending)."""
     states: dict[tuple[str, str], dict[str, Any]] = {}
 
     def entry(flow_name: str, state: str) -> dict[str, Any]:
         return states.setdefault((flow_name, state), {"flow": flow_name, "state": state})
 
     edges = []
-    for flow_name, source, trigger, dest, count in transitions:
-        edges.append(Transition(flow_name, source, trigger, dest, int(count)))
-        stats = entry(flow_name, source)
-        if not _passing(trigger):
-            stats["answers"] = stats.get("answers", 0) + int(count)
-        kind = {"no_input": "no_input", "no_match": "no_match", "give_up": "give_ups"}.get(trigger)
-        if kind is not None:
-            stats[kind] = stats.get(kind, 0) + int(count)
-    for flow_name, state, count in reached:
-        entry(flow_name, state)["reached"] = int(count)
-    for flow_name, state, count in dropped:
-        if flow is None or flow_name == flow:
-            entry(flow_name, state)["dropped"] = int(count)
+    counted = dict.fromkeys(ENDINGS, 0)
+    for what, flow_name, a, b, c, n in counts:
+        n = int(n)
+        if what == "ending":
+            counted[str(a)] = n
+        elif what == "dropped":
+            entry(flow_name, a)["dropped"] = n
+        elif what == "reached":
+            entry(flow_name, a)["reached"] = n
+        else:
+            edges.append(Transition(flow_name, a, b, c, n))
+            stats = entry(flow_name, a)
+            if not _passing(b):
+                stats["answers"] = stats.get("answers", 0) + n
+            kind = {"no_input": "no_input", "no_match": "no_match", "give_up": "give_ups"}.get(b)
+            if kind is not None:
+                stats[kind] = stats.get(kind, 0) + n
     for flow_name, state, median, p90 in times:
         stats = entry(flow_name, state)
         stats["median_seconds"] = _seconds(median)
         stats["p90_seconds"] = _seconds(p90)
-    counted = {name: 0 for name in ENDINGS}
-    for ending, count in endings:
-        counted[str(ending)] = int(count)
     return Funnel(
         flow=flow,
         since=since,

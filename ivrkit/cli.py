@@ -22,6 +22,7 @@ from ivrkit.errors import (
 )
 from ivrkit.flow import Flow
 from ivrkit.loader import load_flows
+from ivrkit.logs import JsonFormatter, formatter_config
 from ivrkit.runtime import FlowRegistry
 from ivrkit.sensitive import require_keys
 from ivrkit.validation import check_subflows
@@ -30,7 +31,7 @@ FLOWS_ENV = "IVRKIT_FLOWS"
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
-def serve_log_config(level: str) -> dict[str, object]:
+def serve_log_config(level: str, log_format: str = "text") -> dict[str, object]:
     """The logging of ``ivrkit serve``, for uvicorn to apply in every process it starts.
 
     uvicorn configures logging again in each worker process (``--workers 2``) from its own
@@ -42,7 +43,7 @@ def serve_log_config(level: str) -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"ivrkit": {"format": LOG_FORMAT}},
+        "formatters": {"ivrkit": formatter_config(log_format, LOG_FORMAT)},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -90,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             insecure_dev=True if args.insecure_dev else None,
+            metrics=True if args.metrics or args.metrics_port else None,
+            metrics_port=args.metrics_port,
         )
         settings.require_token()
     except ConfigError as error:
@@ -140,6 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["IVRKIT_DATABASE_URL"] = settings.database_url
     if settings.public_url:
         os.environ["IVRKIT_PUBLIC_URL"] = settings.public_url
+    if settings.metrics:
+        _serve_metrics(settings)
 
     import uvicorn
 
@@ -150,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=args.workers,
         log_level=settings.log_level,
-        log_config=serve_log_config(settings.log_level),
+        log_config=serve_log_config(settings.log_level, settings.log_format),
         access_log=args.access_log,
         proxy_headers=False,
         http=_http_protocol(),
@@ -158,6 +163,29 @@ def _serve(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Metrics for every worker: values in files of one folder (prometheus_client's
+    multiprocess mode), emptied now so an earlier run's counts do not add up with these;
+    the workers learn the folder, and that metrics are on, from the environment."""
+    from ivrkit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    folder = prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV))
+    os.environ[MULTIPROC_ENV] = folder
+    os.environ["IVRKIT_METRICS"] = "1"
+    if settings.metrics_port is None:
+        print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
+        return
+    os.environ["IVRKIT_METRICS_PORT"] = str(settings.metrics_port)
+    from prometheus_client import start_http_server
+
+    from ivrkit.metrics import scrape_registry
+
+    # A thread of this process (the parent of the workers, or the one server): it reads
+    # the workers' files at each scrape, so it needs no app of its own.
+    start_http_server(settings.metrics_port, addr=settings.host, registry=scrape_registry())
+    print(f"  metrics: http://{settings.host}:{settings.metrics_port}/metrics")
 
 
 def _http_protocol() -> str:
@@ -383,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEVELOPMENT ONLY: accept webhooks without a valid signature",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--metrics", action="store_true", help="Prometheus metrics at /metrics (IVRKIT_METRICS)"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics on this port instead of the app's (IVRKIT_METRICS_PORT)",
+    )
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser("check", help="check flows for mistakes before they go live")
@@ -447,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
         format=LOG_FORMAT,
     )
+    if os.environ.get("IVRKIT_LOG_FORMAT", "").lower() == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     return int(args.handler(args))
 
 

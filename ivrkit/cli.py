@@ -252,7 +252,10 @@ def _graph(args: argparse.Namespace) -> int:
             if _cross_flow_errors("graph", loaded):
                 return 2
             fmt = args.format or "mermaid"
-            data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
+            if args.traffic:
+                data = _traffic(args, flows, fmt)
+            else:
+                data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
     except FlowDefinitionError as error:
         print("ivrkit graph: the flow has errors; run ivrkit check:", file=sys.stderr)
         for problem in error.problems:
@@ -262,6 +265,26 @@ def _graph(args: argparse.Namespace) -> int:
         print(f"ivrkit graph: {error}", file=sys.stderr)
         return 2
     return _output(data, args.output, binary=args.format == "png" and not args.diff)
+
+
+def _traffic(args: argparse.Namespace, flows: list[type[Flow]], fmt: str) -> bytes:
+    """The diagram with the event log's traffic on it (``graph --traffic``)."""
+    from ivrkit.stats import funnel
+    from ivrkit.traffic import render_traffic, traffic_graph
+
+    settings = Settings.from_env(database_url=args.database_url)
+    try:
+        since, until = _moment(args.since), _moment(args.until)
+    except ValueError as error:
+        raise IvrkitError(str(error)) from None
+    only = flows[0].name if len(flows) == 1 else None
+    try:
+        report = asyncio.run(funnel(settings.database_url, only, since, until))
+    except Exception as error:  # a missing table, an unreachable server: one line
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        first = reason[0] if reason else type(error).__name__
+        raise IvrkitError(f"cannot read the event log: {first}") from None
+    return render_traffic(traffic_graph(flows, report), fmt, name=flows[0].name)
 
 
 def _output(data: bytes, path: str | None, *, binary: bool = False) -> int:
@@ -447,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("OLD", "NEW"),
         help="states and transitions NEW adds to and removes from OLD (text, or mermaid)",
     )
+    graph.add_argument(
+        "--traffic",
+        action="store_true",
+        help="draw how many calls took each arrow and where callers hung up (from the event log)",
+    )
+    graph.add_argument("--database-url", default=None, help="the event log, for --traffic")
+    graph.add_argument("--since", help="--traffic: calls started at or after this UTC time")
+    graph.add_argument("--until", help="--traffic: calls started before this UTC time")
     graph.set_defaults(handler=_graph)
 
     prompts = commands.add_parser("prompts", help="every prompt, with language and voice")

@@ -19,13 +19,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ivrkit import nodes as n
 from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
+from ivrkit.console import create_console
 from ivrkit.deadline import DeadlineWatch, Expired
 from ivrkit.fields import shown
 from ivrkit.flow import DEFAULT_APOLOGY, Flow
@@ -613,6 +614,7 @@ def create_app(
             "reach this server can drive calls. Never run like this in production."
         )
 
+    console = create_console(ivr, lambda: app)  # None unless a token or --insecure-dev
     running = 0  # lifespans in progress: a test harness may run one inside another
 
     @contextlib.asynccontextmanager
@@ -638,11 +640,13 @@ def create_app(
         finally:
             running -= 1
             if running == 0:
+                if console is not None:
+                    await console.close()  # its simulated calls end before the store closes
                 ivr.throttle.flush()
                 await store.close()
 
     endpoints = ivr.endpoints
-    routes = [Route("/healthz", ivr.healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", ivr.healthz, methods=["GET"])]
     for path, name in [
         ("/voice", ""),
         ("/voice/{flow}", ""),
@@ -652,6 +656,8 @@ def create_app(
         ("/voice/{flow}/hold", "hold"),
     ]:
         routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
+    if console is not None:
+        routes.append(console.mount())
     app = IvrStarlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )

@@ -37,6 +37,10 @@ class Settings:
     """Seconds a webhook may take before it is answered with the apology (call webhooks)
     or a 503 (status and recording callbacks); well under Twilio's 15 s."""
     trust_simulated_time: bool = False
+    console_token: str | None = field(default=None, repr=False)
+    """Sign-in token of the web console at /console (off unless this, a password hash or
+    ``insecure_dev`` is set)."""
+    console_password_hash: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -58,6 +62,8 @@ class Settings:
             "log_level": env.get("IVRKIT_LOG_LEVEL", "info").lower(),
             "db_pool_size": _int(env, "IVRKIT_DB_POOL_SIZE", 20),
             "webhook_deadline": _seconds(env, "IVRKIT_WEBHOOK_DEADLINE", 5.0),
+            "console_token": env.get("IVRKIT_CONSOLE_TOKEN") or None,
+            "console_password_hash": env.get("IVRKIT_CONSOLE_PASSWORD_HASH") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]

@@ -663,4 +663,5 @@ def create_app(
     )
     app.ivr = ivr
     app.state.ivr = ivr
+    app.state.console = console
     return app

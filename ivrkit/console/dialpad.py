@@ -122,7 +122,8 @@ class SimCall:
         if isinstance(event, GatherEvent):
             query = parse_qs(urlsplit(event.attributes.get("action", "")).query)
             self._secret_gather = any(s in self.secret_states for s in query.get("state", []))
-            self._after_secret = False
+            # A confirmation in the secret state reads the entry back: keep masking there.
+            self._after_secret = self._after_secret and self._secret_gather
         if event.type in _SKIPPED:
             return
         data = event.to_json()

@@ -253,7 +253,7 @@ async def test_security_headers_on_every_answer(console):
             assert "script-src 'self'" in csp, path
             assert "unsafe-inline" not in csp
             assert headers["x-content-type-options"] == "nosniff"
-            assert headers["referrer-policy"] == "no-referrer"
+            assert headers["referrer-policy"] == "same-origin"
         page = await client.get("/console/login")
         assert "<script>" not in page.text
         assert " style=" not in page.text

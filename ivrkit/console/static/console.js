@@ -86,8 +86,8 @@
 
   function describe(e) {
     switch (e.type) {
-      case "say": speak(e.text); return ["say", "🔊 " + e.text];
-      case "play": return ["play", "♪ audio"];
+      case "say": speak(e.text); return ["say", "App: " + e.text];
+      case "play": return ["play", "App plays audio"];
       case "input":
         if (e.digits !== undefined) { return ["you", "You pressed " + e.digits]; }
         if (e.speech !== undefined) { return ["you", "You said “" + e.speech + "”"]; }

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from ivrkit.config import Settings
 from ivrkit.console.command import add_parser as add_console_parser
@@ -328,6 +329,40 @@ def _events(args: argparse.Namespace) -> int:
     return asyncio.run(export())
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from ivrkit.stats import funnel
+    from ivrkit.stats.report import FORMATS
+
+    settings = Settings.from_env(database_url=args.database_url)
+    try:
+        since, until = _moment(args.since), _moment(args.until)
+    except ValueError as error:
+        print(f"ivrkit: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(funnel(settings.database_url, args.flow, since, until))
+    except Exception as error:  # a missing table, an unreachable server: one line, no trace
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        first = reason[0] if reason else type(error).__name__
+        print(f"ivrkit: cannot read the event log: {first}", file=sys.stderr)
+        return 1
+    sys.stdout.write(FORMATS[args.format](report))
+    return 0
+
+
+def _moment(text: str | None) -> datetime | None:
+    """--since/--until: an ISO date or date-time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date or date-time; use e.g. 2026-12-01 or 2026-12-01T09:30"
+        ) from None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivrkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -400,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("call_sid")
     events.add_argument("--database-url", default=None)
     events.set_defaults(handler=_events)
+
+    stats = commands.add_parser("stats", help="the funnel of a flow (or all) from the event log")
+    stats.add_argument("flow", nargs="?", default=None, help="a flow's name (default: all flows)")
+    stats.add_argument("--since", help="calls started at or after this UTC date or date-time")
+    stats.add_argument("--until", help="calls started before this UTC date or date-time")
+    stats.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    stats.add_argument("--database-url", default=None)
+    stats.set_defaults(handler=_stats)
     return parser
 
 

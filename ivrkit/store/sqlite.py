@@ -58,8 +58,8 @@ SqliteRow = tuple[Any, ...]
 
 CALL_CREATED = events.c.call_created.name
 """The events column SQLite finds a call's events by (see ``schema.events``)."""
-CALL_SID_INDEX = next(str(i.name) for i in events.indexes if "call_sid" in i.columns)
-CALL_CREATED_INDEX = next(str(i.name) for i in events.indexes if CALL_CREATED in i.columns)
+CALL_SID_INDEX = next(str(i.name) for i in events.indexes if i.columns[0].name == "call_sid")
+CALL_CREATED_INDEX = next(str(i.name) for i in events.indexes if i.columns[0].name == CALL_CREATED)
 
 
 class EmbeddedStore(CallStore):

@@ -1,0 +1,375 @@
+"""The funnel's SQL: every count, distinct count and percentile is computed by the database.
+
+The event log is the only source. Each answered webhook (``start``/``action`` event) stores
+the transitions it fired as text, ``flow:source -trigger-> dest`` joined by ``; ``; the
+queries split that text into one row per transition inside the database (SQLite:
+``json_each`` over the text turned into a JSON array; PostgreSQL: ``unnest`` of
+``string_to_array``) and parse each row with ``instr``/``strpos`` and ``substr``. Nothing
+per event crosses to Python: only one row per transition, state or ending does.
+
+Time spent in a state is the gap between the webhook that moved the call into it and the
+next one (a window function over the call's events), or the call's end for the last
+state; percentiles are ``percentile_cont`` on PostgreSQL and the same interpolation over
+``row_number`` on SQLite, so both backends give the same figures.
+
+Which calls: those created in [since, until) (SQLite reads the event's own copy of its
+call's creation time, which is indexed; PostgreSQL asks the calls table), and with a
+flow named, the calls that took any transition of that flow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Float,
+    Index,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    case,
+    cast,
+    extract,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
+
+from ivrkit.store.schema import calls, events
+
+FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
+ANSWERED = ("start", "action")
+"""Event kinds that fired transitions (replays, errors and callbacks fire none)."""
+TRANSFER_TRIGGERS = ("dial:completed", "dial:answered")
+QUEUED_TRIGGERS = ("queue:bridged", "queue:bridging-in-process")
+RECORDED_TRIGGER = "recorded"
+ENTER_TRIGGER = "enter"
+
+
+class Dialect:
+    """The few functions whose names or shapes differ between SQLite and PostgreSQL."""
+
+    def __init__(self, name: str) -> None:
+        self.sqlite = name == "sqlite"
+
+    def find(self, text: Any, needle: str) -> ColumnElement[int]:
+        """1-based position of ``needle`` in ``text`` (0 when absent)."""
+        if self.sqlite:
+            return func.instr(text, needle)
+        return func.strpos(text, needle)
+
+    def before(self, text: Any, needle: str) -> ColumnElement[str]:
+        return func.substr(text, 1, self.find(text, needle) - 1)
+
+    def after(self, text: Any, needle: str) -> ColumnElement[str]:
+        return func.substr(text, self.find(text, needle) + len(needle))
+
+    def between(self, text: Any, left: str, right: str) -> ColumnElement[str]:
+        start = self.find(text, left) + len(left)
+        return func.substr(text, start, self.find(text, right) - start)
+
+    def seconds(self, later: Any, earlier: Any) -> ColumnElement[float]:
+        if self.sqlite:
+            return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+        return cast(extract("epoch", later - earlier), Float)
+
+    def segments(self, fired: Any) -> Any:
+        """A table-valued function with one row (column ``s``) per fired transition."""
+        if self.sqlite:
+            # The text as a JSON array: state names, triggers and words never hold '"' or
+            # '\' in practice, but a spoken word might; escaped, they cannot break it.
+            escaped = func.replace(func.replace(fired, "\\", "\\\\"), '"', '\\"')
+            array = literal('["') + func.replace(escaped, "; ", '","') + literal('"]')
+            return func.json_each(array).table_valued("value", name="seg")
+        segments = func.unnest(func.string_to_array(fired, "; "))
+        return segments.table_valued("value", name="seg").render_derived(with_types=False)
+
+
+def _window(
+    d: Dialect, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """Conditions on events: their call was created in [since, until)."""
+    if since is None and until is None:
+        return []
+    if d.sqlite:
+        created = events.c.call_created
+        found = []
+        if since is not None:
+            found.append(created >= since)
+        if until is not None:
+            found.append(created < until)
+        return found
+    return [events.c.call_sid.in_(select(calls.c.call_sid).where(*_call_window(since, until)))]
+
+
+def _call_window(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = []
+    if since is not None:
+        found.append(calls.c.created_at >= since)
+    if until is not None:
+        found.append(calls.c.created_at < until)
+    return found
+
+
+def _in_flow(fired: Any, flow: str) -> ColumnElement[bool]:
+    """``fired`` holds a transition of ``flow`` (or enters it as a sub-flow)."""
+    return or_(
+        fired.startswith(f"{flow}:", autoescape=True),
+        fired.contains(f"; {flow}:", autoescape=True),
+        fired.contains(f"-> {flow}:", autoescape=True),
+    )
+
+
+class FunnelQueries:
+    """The statements behind one funnel report: one for the counts, one for the times."""
+
+    def __init__(
+        self, dialect: str, flow: str | None, since: datetime | None, until: datetime | None
+    ) -> None:
+        self.d = Dialect(dialect)
+        self.flow = flow
+        self.since = since
+        self.until = until
+
+    def _call_key(self) -> tuple[Any, ...]:
+        """How a call's events are grouped. SQLite: by creation time, then CallSid, the
+        order of its funnel index (r0003_ops), so grouping and windows need no sort."""
+        if self.d.sqlite:
+            return (events.c.call_created, events.c.call_sid)
+        return (events.c.call_sid,)
+
+    def paths(self) -> Any:
+        """Per call, every transition it fired, as one text (a CTE)."""
+        fired = events.c.fired
+        if self.d.sqlite:
+            # In index order: a call's events arrive together, oldest first.
+            joined = func.group_concat(fired, "; ")
+        else:
+            joined = func.string_agg(fired, aggregate_order_by(literal("; "), events.c.id))
+        return (
+            select(events.c.call_sid, joined.label("path"))
+            .where(
+                events.c.kind.in_(ANSWERED),
+                fired != "",
+                *_window(self.d, self.since, self.until),
+            )
+            .group_by(*self._call_key())
+            .cte("paths")
+        )
+
+    def groups(self) -> Any:
+        """Calls alike (same path, final flow and state, ending), counted: few rows."""
+        paths = self.paths()
+        path = func.coalesce(paths.c.path, "")
+
+        def took(triggers: tuple[str, ...]) -> ColumnElement[bool]:
+            return or_(*(path.contains(f" -{t}-> ", autoescape=True) for t in triggers))
+
+        ivr_ended = or_(
+            calls.c.last_twiml.contains("<Hangup"), calls.c.last_twiml.contains("<Reject")
+        )
+        ending = case(
+            (calls.c.status.not_in(FINAL), "in_progress"),
+            (took(TRANSFER_TRIGGERS), "transferred"),
+            (took(QUEUED_TRIGGERS), "queued"),
+            (took((RECORDED_TRIGGER,)), "voicemail"),
+            (ivr_ended, "completed"),
+            else_="hung_up",
+        ).label("ending")
+        alike = (
+            select(
+                path.label("path"),
+                calls.c.flow,
+                calls.c.state,
+                ending,
+                func.count().label("n"),
+            )
+            .select_from(calls.outerjoin(paths, paths.c.call_sid == calls.c.call_sid))
+            .where(*_call_window(self.since, self.until))
+            .group_by(path, calls.c.flow, calls.c.state, ending)
+        )
+        if self.flow is not None:
+            alike = alike.where(or_(_in_flow(path, self.flow), calls.c.flow == self.flow))
+        counted = alike.subquery("alike")
+        return select(func.row_number().over().label("gid"), *counted.c).cte("groups")
+
+    def counts(self) -> Select[Any]:
+        """Rows (what, flow, a, b, c, n): ``ending`` (name), ``dropped`` (state),
+        ``transition`` (source, trigger, dest) and ``reached`` (state)."""
+        d = self.d
+        g = self.groups()
+        seg = d.segments(g.c.path)
+        s = seg.c.value
+        segs = (
+            select(
+                g.c.gid,
+                g.c.n,
+                d.before(s, ":").label("flow"),
+                d.between(s, ":", " -").label("source"),
+                d.between(s, " -", "-> ").label("trigger"),
+                d.after(s, "-> ").label("dest"),
+            )
+            .select_from(g)
+            .join(seg, true())
+            .where(g.c.path != "")
+            .cte("segs")
+        )
+        blank = literal("")
+        endings = select(
+            literal("ending").label("what"), blank, g.c.ending, blank, blank, func.sum(g.c.n)
+        ).group_by(g.c.ending)
+        dropped = (
+            select(literal("dropped"), g.c.flow, g.c.state, blank, blank, func.sum(g.c.n))
+            .where(g.c.ending == "hung_up")
+            .group_by(g.c.flow, g.c.state)
+        )
+        edges = select(
+            literal("transition"),
+            segs.c.flow,
+            segs.c.source,
+            segs.c.trigger,
+            segs.c.dest,
+            func.sum(segs.c.n),
+        ).group_by(segs.c.flow, segs.c.source, segs.c.trigger, segs.c.dest)
+        entering = segs.c.trigger == ENTER_TRIGGER
+        # A group's calls were in every state its path leaves or enters, and the one they
+        # are in now (a call that hung up at its first prompt fired nothing).
+        states = union_all(
+            select(segs.c.gid, segs.c.n, segs.c.flow, segs.c.source.label("state")),
+            select(
+                segs.c.gid,
+                segs.c.n,
+                case((entering, d.before(segs.c.dest, ":")), else_=segs.c.flow),
+                case((entering, d.after(segs.c.dest, ":")), else_=segs.c.dest),
+            ),
+            select(g.c.gid, g.c.n, g.c.flow, g.c.state),
+        ).subquery("states")
+        distinct = select(states).distinct().subquery("distinct_states")
+        reached = select(
+            literal("reached"),
+            distinct.c.flow,
+            distinct.c.state,
+            blank,
+            blank,
+            func.sum(distinct.c.n),
+        ).group_by(distinct.c.flow, distinct.c.state)
+        if self.flow is not None:
+            dropped = dropped.where(g.c.flow == self.flow)
+            edges = edges.where(segs.c.flow == self.flow)
+            reached = reached.where(distinct.c.flow == self.flow)
+        return union_all(endings, dropped, edges, reached)  # type: ignore[return-value]
+
+    def visits(self) -> Select[Any]:
+        """(flow, state, spent) per timed visit of a state: from the webhook that brought
+        the call in to the one it answered, or to the call's end."""
+        d = self.d
+        key = self._call_key()
+        timed = (
+            select(
+                events.c.call_sid,
+                events.c.kind,
+                events.c.state,
+                case((events.c.fired == "", ""), else_=d.before(events.c.fired, ":")).label("flow"),
+                events.c.at,
+                func.lag(events.c.at).over(partition_by=key, order_by=events.c.at).label("prev"),
+                func.lead(events.c.at).over(partition_by=key, order_by=events.c.at).label("next"),
+            )
+            .where(events.c.kind.in_(ANSWERED), *_window(d, self.since, self.until))
+            .cte("timed")
+        )
+        left = select(
+            timed.c.flow, timed.c.state, d.seconds(timed.c.at, timed.c.prev).label("spent")
+        ).where(timed.c.kind == "action", timed.c.prev.is_not(None))
+        last = (
+            select(calls.c.flow, calls.c.state, d.seconds(calls.c.ended_at, timed.c.at))
+            .select_from(timed.join(calls, calls.c.call_sid == timed.c.call_sid))
+            .where(timed.c.next.is_(None), calls.c.ended_at.is_not(None))
+        )
+        if self.flow is not None:
+            left = left.where(timed.c.flow == self.flow)
+            last = last.where(calls.c.flow == self.flow)
+        return union_all(left, last)  # type: ignore[return-value]
+
+    def times(self) -> Select[Any]:
+        """PostgreSQL: (flow, state, median, p90) of the visits, in one statement."""
+        v = self.visits().subquery("visits")
+        return select(
+            v.c.flow,
+            v.c.state,
+            func.percentile_cont(0.5).within_group(v.c.spent),
+            func.percentile_cont(0.9).within_group(v.c.spent),
+        ).group_by(v.c.flow, v.c.state)
+
+
+VISITS = Table(
+    "ivrkit_funnel_visits",
+    MetaData(),
+    Column("flow", Text),
+    Column("state", Text),
+    Column("spent", Float),
+    prefixes=["TEMPORARY"],
+)
+"""SQLite: the report's visits, on the reading connection only (dropped after)."""
+VISITS_ORDER = Index("ix_ivrkit_funnel_visits", VISITS.c.flow, VISITS.c.state, VISITS.c.spent)
+
+
+async def sqlite_times(conn: AsyncConnection, queries: FunnelQueries) -> list[tuple[Any, ...]]:
+    """(flow, state, median, p90) on SQLite, which has no percentile_cont: the visits go
+    into a temporary table, are ordered once by an index, and each percentile reads the
+    one or two visits either side of its position (``ORDER BY ... LIMIT 2 OFFSET k``),
+    interpolated as percentile_cont does. A window ranking every visit cost 4x more."""
+    await conn.execute(DropTable(VISITS, if_exists=True))
+    await conn.execute(CreateTable(VISITS))  # its index comes after the rows: cheaper
+    try:
+        await conn.execute(insert(VISITS).from_select(["flow", "state", "spent"], queries.visits()))
+        await conn.execute(CreateIndex(VISITS_ORDER))
+        v = VISITS.c
+        sizes = await run(conn, select(v.flow, v.state, func.count()).group_by(v.flow, v.state))
+        found = []
+        for flow, state, n in sizes:
+            found.append(
+                (flow, state, *[await _percentile(conn, flow, state, n, f) for f in (0.5, 0.9)])
+            )
+        return found
+    finally:
+        await conn.execute(DropTable(VISITS, if_exists=True))
+
+
+async def _percentile(
+    conn: AsyncConnection, flow: str, state: str, n: int, fraction: float
+) -> float | None:
+    position = (n - 1) * fraction
+    low = int(position)
+    v = VISITS.c
+    pair = (
+        select(v.spent)
+        .where(v.flow == flow, v.state == state)
+        .order_by(v.spent)
+        .limit(2)
+        .offset(low)
+        .subquery("pair")
+    )
+    weight = position - low
+    value = (
+        await conn.execute(
+            select(
+                func.min(pair.c.spent) + weight * (func.max(pair.c.spent) - func.min(pair.c.spent))
+            )
+        )
+    ).scalar()
+    return None if value is None else float(value)
+
+
+async def run(conn: AsyncConnection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in (await conn.execute(query)).all()]

@@ -524,9 +524,25 @@ async def test_flow_page_draws_the_traffic_map(console):
         call = phone(client, "support_line")
         await call.start()
         await call.press("3")
+        await call.recorded(5)
+        await call.status("completed", 20)
+        gone = phone(client, "support_line")
+        await gone.start()
+        await gone.status("completed", 3)  # hung up at the menu
         await sign_in(client)
+        flows = await client.get("/console/", params={"days": "1"})
+        row = flows.text.split('href="/console/flows/support_line?days=1">', 1)[1]
+        row = row.split("</tr>", 1)[0]
+        assert "<td>2</td>" in row
+        assert "<td>50%</td>" in row  # one voicemail (contained), one hang-up
+        assert "main_menu (1)" in row
         page = await client.get("/console/flows/support_line", params={"days": "all"})
         assert page.status_code == 200
+        assert 'data-state="welcome" data-reached="2" data-dropped="0"' in page.text
+        assert 'data-state="main_menu" data-reached="2" data-dropped="1"' in page.text
+        assert 'data-source="main_menu" data-dest="voicemail" data-calls="1"' in page.text
+        assert 'data-source="main_menu" data-dest="sales" data-calls="0"' in page.text
+        assert "main_menu (menu): reached by 2 call(s), 1 hung up here (50%)" in page.text
         assert page.text.count('class="state"') == len(SupportLine.states())
         assert "<svg" in page.text
         assert " style=" not in page.text.split("<svg", 1)[1]

@@ -7,11 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ivrkit.console.traffic import Traffic
-
-try:  # ivrkit.stats is the funnel analytics package (branch ops)
-    from ivrkit import stats as _stats  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # pragma: no cover - only before the stats package is merged
-    _stats = None
+from ivrkit.stats import Funnel, StateStats, funnel
 
 
 @dataclass
@@ -22,7 +18,7 @@ class FlowReport:
     calls: int = 0
     endings: dict[str, int] = field(default_factory=dict)
     containment_rate: float = 0.0
-    states: list[Any] = field(default_factory=list)
+    states: list[StateStats] = field(default_factory=list)
     traffic: Traffic = field(default_factory=Traffic)
 
     def summary(self) -> dict[str, Any]:
@@ -52,14 +48,12 @@ class FlowReport:
 
 async def flow_report(store: Any, flow: str, since: datetime | None) -> FlowReport:
     """The funnel of ``flow`` for calls started since ``since`` (all when None)."""
-    if _stats is None:
-        return FlowReport(flow)
-    funnel = await _stats.funnel(store, flow=flow, since=since)
+    report: Funnel = await funnel(store, flow=flow, since=since)
     return FlowReport(
         flow=flow,
-        calls=funnel.calls,
-        endings={k: v for k, v in funnel.endings.items() if v},
-        containment_rate=funnel.containment_rate,
-        states=[s for s in funnel.states if s.flow == flow],
-        traffic=Traffic.from_funnel(funnel, flow),
+        calls=report.calls,
+        endings={k: v for k, v in report.endings.items() if v},
+        containment_rate=report.containment_rate,
+        states=[s for s in report.states if s.flow == flow],
+        traffic=Traffic.from_funnel(report, flow),
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from ivrkit.flow import Flow
 from ivrkit.graph import build_graph
+from ivrkit.stats import Funnel
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 150, 40, 30, 70, 20
 
@@ -29,7 +29,7 @@ class Traffic:
     edges: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @classmethod
-    def from_funnel(cls, funnel: Any, flow: str) -> Traffic:
+    def from_funnel(cls, funnel: Funnel, flow: str) -> Traffic:
         """From an ``ivrkit.stats`` funnel: its states and transitions of ``flow``."""
         traffic = cls()
         for stats in funnel.states:
@@ -116,7 +116,8 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
                 sx, tx = (x1 + NODE_W, x2) if x2 > x1 else (x1, x2 + NODE_W)
             path = f"M {sx:.0f} {sy:.0f} L {tx:.0f} {ty:.0f}"
         out.append(
-            f'<g class="edge" data-calls="{calls}"><title>{tip}</title>'
+            f'<g class="edge" data-source={quoteattr(source)} data-dest={quoteattr(dest)} '
+            f'data-calls="{calls}"><title>{tip}</title>'
             f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{stroke:.1f}" '
             f'marker-end="url(#arrow)"/></g>'
         )

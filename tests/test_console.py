@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -520,7 +521,8 @@ async def test_shutdown_ends_live_simulated_calls(console):
 
 
 async def test_flow_page_draws_the_traffic_map(console):
-    async with console() as (_, client):
+    async with console() as (app, client):
+        app.state.console.graphviz = False  # the console's own layout (Graphviz: below)
         call = phone(client, "support_line")
         await call.start()
         await call.press("3")
@@ -549,3 +551,33 @@ async def test_flow_page_draws_the_traffic_map(console):
         svg = await client.get("/console/flows/support_line/traffic.svg")
         assert svg.headers["content-type"].startswith("image/svg+xml")
         assert (await client.get("/console/flows/nope", headers=HTML)).status_code == 404
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz (dot) is not installed")
+async def test_traffic_map_by_graphviz_when_dot_is_installed(console):
+    async with console() as (app, client):
+        assert app.state.console.graphviz is None  # chosen by whether dot is on PATH
+        call = phone(client, "support_line")
+        await call.start()
+        await call.press("3")
+        await sign_in(client)
+        page = await client.get("/console/flows/support_line", params={"days": "all"})
+        svg = page.text.split("<svg", 1)[1].split("</svg>", 1)[0]
+        assert 'class="traffic"' in svg
+        assert "<?xml" not in page.text
+        assert "main_menu (menu): reached by 1 call(s), 0 hung up here (0%)" in svg
+        assert "main_menu &#45;&gt; voicemail: 1 call(s)" in svg
+        assert " style=" not in svg  # nothing the CSP would block
+        assert 'id="state&#45;welcome" class="node state"' in svg
+        image = await client.get("/console/flows/support_line/traffic.svg")
+        assert image.text.startswith("<svg")
+
+
+def test_traffic_dot_weights_edges_and_shades_states():
+    from ivrkit.console.traffic import Traffic, traffic_dot
+
+    traffic = Traffic(states={"main_menu": (4, 3)}, edges={("main_menu", "voicemail"): 2})
+    dot = traffic_dot(SupportLine, traffic)
+    assert '"main_menu" -> "voicemail" [penwidth=8.0 arrowsize=0.28 color="#1f5fa8" label="2"' in dot
+    assert '"main_menu" -> "sales" [penwidth=1.0 arrowsize=0.80 color="#bbbbbb" label=""' in dot
+    assert 'fillcolor="#ff8787"' in dot  # 75 % hung up there: 255 - 160 * 0.75 = 0x87

@@ -156,10 +156,10 @@ def test_sign_in_traffic_map_dialpad_to_voicemail_and_the_call_list(server, brow
     # the flow's traffic map
     page.get_by_role("link", name="support_line").click()
     page.wait_for_selector("svg.traffic")
-    assert page.locator("svg.traffic g.state").count() >= 10
-    welcome = page.locator('g.state[data-state="welcome"]')
-    assert int(welcome.get_attribute("data-reached") or "0") >= 1  # the webhook call above
-    assert "reached by" in (welcome.locator("title").text_content() or "")
+    # Graphviz's drawing (CI) or the console's own: either way, every state with its counts
+    assert page.locator("svg.traffic .state").count() == 15
+    drawing = page.locator("svg.traffic").inner_html()
+    assert "welcome (say): reached by 1 call(s), 0 hung up here (0%)" in drawing
     shot(page, "traffic", tmp_path)
 
     # the dialpad: a call through the menu to voicemail

@@ -141,3 +141,70 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
         )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def traffic_dot(flow: type[Flow], traffic: Traffic) -> str:
+    """The same picture as DOT for Graphviz: pen widths by calls, fills by drop-off,
+    tooltips with the counts (Graphviz writes them as the SVG's hover titles)."""
+    graph = build_graph([flow])
+    busiest = max(traffic.edges.values(), default=0) or 1
+    lines = [
+        f'digraph "{_dot(flow.name)}" {{',
+        '    node [shape=box style="rounded,filled" fontname="Helvetica" fontsize=10];',
+        '    edge [fontname="Helvetica" fontsize=9 arrowsize=0.6];',
+    ]
+    for name, node in graph.nodes.items():
+        reached, dropped = traffic.states.get(name, (0, 0))
+        rate = dropped / reached if reached else 0.0
+        tip = (f"{name} ({node.kind}): reached by {reached} call(s), {dropped} hung up here "
+               f"({rate:.0%})")
+        lines.append(
+            f'    "{_dot(name)}" [label="{_dot(name)}\\n{reached} in / {dropped} left" '
+            f'fillcolor="{_shade(rate)}" tooltip="{_dot(tip)}" id="state-{_dot(name)}" '
+            'class="state"];'
+        )
+    seen: set[tuple[str, str]] = set()
+    for edge in graph.edges:
+        key = (edge.source, edge.dest)
+        if key in seen:
+            continue
+        seen.add(key)
+        calls = traffic.edges.get(key, 0)
+        width = 1 + 7 * math.sqrt(calls / busiest) if calls else 1
+        colour = "#1f5fa8" if calls else "#bbbbbb"
+        tip = f"{edge.source} -> {edge.dest}: {calls} call(s)"
+        lines.append(
+            f'    "{_dot(edge.source)}" -> "{_dot(edge.dest)}" [penwidth={width:.1f} '
+            f"arrowsize={0.8 / math.sqrt(width):.2f} "  # Graphviz scales heads by pen width'
+            f'color="{colour}" label="{calls or ""}" tooltip="{_dot(tip)}" class="edge"];'
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def graphviz_svg(dot_source: str, flow: str) -> str:
+    """``dot -Tsvg`` of ``dot_source`` as an element to put in a page: no XML prologue,
+    the console's class and an accessible name on the root. Raises ``GraphvizMissing``."""
+    from ivrkit.graph import render_image
+
+    svg = render_image(dot_source, "svg").decode("utf-8")
+    svg = svg[svg.index("<svg"):]
+    return svg.replace(
+        "<svg", f'<svg class="traffic" role="img" aria-label={quoteattr(f"Traffic map of {flow}")}',
+        1,
+    )
+
+
+def render_traffic(flow: type[Flow], traffic: Traffic, *, graphviz: bool | None = None) -> str:
+    """SVG by Graphviz when ``dot`` is installed (or ``graphviz=True``), else our layout."""
+    import shutil
+
+    if graphviz is None:
+        graphviz = shutil.which("dot") is not None
+    if graphviz:
+        return graphviz_svg(traffic_dot(flow, traffic), flow.name)
+    return traffic_svg(flow, traffic)

@@ -578,6 +578,7 @@ def test_traffic_dot_weights_edges_and_shades_states():
 
     traffic = Traffic(states={"main_menu": (4, 3)}, edges={("main_menu", "voicemail"): 2})
     dot = traffic_dot(SupportLine, traffic)
-    assert '"main_menu" -> "voicemail" [penwidth=8.0 arrowsize=0.28 color="#1f5fa8" label="2"' in dot
+    heavy = '"main_menu" -> "voicemail" [penwidth=8.0 arrowsize=0.28 color="#1f5fa8" label="2"'
+    assert heavy in dot
     assert '"main_menu" -> "sales" [penwidth=1.0 arrowsize=0.80 color="#bbbbbb" label=""' in dot
     assert 'fillcolor="#ff8787"' in dot  # 75 % hung up there: 255 - 160 * 0.75 = 0x87

@@ -24,7 +24,7 @@ import pytest
 from tests.driver import TOKEN, signed_headers
 from tests.test_serve_cli import IVRKIT, ROOT, free_port
 
-CHROMIUM = os.environ.get("IVRKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("IVRKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",

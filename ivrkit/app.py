@@ -27,6 +27,7 @@ from ivrkit import logs, observers, outbound, outcome, twiml
 from ivrkit import nodes as n
 from ivrkit.call import Call
 from ivrkit.config import Settings
+from ivrkit.console import create_console
 from ivrkit.deadline import DeadlineWatch, Expired
 from ivrkit.fields import shown
 from ivrkit.flow import DEFAULT_APOLOGY, Flow
@@ -740,6 +741,7 @@ def create_app(
             "reach this server can drive calls. Never run like this in production."
         )
 
+    console = create_console(ivr, lambda: app)  # None unless a token or --insecure-dev
     running = 0  # lifespans in progress: a test harness may run one inside another
 
     @contextlib.asynccontextmanager
@@ -767,6 +769,8 @@ def create_app(
         finally:
             running -= 1
             if running == 0:
+                if console is not None:
+                    await console.close()  # its simulated calls end before the store closes
                 ivr.throttle.flush()
                 await store.close()
                 if metrics is not None:
@@ -796,9 +800,12 @@ def create_app(
     ]:
         routes.append(Route(path, endpoints[name], methods=sorted(endpoints[name].methods)))
     routes.append(WebSocketRoute("/voice/{flow}/relay", ivr.relay))
+    if console is not None:
+        routes.append(console.mount())
     app = IvrStarlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     app.ivr = ivr
     app.state.ivr = ivr
+    app.state.console = console
     return app

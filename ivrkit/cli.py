@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from ivrkit.config import Settings
+from ivrkit.console.command import add_parser as add_console_parser
 from ivrkit.errors import (
     ConfigError,
     FlowDefinitionError,
@@ -130,6 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"'A call comes in' (Webhook, HTTP POST):\n    {base}/voice/{flow.name}"
         )
         print(f"    and 'Call status changes': {base}/voice/{flow.name}/status")
+    if settings.console_token or settings.console_password_hash or settings.insecure_dev:
+        print(f"  web console: {base}/console/")
     if not settings.public_url:
         print(
             "  (Twilio must reach this server: set IVRKIT_PUBLIC_URL to the https URL of your "
@@ -493,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="snake_case module name, e.g. billing_line")
     new.add_argument("--root", default=".", help="project folder holding flows/ and tests/")
     new.set_defaults(handler=_new)
+
+    add_console_parser(commands, _serve)
 
     events = commands.add_parser("events", help="a call's event log as JSON lines (for replay)")
     events.add_argument("call_sid")

@@ -43,6 +43,10 @@ class Settings:
     """Serve /metrics on this port instead of the app's (``ivrkit serve`` only)."""
     log_format: str = "text"
     """text, or json: one JSON object per line."""
+    console_token: str | None = field(default=None, repr=False)
+    """Sign-in token of the web console at /console (off unless this, a password hash or
+    ``insecure_dev`` is set)."""
+    console_password_hash: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -67,6 +71,8 @@ class Settings:
             "metrics": _flag(env, "IVRKIT_METRICS"),
             "metrics_port": _int(env, "IVRKIT_METRICS_PORT", 0) or None,
             "log_format": env.get("IVRKIT_LOG_FORMAT", "text").lower() or "text",
+            "console_token": env.get("IVRKIT_CONSOLE_TOKEN") or None,
+            "console_password_hash": env.get("IVRKIT_CONSOLE_PASSWORD_HASH") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]

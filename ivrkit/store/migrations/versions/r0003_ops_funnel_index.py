@@ -11,7 +11,7 @@ is longer (about 150 bytes instead of 40), on the same few pages at the index's 
 PostgreSQL is unchanged (its reports read the table; see ``ivrkit/stats/queries.py``).
 
 Revision ID: r0003_ops
-Revises: r0002
+Revises: r0003_campaign
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "r0003_ops"
-down_revision: str | None = "r0002"
+down_revision: str | None = "r0003_campaign"
 branch_labels = None
 depends_on = None
 

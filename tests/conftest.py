@@ -36,6 +36,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL test database, for tests that only PostgreSQL can run (several
+    processes sharing one store); skipped, like the PostgreSQL half of ``database_url``,
+    only where no server is configured."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL run skipped: set {PG_ENV}")
+    return url
+
+
 @asynccontextmanager
 async def opened_store(url: str, **kwargs: Any) -> AsyncIterator[Any]:
     """A store opened on ``url`` (tables created), closed on the way out."""

@@ -125,9 +125,8 @@ async def test_a_mixed_campaign_through_the_simulated_api(database_url, twilio_a
 
 
 @pytest.mark.postgres
-async def test_two_runners_share_a_campaign_on_postgresql(database_url, twilio_api):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several runners share a campaign on PostgreSQL")
+async def test_two_runners_share_a_campaign_on_postgresql(postgres_url, twilio_api):
+    database_url = postgres_url
     twilio_api.callees = CalleeModel(
         ratios={"human": 6, "busy": 2, "no-answer": 1}, seed=3, steps=(Press("1"),)
     )

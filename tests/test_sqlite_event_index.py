@@ -83,11 +83,19 @@ async def test_events_of_a_call_with_no_row_are_found(tmp_path):
         assert [e.kind for e in await store.call_events(SECOND)] == ["error"]
 
 
+CAMPAIGN_TABLES = (
+    "ivrkit_call_rates", "ivrkit_campaign_runners", "ivrkit_campaign_attempts",
+    "ivrkit_campaign_contacts", "ivrkit_campaigns",
+)
+
+
 async def test_a_file_from_before_call_created_is_converted(tmp_path):
     path = tmp_path / "old.db"
     old = create_engine(f"sqlite:///{path}")
-    with old.begin() as conn:  # the schema as earlier releases created it
+    with old.begin() as conn:  # the schema as earlier releases created it (no campaigns)
         for table in metadata.sorted_tables:
+            if table.name in CAMPAIGN_TABLES:
+                continue
             conn.execute(CreateTable(table))
             for index in table.indexes:
                 conn.execute(CreateIndex(index))
@@ -101,6 +109,8 @@ async def test_a_file_from_before_call_created_is_converted(tmp_path):
         db.execute(f"ALTER TABLE ivrkit_events DROP COLUMN {CALL_CREATED}")
         db.execute(f"CREATE INDEX {CALL_SID_INDEX} ON ivrkit_events (call_sid)")
         db.execute("DROP TABLE alembic_version")  # earlier releases recorded no revision
+        for table in CAMPAIGN_TABLES:  # nor had campaigns (r0003_campaign)
+            db.execute(f"DROP TABLE {table}")
         db.execute(
             "INSERT INTO ivrkit_events (call_sid, step, at, kind, state, fired, params, twiml)"
             " VALUES (?, 2, '2026-01-01 00:00:00.000000', 'action', 'menu', '', '{}', '')",

@@ -19,7 +19,7 @@ test card), or ``PayAction("connector-error")`` (``--pay connector-error``), or
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -404,10 +404,13 @@ class PaySession:
     ) -> PayRun:
         params = {"Result": result, **self._fields()}
         if result == "success":
+            # Derived from what was paid, not random: a replay or a scenario hears the same code.
+            seed = f"{self.entry.number}|{self.attrs.get('chargeAmount', '')}".encode()
+            code = hashlib.sha256(seed).hexdigest()[:16]
             if self.attrs.get("chargeAmount") not in (None, "", "0", "0.00"):
-                params["PaymentConfirmationCode"] = "ch_sim_" + secrets.token_hex(8)
+                params["PaymentConfirmationCode"] = "ch_sim_" + code
             else:
-                params["PaymentToken"] = "tok_sim_" + secrets.token_hex(8)
+                params["PaymentToken"] = "tok_sim_" + code
         elif error:
             params["PaymentError"] = error
             if result == "payment-connector-error":

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from simulator.caller import (
     Answer,
@@ -221,10 +221,17 @@ class _Tape:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return  # no lifespan to run
+        form = b""
         while True:  # drain the request body
             message = await receive()
+            form += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        fields = dict(parse_qsl(form.decode("utf-8", "replace")))
+        if "For" in fields and "Result" not in fields:  # a <Pay> status callback: no document
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = (self.documents.pop(0) if self.documents else "<Response/>").encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/xml")]})

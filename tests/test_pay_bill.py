@@ -158,3 +158,29 @@ async def test_card_never_reaches_database_or_logs(serve, database_url, caplog):
     assert logged  # something was logged, in which nothing of the card may appear
     assert _card_traces(blob) == []
     assert _card_traces(logged) == []
+
+
+async def test_event_log_export_replays_against_the_flow(serve, tmp_path):
+    """`ivrkit events` of a paid call replays: the status callbacks are skipped, the card is
+    keyed again as the brand's test card (the log has only its last four)."""
+    import json
+
+    from simulator import load_recording, replay
+
+    async with serve([PayBill]) as (app, _):
+        paid = await pay_call(app, [PayCard("4111111111111112"), PayCard("4242424242424242")])
+        events = await app.state.ivr.store.call_events(paid.call_sid)
+        rows = [
+            {
+                "kind": "webhook" if e.kind in ("start", "action") else e.kind,
+                "params": e.params,
+                "twiml": e.twiml,
+            }
+            for e in events
+        ]
+        path = tmp_path / "events.jsonl"
+        path.write_text("\n".join(json.dumps(row) for row in rows))
+        recording = load_recording(path)
+        assert recording.steps == [PayCard("4242424242424242")]
+        report = await replay(recording, f"{BASE}/voice/pay_bill", auth_token=TOKEN, app=app)
+        assert report.ok, report.diff

@@ -331,3 +331,34 @@ def test_say_prompt_is_xml_escaped():
     root = ET.fromstring(str(response))
     assert root.find("Pay/Prompt/Say").text == "Cards & <codes>"  # type: ignore[union-attr]
 
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_store_held_elsewhere_answers_pay_webhooks_in_time(serve, database_url, caplog):
+    """The write lock held by someone else: the status callback gets a 503, the action the
+    apology, within the deadline and without a traceback; once it is free, the same call pays."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from ivrkit import twiml
+
+    async with serve([PayBill], webhook_deadline=0.5) as (app, client):
+        call = phone(client, "pay_bill")
+        verb = (await call.start()).find("Pay")
+        other = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            late_status = await call.post(verb.attrib["statusCallback"], For="security-code",
+                                          Attempt="1", SecurityCode="xxx")  # fmt: skip
+            late_action = await call.post(verb.attrib["action"], **success_fields())
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert (late_status.status, late_status.body) == (503, "storage unavailable\n")
+        assert late_action.body == twiml.apology(PayBill.apology, PayBill.fallback_number)
+        assert not any(r.exc_info for r in caplog.records)
+        again = await call.post(verb.attrib["action"], **success_fields())
+        assert "Your confirmation code ends in" in again.said()[0]
+        record = await app.state.ivr.store.load(call.sid)
+        assert record.data["payment"]["result"] == "success"

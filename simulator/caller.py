@@ -292,10 +292,12 @@ class InteractiveCaller:
         retry = f" again ({prompt.error_type})" if prompt.error_type else ""
         text = await self._ask(
             f"  Pay, attempt {prompt.attempt}{retry}: CARD[:MMYY[:CVC[:ZIP]]], 'star', "
-            "'timeout', Enter or 'h' = hang up > "
+            "Enter = timeout, 'h' = hang up > "
         )
-        if not text or text.lower() in ("h", "hangup"):
+        if text is None or text.lower() in ("h", "hangup"):
             return HangUp()
+        if not text:
+            return PayAction("timeout")
         try:
             return parse_pay(text)
         except ValueError as error:

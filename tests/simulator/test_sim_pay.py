@@ -312,3 +312,20 @@ async def test_load_callers_pay(make_app):
     assert results == ["success"] * 6
     errors = [s.get("ErrorType") for s in statuses(app) if s.get("ErrorType")]
     assert errors == ["invalid-card-number"] * 3  # the wrong-input half failed once first
+
+
+async def test_interactive_caller_pays_from_the_terminal(make_app):
+    from simulator import InteractiveCaller
+
+    out = io.StringIO()
+    answers = iter(["4242-4242-4242-4241", "12/30", "", "4242424242424242:1230"])
+    caller = InteractiveCaller(read=lambda prompt: (out.write(prompt), next(answers))[1], out=out)
+    app = pay_app(make_app, 'maxAttempts="3"')
+    await pay(app, caller)
+    assert action_params(app)["Result"] == "too-many-failed-attempts"  # Enter: a silence
+    shown = out.getvalue()
+    assert "Pay, attempt 1: CARD[:MMYY[:CVC[:ZIP]]]" in shown
+    assert "attempt 2 again (invalid-card-number)" in shown
+    assert "the card number must be digits" in shown  # "12/30" is refused: a silence
+    errors = [s.get("ErrorType") for s in statuses(app)]
+    assert errors == ["invalid-card-number", "input-timeout", "input-timeout"]

@@ -161,6 +161,9 @@ async def test_malformed_action_fields_are_refused_with_one_line(serve, caplog, 
         record = await app.state.ivr.store.load(call.sid)
         assert record.state == "payment"
         assert record.data == {}
+        without = await call.post(action)  # no Result at all: not Twilio's <Pay>
+        assert without.status == 400
+        assert "without Result" in without.body
         # The call goes on: the next (good) webhook is answered.
         good = await call.post(action, **success_fields())
         assert good.status == 200
@@ -227,7 +230,7 @@ def definition_error(body: dict[str, object]) -> FlowDefinitionError:
         ({"card_types": []}, "card_types: none given"),
         ({"currency": "dollars"}, 'currency: "dollars" is a str'),
         ({"postal_code": 94105}, "postal_code: 94105 is an int"),
-        ({"language": "en-us"}, 'expected one of "en-AU"'),
+        ({"language": "en-XX"}, 'expected one of "en-AU"'),
         ({"prompts": [PayPrompt("card-number", "Enter it.")]}, 'prompts[0].step: "card-number"'),
         ({"prompts": [PayPrompt("security-code", "x", attempt=[11])]}, "prompts[0].attempt"),
         ({"prompts": [PayPrompt("security-code", "x", error_type="late")]}, "error_type"),

@@ -329,3 +329,12 @@ async def test_interactive_caller_pays_from_the_terminal(make_app):
     assert "the card number must be digits" in shown  # "12/30" is refused: a silence
     errors = [s.get("ErrorType") for s in statuses(app)]
     assert errors == ["invalid-card-number", "input-timeout", "input-timeout"]
+
+
+def test_sync_call_pays(phone, make_app):
+    phone.auth_token = TOKEN
+    phone.app = pay_app(make_app)
+    call = phone.sync("/voice", start_time=WHEN)
+    call.pay("star")
+    assert call.ended
+    call.assert_heard("Result caller-interrupted-with-star")

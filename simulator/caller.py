@@ -2,7 +2,8 @@
 
 The engine asks the caller only where Twilio waits for the caller or the far end: a Gather
 (keys, speech or silence), a Dial (how the far end answers), a Record (how long the caller speaks),
-an Enqueue (how the wait ends). Everything else is heard through events. Tests, scenario files,
+an Enqueue (how the wait ends), and each attempt at a ``<Pay>`` (``pay``: optional, so callers
+written before it still work; a caller without it hangs up there). Everything else is heard through events. Tests, scenario files,
 replay, load and the CLI all drive the same engine through this protocol.
 """
 

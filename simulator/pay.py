@@ -301,17 +301,11 @@ class PaySession:
         while index < len(steps):
             step = steps[index]
             self._prompt(step, attempt, error)
-            if not isinstance(answer, PayCard | PayAction):  # HangUp, or a caller without pay
-                return self._end("caller-hung-up", hung_up=True, attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind == "hangup":
-                return self._end("caller-hung-up", hung_up=True, attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind == "star":
-                return self._end("caller-interrupted-with-star", attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind in ("validation-error",
-                                                                 "internal-error"):  # fmt: skip
-                return self._end(answer.kind, attempt=attempt, error=f"injected {answer.kind}")
+            ended = self._ended_by(answer, attempt)
+            if ended is not None:
+                return ended
             if isinstance(answer, PayAction) and answer.kind == "connector-error":
-                self.connector_error = True
+                self.connector_error = True  # a good card, declined at processing
                 answer = PayCard("4242424242424242")
             error = self._enter(step, answer)
             await self._status(step, attempt, error)
@@ -327,9 +321,21 @@ class PaySession:
         self.advance(2)
         await self._status("payment-processing", attempt, None)
         if self.connector_error or self.entry.number == CONNECTOR_ERROR_CARD:
-            return self._end("payment-connector-error", attempt=attempt,
-                             error="card declined by the simulated connector")  # fmt: skip
+            declined = "card declined by the simulated connector"
+            return self._end("payment-connector-error", attempt=attempt, error=declined)
         return self._end("success", attempt=attempt)
+
+    def _ended_by(self, answer: Any, attempt: int) -> PayRun | None:
+        """The end of the session when the answer is not an entry: a hang-up (also what a
+        caller without a ``pay`` method gives), star, or an injected Twilio-side fault."""
+        kind = answer.kind if isinstance(answer, PayAction) else None
+        if not isinstance(answer, PayCard | PayAction) or kind == "hangup":
+            return self._end("caller-hung-up", hung_up=True, attempt=attempt)
+        if kind == "star":
+            return self._end("caller-interrupted-with-star", attempt=attempt)
+        if kind in ("validation-error", "internal-error"):
+            return self._end(kind, attempt=attempt, error=f"injected {kind}")
+        return None
 
     def _prompt(self, step: str, attempt: int, error: str | None) -> None:
         chosen = choose_prompt(self.prompts, step, attempt, error, self.entry.card_type)

@@ -3,8 +3,9 @@
 The engine asks the caller only where Twilio waits for the caller or the far end: a Gather
 (keys, speech or silence), a Dial (how the far end answers), a Record (how long the caller speaks),
 an Enqueue (how the wait ends), and each attempt at a ``<Pay>`` (``pay``: optional, so callers
-written before it still work; a caller without it hangs up there). Everything else is heard through events. Tests, scenario files,
-replay, load and the CLI all drive the same engine through this protocol.
+written before it still work; a caller without it hangs up there). Everything else is heard
+through events. Tests, scenario files, replay, load and the CLI all drive the same engine through
+this protocol.
 """
 
 from __future__ import annotations

@@ -149,8 +149,9 @@ def _steps_from_webhooks(hooks: list[dict[str, Any]]) -> list[Answer]:
             continue  # a <Pay> status callback: progress, not an input point
         answered_gather = False
         if "Result" in params:
+            errors = [str(e) for e in hook.get("_pay_errors") or []]
             steps.extend(replay_steps(
-                params["Result"], params.get("PaymentCardType", ""), 1,
+                params["Result"], params.get("PaymentCardType", ""), len(errors) + 1, errors,
             ))
         elif "RecordingDuration" in params:
             digits = params.get("Digits")
@@ -202,6 +203,7 @@ def load_recording(path: str | Path) -> Recording:
         if row.get("kind", "webhook") == "webhook" and row.get("twiml")
         and "CallbackSource" not in (row.get("params") or {})
     ]
+    _attach_pay_errors(rows, hooks)
     if not hooks:
         raise ValueError(f"{path}: no events: expected ivrkit-sim --json output or ivrkit's "
                          "event-log export (kind/params/twiml per line)")
@@ -210,6 +212,22 @@ def load_recording(path: str | Path) -> Recording:
         steps=_steps_from_webhooks(hooks), expected=None, params=first_params,
         tape=[str(h["twiml"]) for h in hooks],
     )
+
+
+def _attach_pay_errors(rows: list[dict[str, Any]], hooks: list[dict[str, Any]]) -> None:
+    """Give each <Pay> action the error types its status callbacks reported before it, so
+    the replay fails those attempts the same way (``_pay_errors``)."""
+    taken = {id(hook) for hook in hooks}
+    pending: list[str] = []
+    for row in rows:
+        params = row.get("params") or {}
+        if row.get("kind") == "pay-status" and params.get("ErrorType"):
+            error = str(params["ErrorType"])
+            pending.append("timeout" if error == "input-timeout" else error)
+        elif id(row) in taken:
+            if "Result" in params:
+                row["_pay_errors"] = pending
+            pending = []
 
 
 class _Tape:

@@ -181,7 +181,8 @@ async def test_event_log_export_replays_against_the_flow(serve, tmp_path):
         path = tmp_path / "events.jsonl"
         path.write_text("\n".join(json.dumps(row) for row in rows))
         recording = load_recording(path)
-        assert recording.steps == [PayCard("4242424242424242")]
+        # The failed attempt comes back from its status callback's ErrorType.
+        assert recording.steps == [PayCard("4242424242424243"), PayCard("4242424242424242")]
         report = await replay(recording, f"{BASE}/voice/pay_bill", auth_token=TOKEN, app=app)
         assert report.ok, report.diff
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urljoin
 
-from simulator.model import Event, PayEvent
+from simulator.model import ErrorEvent, Event, PayEvent, RequestEvent
 
 __all__ = [
     "CONNECTOR_ERROR_CARD",
@@ -259,6 +260,62 @@ def choose_prompt(
     specific = [p for p in plain if p.get("cardType")]
     chosen = specific or plain
     return chosen[0] if chosen else None
+
+
+async def run_pay(engine: Any, verb: ET.Element, url: str) -> PayRun:
+    """Run a ``<Pay>`` on ``engine``'s call (document at ``url``): prompts heard, the caller
+    asked per attempt, status callbacks posted; the action is left to the engine."""
+    callback = verb.get("statusCallback")
+
+    def play(prompt: ET.Element | None, default: str) -> None:
+        if prompt is None:  # Twilio's own wording: heard (and timed) like a <Say>
+            said = ET.Element("Say")
+            said.text = default
+            prompt = ET.Element("Prompt")
+            prompt.append(said)
+        for child in prompt:
+            if child.tag == "Say":
+                heard = engine._say(child)
+            elif child.tag == "Play":
+                heard = engine._play(child, _Url(url))
+            else:
+                heard = engine._pause(child)
+            for event in heard:
+                engine.emit(event)
+
+    async def ask(prompt: PayPrompt) -> Any:
+        answer = getattr(engine.caller, "pay", None)
+        return await answer(prompt) if answer is not None else None
+
+    async def status(params: dict[str, str]) -> None:
+        assert callback is not None
+        body = {"AccountSid": engine.params.account_sid, "CallSid": engine.params.call_sid}
+        body.update(params)
+        result = await engine.session.fetch(
+            "POST", urljoin(url, callback), body, headers=engine._time_header()
+        )
+        for exchange in result.exchanges:
+            engine.emit(RequestEvent(
+                exchange.method, exchange.url, exchange.params, exchange.status,
+                exchange.elapsed_ms,
+            ))  # fmt: skip
+        if not result.ok:
+            engine.emit(ErrorEvent(15003, f"Pay status callback failed: {result.error_message}"))
+
+    run = await PaySession(
+        verb, now=engine.now, play=play, ask=ask, status=status if callback else None,
+        advance=engine.clock.advance, connector_error=engine.pay_connector_error,
+    ).run()  # fmt: skip
+    for event in run.events:
+        engine.emit(event)
+    return run
+
+
+@dataclass
+class _Url:
+    """What the engine's ``_play`` reads of a document: its URL, to resolve media against."""
+
+    url: str
 
 
 class PaySession:

@@ -338,3 +338,15 @@ def test_sync_call_pays(phone, make_app):
     call.pay("star")
     assert call.ended
     call.assert_heard("Result caller-interrupted-with-star")
+
+
+async def test_prompt_with_play_and_pause_resolves_media(make_app):
+    from simulator import PauseEvent, PlayEvent
+
+    app = pay_app(make_app, prompts='<Prompt for="payment-card-number"><Pause length="2"/>'
+                  "<Play>/audio/card.mp3</Play></Prompt>")  # fmt: skip
+    result = await pay(app, [PayAction("star")])
+    heard = [e for e in result.events if isinstance(e, PlayEvent | PauseEvent)]
+    assert heard[0] == PauseEvent(2)
+    assert heard[1].url.endswith("/audio/card.mp3")
+    assert heard[1].url.startswith("http")

@@ -119,7 +119,9 @@ class PayPrompt:
         self.argument_problems += problems
         if not parts and not problems:
             self.argument_problems.append(
-                ArgumentProblem("prompt", check.given(prompt), 'give what they hear, e.g. "..."')
+                ArgumentProblem(
+                    "prompt", check.given(prompt), 'give what they hear, e.g. "Enter your card."'
+                )
             )
         self.step = step
         self.parts = parts

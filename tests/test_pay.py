@@ -235,6 +235,8 @@ def definition_error(body: dict[str, object]) -> FlowDefinitionError:
         ({"prompts": [PayPrompt("security-code", "x", attempt=[11])]}, "prompts[0].attempt"),
         ({"prompts": [PayPrompt("security-code", "x", error_type="late")]}, "error_type"),
         ({"prompts": PayPrompt("security-code", "x")}, "expected a list of PayPrompt"),
+        ({"prompts": [PayPrompt("security-code", None)]}, "prompts[0].prompt: None"),
+        ({"prompts": ["Enter it."]}, "prompts[0]: \"Enter it.\" is a str"),
         ({"on": {"success": "done", "declined": "done"}}, 'Pay outcome "declined" is not a Result'),
     ],
 )

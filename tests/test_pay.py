@@ -367,3 +367,23 @@ async def test_store_held_elsewhere_answers_pay_webhooks_in_time(serve, database
         assert "Your confirmation code ends in" in again.said()[0]
         record = await app.state.ivr.store.load(call.sid)
         assert record.data["payment"]["result"] == "success"
+
+
+async def test_computed_amounts_and_prompts_are_never_shared_between_calls(serve):
+    """A charge computed per call must not come from the render cache of another call."""
+    dues = {"+14155550101": "10.00", "+14155550102": "20.00"}
+
+    class PerCaller(Flow):
+        pay = Pay(
+            charge_amount=lambda call: dues[call.from_number],
+            prompts=[PayPrompt("payment-card-number",
+                               Say(lambda call: f"You owe {dues[call.from_number]}."))],
+            on={"success": "done", "*": "done"},
+        )  # fmt: skip
+        done = Hangup()
+
+    async with serve([PerCaller]) as (_, client):
+        for number, due in [*dues.items(), *dues.items()]:
+            verb = (await phone(client, "per_caller", from_number=number).start()).find("Pay")
+            assert verb.attrib["chargeAmount"] == due
+            assert verb.find("Prompt/Say").text == f"You owe {due}."  # type: ignore[union-attr]

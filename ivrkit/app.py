@@ -243,6 +243,8 @@ class IvrApp:
         step_text = hook.query.get("step")
         if not state or step_text is None:  # their shape was checked with the other fields
             raise Refused(400, "action URL needs state and step (was it built by ivrkit?)")
+        if not hook.params.get("Result") and isinstance(flow.states().get(state), Pay):
+            raise Refused(400, "a <Pay> action without Result: is this Twilio's <Pay>?")
         return await self._in_time(
             self._act(flow, hook, state, int(step_text)), hook, "action webhook", flow
         )

@@ -35,6 +35,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from ivrkit import arguments as check
 from ivrkit import nodes as n
 from ivrkit.arguments import ArgumentProblem
+from ivrkit.errors import FlowRuntimeError
 from ivrkit.masking import mask_card_number
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ PAY_LANGUAGES = (
     "en-AU", "en-CA", "en-GB", "en-IN", "en-US",
     "es-ES", "es-MX", "fr-CA", "fr-FR", "de-DE", "it-IT",
 )  # fmt: skip
+_LANGUAGE_KEYS = frozenset(language.lower() for language in PAY_LANGUAGES)
 MAX_CHARGE = Decimal("1000000")
 
 AmountSource = str | Decimal | Callable[["Call"], "str | Decimal"]
@@ -117,7 +119,9 @@ class PayPrompt:
         self.argument_problems += problems
         if not parts and not problems:
             self.argument_problems.append(
-                ArgumentProblem("prompt", check.given(prompt), 'give what they hear, e.g. "..."')
+                ArgumentProblem(
+                    "prompt", check.given(prompt), 'give what they hear, e.g. "Enter your card."'
+                )
             )
         self.step = step
         self.parts = parts
@@ -251,7 +255,9 @@ class Pay(n.Node):
                     "shortest postal code accepted",
                 )  # fmt: skip
             )
-        if language is not None:
+        if language is not None and not (
+            isinstance(language, str) and language.lower() in _LANGUAGE_KEYS
+        ):
             self._check(check.one_of("language", language, PAY_LANGUAGES))
         if token_type is not None:
             self._check(check.one_of("token_type", token_type, TOKEN_TYPES))
@@ -429,7 +435,7 @@ def render(response: VoiceResponse, node: Pay, *, call: Call, voice: Voice, link
         amount = node.charge_amount(call) if callable(node.charge_amount) else node.charge_amount
         problem = amount_problem(amount)
         if problem is not None:
-            raise ValueError(f"{node.name}: charge_amount: {problem}")
+            raise FlowRuntimeError(f"{node.name}: charge_amount: {problem}")
         attrs["charge_amount"] = str(amount).strip()
     for name, value in (
         ("description", node.description),

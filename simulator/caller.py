@@ -2,8 +2,10 @@
 
 The engine asks the caller only where Twilio waits for the caller or the far end: a Gather
 (keys, speech or silence), a Dial (how the far end answers), a Record (how long the caller speaks),
-an Enqueue (how the wait ends). Everything else is heard through events. Tests, scenario files,
-replay, load and the CLI all drive the same engine through this protocol.
+an Enqueue (how the wait ends), and each attempt at a ``<Pay>`` (``pay``: optional, so callers
+written before it still work; a caller without it hangs up there). Everything else is heard
+through events. Tests, scenario files, replay, load and the CLI all drive the same engine through
+this protocol.
 """
 
 from __future__ import annotations
@@ -321,10 +323,12 @@ class InteractiveCaller:
         retry = f" again ({prompt.error_type})" if prompt.error_type else ""
         text = await self._ask(
             f"  Pay, attempt {prompt.attempt}{retry}: CARD[:MMYY[:CVC[:ZIP]]], 'star', "
-            "'timeout', Enter or 'h' = hang up > "
+            "Enter = timeout, 'h' = hang up > "
         )
-        if not text or text.lower() in ("h", "hangup"):
+        if text is None or text.lower() in ("h", "hangup"):
             return HangUp()
+        if not text:
+            return PayAction("timeout")
         try:
             return parse_pay(text)
         except ValueError as error:

@@ -49,7 +49,7 @@ from simulator.model import (
     SayEvent,
     new_sid,
 )
-from simulator.pay import PayPrompt, PaySession
+from simulator.pay import run_pay
 from simulator.relay import RelayOptions, run_relay
 from simulator.transport import Fetch, Session
 
@@ -762,52 +762,10 @@ class Engine:
         return result
 
     async def _verb_pay(self, verb: ET.Element, document: Document) -> _Next | None:
-        """``<Pay>``: the steps run in :mod:`simulator.pay`; here, what it needs of the call."""
+        """``<Pay>``: the session runs in :mod:`simulator.pay`; the action is requested here."""
         self._answer()
-        attrs = dict(verb.attrib)
-        callback = attrs.get("statusCallback")
-
-        def play(prompt: ET.Element | None, default: str) -> None:
-            if prompt is None:
-                self.emit(SayEvent(default))
-                self.clock.advance(max(1.0, len(default.split()) / WORDS_PER_SECOND))
-                return
-            for child in prompt:
-                if child.tag == "Say":
-                    heard = self._say(child)
-                elif child.tag == "Play":
-                    heard = self._play(child, document)
-                else:
-                    heard = self._pause(child)
-                for event in heard:
-                    self.emit(event)
-
-        async def ask(prompt: PayPrompt) -> Any:
-            answer = getattr(self.caller, "pay", None)
-            return await answer(prompt) if answer is not None else HangUp()
-
-        async def status(params: dict[str, str]) -> None:
-            assert callback is not None
-            body = {"AccountSid": self.params.account_sid, "CallSid": self.params.call_sid}
-            body.update(params)
-            result = await self.session.fetch(
-                "POST", urljoin(document.url, callback), body, headers=self._time_header()
-            )
-            for exchange in result.exchanges:
-                self.emit(RequestEvent(
-                    exchange.method, exchange.url, exchange.params, exchange.status,
-                    exchange.elapsed_ms,
-                ))
-            if not result.ok:
-                self.emit(ErrorEvent(15003, f"Pay status callback failed: {result.error_message}"))
-
-        run = await PaySession(
-            verb, now=self.now, play=play, ask=ask, status=status if callback else None,
-            advance=self.clock.advance, connector_error=self.pay_connector_error,
-        ).run()
-        for event in run.events:
-            self.emit(event)
-        action = urljoin(document.url, attrs["action"]) if attrs.get("action") else document.url
+        run = await run_pay(self, verb, document.url)
+        action = urljoin(document.url, verb.get("action", ""))  # none: the same document
         if run.hung_up:
             await self._after_hangup("POST", action, run.params)
             raise _End("completed", "caller-hangup")

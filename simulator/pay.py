@@ -19,15 +19,16 @@ test card), or ``PayAction("connector-error")`` (``--pay connector-error``), or
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urljoin
 
-from simulator.model import Event, PayEvent
+from simulator.model import ErrorEvent, Event, PayEvent, RequestEvent
 
 __all__ = [
     "CONNECTOR_ERROR_CARD",
@@ -261,6 +262,62 @@ def choose_prompt(
     return chosen[0] if chosen else None
 
 
+async def run_pay(engine: Any, verb: ET.Element, url: str) -> PayRun:
+    """Run a ``<Pay>`` on ``engine``'s call (document at ``url``): prompts heard, the caller
+    asked per attempt, status callbacks posted; the action is left to the engine."""
+    callback = verb.get("statusCallback")
+
+    def play(prompt: ET.Element | None, default: str) -> None:
+        if prompt is None:  # Twilio's own wording: heard (and timed) like a <Say>
+            said = ET.Element("Say")
+            said.text = default
+            prompt = ET.Element("Prompt")
+            prompt.append(said)
+        for child in prompt:
+            if child.tag == "Say":
+                heard = engine._say(child)
+            elif child.tag == "Play":
+                heard = engine._play(child, _Url(url))
+            else:
+                heard = engine._pause(child)
+            for event in heard:
+                engine.emit(event)
+
+    async def ask(prompt: PayPrompt) -> Any:
+        answer = getattr(engine.caller, "pay", None)
+        return await answer(prompt) if answer is not None else None
+
+    async def status(params: dict[str, str]) -> None:
+        assert callback is not None
+        body = {"AccountSid": engine.params.account_sid, "CallSid": engine.params.call_sid}
+        body.update(params)
+        result = await engine.session.fetch(
+            "POST", urljoin(url, callback), body, headers=engine._time_header()
+        )
+        for exchange in result.exchanges:
+            engine.emit(RequestEvent(
+                exchange.method, exchange.url, exchange.params, exchange.status,
+                exchange.elapsed_ms,
+            ))  # fmt: skip
+        if not result.ok:
+            engine.emit(ErrorEvent(15003, f"Pay status callback failed: {result.error_message}"))
+
+    run = await PaySession(
+        verb, now=engine.now, play=play, ask=ask, status=status if callback else None,
+        advance=engine.clock.advance, connector_error=engine.pay_connector_error,
+    ).run()  # fmt: skip
+    for event in run.events:
+        engine.emit(event)
+    return run
+
+
+@dataclass
+class _Url:
+    """What the engine's ``_play`` reads of a document: its URL, to resolve media against."""
+
+    url: str
+
+
 class PaySession:
     """Runs one ``<Pay>`` verb; the engine gives it a way to play prompts, ask the caller
     and post status callbacks, so this module needs nothing of the engine."""
@@ -301,17 +358,11 @@ class PaySession:
         while index < len(steps):
             step = steps[index]
             self._prompt(step, attempt, error)
-            if not isinstance(answer, PayCard | PayAction):  # HangUp, or a caller without pay
-                return self._end("caller-hung-up", hung_up=True, attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind == "hangup":
-                return self._end("caller-hung-up", hung_up=True, attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind == "star":
-                return self._end("caller-interrupted-with-star", attempt=attempt)
-            if isinstance(answer, PayAction) and answer.kind in ("validation-error",
-                                                                 "internal-error"):  # fmt: skip
-                return self._end(answer.kind, attempt=attempt, error=f"injected {answer.kind}")
+            ended = self._ended_by(answer, attempt)
+            if ended is not None:
+                return ended
             if isinstance(answer, PayAction) and answer.kind == "connector-error":
-                self.connector_error = True
+                self.connector_error = True  # a good card, declined at processing
                 answer = PayCard("4242424242424242")
             error = self._enter(step, answer)
             await self._status(step, attempt, error)
@@ -327,9 +378,21 @@ class PaySession:
         self.advance(2)
         await self._status("payment-processing", attempt, None)
         if self.connector_error or self.entry.number == CONNECTOR_ERROR_CARD:
-            return self._end("payment-connector-error", attempt=attempt,
-                             error="card declined by the simulated connector")  # fmt: skip
+            declined = "card declined by the simulated connector"
+            return self._end("payment-connector-error", attempt=attempt, error=declined)
         return self._end("success", attempt=attempt)
+
+    def _ended_by(self, answer: Any, attempt: int) -> PayRun | None:
+        """The end of the session when the answer is not an entry: a hang-up (also what a
+        caller without a ``pay`` method gives), star, or an injected Twilio-side fault."""
+        kind = answer.kind if isinstance(answer, PayAction) else None
+        if not isinstance(answer, PayCard | PayAction) or kind == "hangup":
+            return self._end("caller-hung-up", hung_up=True, attempt=attempt)
+        if kind == "star":
+            return self._end("caller-interrupted-with-star", attempt=attempt)
+        if kind in ("validation-error", "internal-error"):
+            return self._end(kind, attempt=attempt, error=f"injected {kind}")
+        return None
 
     def _prompt(self, step: str, attempt: int, error: str | None) -> None:
         chosen = choose_prompt(self.prompts, step, attempt, error, self.entry.card_type)
@@ -404,10 +467,13 @@ class PaySession:
     ) -> PayRun:
         params = {"Result": result, **self._fields()}
         if result == "success":
+            # Derived from what was paid, not random: a replay or a scenario hears the same code.
+            seed = f"{self.entry.number}|{self.attrs.get('chargeAmount', '')}".encode()
+            code = hashlib.sha256(seed).hexdigest()[:16]
             if self.attrs.get("chargeAmount") not in (None, "", "0", "0.00"):
-                params["PaymentConfirmationCode"] = "ch_sim_" + secrets.token_hex(8)
+                params["PaymentConfirmationCode"] = "ch_sim_" + code
             else:
-                params["PaymentToken"] = "tok_sim_" + secrets.token_hex(8)
+                params["PaymentToken"] = "tok_sim_" + code
         elif error:
             params["PaymentError"] = error
             if result == "payment-connector-error":

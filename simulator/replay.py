@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from simulator.caller import (
     Answer,
@@ -166,8 +166,9 @@ def _steps_from_webhooks(hooks: list[dict[str, Any]]) -> list[Answer]:
             continue  # a <Pay> status callback: progress, not an input point
         answered_gather = False
         if "Result" in params:
+            errors = [str(e) for e in hook.get("_pay_errors") or []]
             steps.extend(replay_steps(
-                params["Result"], params.get("PaymentCardType", ""), 1,
+                params["Result"], params.get("PaymentCardType", ""), len(errors) + 1, errors,
             ))
         elif "RecordingDuration" in params:
             digits = params.get("Digits")
@@ -219,6 +220,7 @@ def load_recording(path: str | Path) -> Recording:
         if row.get("kind", "webhook") == "webhook" and row.get("twiml")
         and "CallbackSource" not in (row.get("params") or {})
     ]
+    _attach_pay_errors(rows, hooks)
     if not hooks:
         raise ValueError(f"{path}: no events: expected ivrkit-sim --json output or ivrkit's "
                          "event-log export (kind/params/twiml per line)")
@@ -227,6 +229,22 @@ def load_recording(path: str | Path) -> Recording:
         steps=_steps_from_webhooks(hooks), expected=None, params=first_params,
         tape=[str(h["twiml"]) for h in hooks],
     )
+
+
+def _attach_pay_errors(rows: list[dict[str, Any]], hooks: list[dict[str, Any]]) -> None:
+    """Give each <Pay> action the error types its status callbacks reported before it, so
+    the replay fails those attempts the same way (``_pay_errors``)."""
+    taken = {id(hook) for hook in hooks}
+    pending: list[str] = []
+    for row in rows:
+        params = row.get("params") or {}
+        if row.get("kind") == "pay-status" and params.get("ErrorType"):
+            error = str(params["ErrorType"])
+            pending.append("timeout" if error == "input-timeout" else error)
+        elif id(row) in taken:
+            if "Result" in params:
+                row["_pay_errors"] = pending
+            pending = []
 
 
 class _Tape:
@@ -238,10 +256,17 @@ class _Tape:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return  # no lifespan to run
+        form = b""
         while True:  # drain the request body
             message = await receive()
+            form += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        fields = dict(parse_qsl(form.decode("utf-8", "replace")))
+        if "For" in fields and "Result" not in fields:  # a <Pay> status callback: no document
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = (self.documents.pop(0) if self.documents else "<Response/>").encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/xml")]})

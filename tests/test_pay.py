@@ -161,6 +161,9 @@ async def test_malformed_action_fields_are_refused_with_one_line(serve, caplog, 
         record = await app.state.ivr.store.load(call.sid)
         assert record.state == "payment"
         assert record.data == {}
+        without = await call.post(action)  # no Result at all: not Twilio's <Pay>
+        assert without.status == 400
+        assert "without Result" in without.body
         # The call goes on: the next (good) webhook is answered.
         good = await call.post(action, **success_fields())
         assert good.status == 200
@@ -227,11 +230,13 @@ def definition_error(body: dict[str, object]) -> FlowDefinitionError:
         ({"card_types": []}, "card_types: none given"),
         ({"currency": "dollars"}, 'currency: "dollars" is a str'),
         ({"postal_code": 94105}, "postal_code: 94105 is an int"),
-        ({"language": "en-us"}, 'expected one of "en-AU"'),
+        ({"language": "en-XX"}, 'expected one of "en-AU"'),
         ({"prompts": [PayPrompt("card-number", "Enter it.")]}, 'prompts[0].step: "card-number"'),
         ({"prompts": [PayPrompt("security-code", "x", attempt=[11])]}, "prompts[0].attempt"),
         ({"prompts": [PayPrompt("security-code", "x", error_type="late")]}, "error_type"),
         ({"prompts": PayPrompt("security-code", "x")}, "expected a list of PayPrompt"),
+        ({"prompts": [PayPrompt("security-code", None)]}, "prompts[0].prompt: None"),
+        ({"prompts": ["Enter it."]}, "prompts[0]: \"Enter it.\" is a str"),
         ({"on": {"success": "done", "declined": "done"}}, 'Pay outcome "declined" is not a Result'),
     ],
 )
@@ -331,3 +336,54 @@ def test_say_prompt_is_xml_escaped():
     root = ET.fromstring(str(response))
     assert root.find("Pay/Prompt/Say").text == "Cards & <codes>"  # type: ignore[union-attr]
 
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_store_held_elsewhere_answers_pay_webhooks_in_time(serve, database_url, caplog):
+    """The write lock held by someone else: the status callback gets a 503, the action the
+    apology, within the deadline and without a traceback; once it is free, the same call pays."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from ivrkit import twiml
+
+    async with serve([PayBill], webhook_deadline=0.5) as (app, client):
+        call = phone(client, "pay_bill")
+        verb = (await call.start()).find("Pay")
+        other = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            late_status = await call.post(verb.attrib["statusCallback"], For="security-code",
+                                          Attempt="1", SecurityCode="xxx")  # fmt: skip
+            late_action = await call.post(verb.attrib["action"], **success_fields())
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert (late_status.status, late_status.body) == (503, "storage unavailable\n")
+        assert late_action.body == twiml.apology(PayBill.apology, PayBill.fallback_number)
+        assert not any(r.exc_info for r in caplog.records)
+        again = await call.post(verb.attrib["action"], **success_fields())
+        assert "Your confirmation code ends in" in again.said()[0]
+        record = await app.state.ivr.store.load(call.sid)
+        assert record.data["payment"]["result"] == "success"
+
+
+async def test_computed_amounts_and_prompts_are_never_shared_between_calls(serve):
+    """A charge computed per call must not come from the render cache of another call."""
+    dues = {"+14155550101": "10.00", "+14155550102": "20.00"}
+
+    class PerCaller(Flow):
+        pay = Pay(
+            charge_amount=lambda call: dues[call.from_number],
+            prompts=[PayPrompt("payment-card-number",
+                               Say(lambda call: f"You owe {dues[call.from_number]}."))],
+            on={"success": "done", "*": "done"},
+        )  # fmt: skip
+        done = Hangup()
+
+    async with serve([PerCaller]) as (_, client):
+        for number, due in [*dues.items(), *dues.items()]:
+            verb = (await phone(client, "per_caller", from_number=number).start()).find("Pay")
+            assert verb.attrib["chargeAmount"] == due
+            assert verb.find("Prompt/Say").text == f"You owe {due}."  # type: ignore[union-attr]

@@ -158,3 +158,88 @@ async def test_card_never_reaches_database_or_logs(serve, database_url, caplog):
     assert logged  # something was logged, in which nothing of the card may appear
     assert _card_traces(blob) == []
     assert _card_traces(logged) == []
+
+
+async def test_event_log_export_replays_against_the_flow(serve, tmp_path):
+    """`ivrkit events` of a paid call replays: the status callbacks are skipped, the card is
+    keyed again as the brand's test card (the log has only its last four)."""
+    import json
+
+    from simulator import load_recording, replay
+
+    async with serve([PayBill]) as (app, _):
+        paid = await pay_call(app, [PayCard("4111111111111112"), PayCard("4242424242424242")])
+        events = await app.state.ivr.store.call_events(paid.call_sid)
+        rows = [
+            {
+                "kind": "webhook" if e.kind in ("start", "action") else e.kind,
+                "params": e.params,
+                "twiml": e.twiml,
+            }
+            for e in events
+        ]
+        path = tmp_path / "events.jsonl"
+        path.write_text("\n".join(json.dumps(row) for row in rows))
+        recording = load_recording(path)
+        # The failed attempt comes back from its status callback's ErrorType.
+        assert recording.steps == [PayCard("4242424242424243"), PayCard("4242424242424242")]
+        report = await replay(recording, f"{BASE}/voice/pay_bill", auth_token=TOKEN, app=app)
+        assert report.ok, report.diff
+
+
+def test_done_means_ivrkit_sim_pays_and_fails_over_http(tmp_path):
+    """The issue's done-means, as a user runs it: `ivrkit serve flows/pay_bill.py`, then
+    `ivrkit-sim run` with the README's scenario file and `ivrkit-sim call --pay`."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.test_readme import readme_block
+    from tests.test_serve_cli import IVRKIT, ROOT, free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+    }
+    server = subprocess.Popen(
+        [*IVRKIT, "serve", "flows/pay_bill.py", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # bounded wait for start-up, not a timing assertion
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        scenarios = tmp_path / "pay.yaml"
+        scenarios.write_text(readme_block("readme-pay-scenario", "yaml"))
+        sim = [sys.executable, "-m", "simulator"]
+        ran = subprocess.run(
+            [*sim, "run", str(scenarios), "--url", f"{base}/voice/pay_bill"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "3 passed, 0 failed of 3 scenarios" in ran.stdout
+        paid = subprocess.run(
+            [*sim, "call", f"{base}/voice/pay_bill", "--pay", "4242424242424242:1230:123:94105"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert paid.returncode == 0, paid.stderr
+        assert "Pay: success (visa xxxx-xxxx-xxxx-4242) after 1 attempt(s)" in paid.stdout
+        declined = subprocess.run(
+            [*sim, "call", f"{base}/voice/pay_bill", "--pay", "4242424242424242",
+             "--pay-connector-error"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Pay: payment-connector-error" in declined.stdout
+        assert "could not take your payment" in declined.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -8,6 +8,7 @@ import io
 import re
 from pathlib import Path
 
+from flows.pay_bill import PayBill
 from flows.support_line import SupportLine
 from ivrkit import Settings, create_app
 from ivrkit.loader import load_flows
@@ -80,6 +81,22 @@ async def test_readme_hours_scenario_passes_against_the_support_line(tmp_path):
     assert report.passed == [
         "support is closed at 3 on a Sunday morning",
         "support answers on a Wednesday morning",
+    ]
+
+
+async def test_readme_pay_scenario_succeeds_and_fails_by_script(tmp_path):
+    """The payment scenarios, against flows/pay_bill.py: one pays, two do not."""
+    scenarios = tmp_path / "pay.yaml"
+    scenarios.write_text(readme_block("readme-pay-scenario", "yaml"))
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", insecure_dev=True)
+    app = create_app([PayBill], settings=settings)
+    out = io.StringIO()
+    report = await run_scenarios(load_scenarios(scenarios), url="/voice/pay_bill", app=app, out=out)
+    assert report.ok, out.getvalue()
+    assert report.passed == [
+        "a caller pays on the second try",
+        "an expired card twice is too many failed attempts",
+        "star cancels",
     ]
 
 

@@ -312,3 +312,41 @@ async def test_load_callers_pay(make_app):
     assert results == ["success"] * 6
     errors = [s.get("ErrorType") for s in statuses(app) if s.get("ErrorType")]
     assert errors == ["invalid-card-number"] * 3  # the wrong-input half failed once first
+
+
+async def test_interactive_caller_pays_from_the_terminal(make_app):
+    from simulator import InteractiveCaller
+
+    out = io.StringIO()
+    answers = iter(["4242-4242-4242-4241", "12/30", "", "4242424242424242:1230"])
+    caller = InteractiveCaller(read=lambda prompt: (out.write(prompt), next(answers))[1], out=out)
+    app = pay_app(make_app, 'maxAttempts="3"')
+    await pay(app, caller)
+    assert action_params(app)["Result"] == "too-many-failed-attempts"  # Enter: a silence
+    shown = out.getvalue()
+    assert "Pay, attempt 1: CARD[:MMYY[:CVC[:ZIP]]]" in shown
+    assert "attempt 2 again (invalid-card-number)" in shown
+    assert "the card number must be digits" in shown  # "12/30" is refused: a silence
+    errors = [s.get("ErrorType") for s in statuses(app)]
+    assert errors == ["invalid-card-number", "input-timeout", "input-timeout"]
+
+
+def test_sync_call_pays(phone, make_app):
+    phone.auth_token = TOKEN
+    phone.app = pay_app(make_app)
+    call = phone.sync("/voice", start_time=WHEN)
+    call.pay("star")
+    assert call.ended
+    call.assert_heard("Result caller-interrupted-with-star")
+
+
+async def test_prompt_with_play_and_pause_resolves_media(make_app):
+    from simulator import PauseEvent, PlayEvent
+
+    app = pay_app(make_app, prompts='<Prompt for="payment-card-number"><Pause length="2"/>'
+                  "<Play>/audio/card.mp3</Play></Prompt>")  # fmt: skip
+    result = await pay(app, [PayAction("star")])
+    heard = [e for e in result.events if isinstance(e, PlayEvent | PauseEvent)]
+    assert heard[0] == PauseEvent(2)
+    assert heard[1].url.endswith("/audio/card.mp3")
+    assert heard[1].url.startswith("http")

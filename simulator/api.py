@@ -50,6 +50,11 @@ _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _METHODS = frozenset({"GET", "POST"})
 _AMD_MODES = frozenset({"Enable", "DetectMessageEnd"})
 TWIML_LIMIT = 4000
+_SUBRESOURCES = tuple(
+    (name, name.title().replace("_", "") + ".json")
+    for name in ("notifications", "recordings", "payments", "events", "siprec", "streams",
+                 "user_defined_message_subscriptions", "user_defined_messages")
+)
 
 
 class ApiError(Exception):
@@ -127,6 +132,7 @@ class SimulatedApi:
         self._next_slot = 0.0
         self._attempts: dict[str, int] = {}
         self._bucket = (0.0, 0.0)  # (tokens, at) for request_rate
+        self._accepted: dict[str, str] = {}  # Authorization headers already checked
         self._active: set[asyncio.Task[None]] = set()
         self.live = 0  # calls created and not yet ended (queued ones included)
         self.peak_live = 0  # the most at once: what a campaign's concurrency cap bounds
@@ -229,6 +235,8 @@ class SimulatedApi:
         raise ApiError(405, 20004, f"Method {method} not allowed")
 
     def _authenticate(self, account_sid: str, authorization: str | None) -> None:
+        if authorization is not None and self._accepted.get(authorization) == account_sid:
+            return  # a client sends the same header every time: decode and compare it once
         user, password = _basic(authorization)
         if user == self.account_sid:
             ok = hmac.compare_digest(password.encode(), self._token.encode())
@@ -238,6 +246,10 @@ class SimulatedApi:
             ok = False
         if not ok or account_sid != self.account_sid:
             raise ApiError(401, 20003, "Authentication Error - invalid username")
+        if authorization is not None:
+            if len(self._accepted) >= 64:
+                self._accepted.clear()
+            self._accepted[authorization] = account_sid
 
     def _rate_limit(self) -> None:
         if self.request_rate is None:
@@ -436,12 +448,7 @@ class SimulatedApi:
             "trunk_sid": None,
             "annotation": None,
             "uri": f"{uri}.json",
-            "subresource_uris": {
-                name: f"{uri}/{name.title().replace('_', '')}.json"
-                for name in ("notifications", "recordings", "payments", "events", "siprec",
-                             "streams", "user_defined_message_subscriptions",
-                             "user_defined_messages")
-            },
+            "subresource_uris": {name: f"{uri}/{tail}" for name, tail in _SUBRESOURCES},
         }
 
     # --- ASGI -------------------------------------------------------------------------------------

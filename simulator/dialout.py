@@ -38,8 +38,20 @@ TWIML_URL = "twiml:inline"
 AMD_TIMEOUT = 30.0
 
 
+_last_rfc2822: tuple[int, str] = (0, "")
+
+
 def rfc2822(moment: datetime | None) -> str | None:
-    return format_datetime(moment.astimezone(UTC), usegmt=True) if moment else None
+    """RFC 2822 in GMT, as Twilio's resources show dates; remembered for the last second
+    (a burst of creates formats the same second again and again)."""
+    global _last_rfc2822
+    if moment is None:
+        return None
+    second = int(moment.timestamp())
+    if _last_rfc2822[0] != second:
+        _last_rfc2822 = (second, format_datetime(moment.astimezone(UTC).replace(microsecond=0),
+                                                 usegmt=True))
+    return _last_rfc2822[1]
 
 
 @dataclass
@@ -185,11 +197,7 @@ class OutboundEngine(Engine):
         inline = self._inline.get(url)
         if inline is None:
             return await super()._load(method, url, params)
-        try:
-            return Document(parse_twiml(inline), self.url)
-        except Exception:  # validated when the update was accepted; an engine error otherwise
-            root = ET.Element("Response")
-            return Document(root, self.url)
+        return Document(parse_twiml(inline), self.url)  # the API validated it when accepted
 
     async def _status_callback(self, event_name: str, status: str) -> None:
         before = len(self.events)

@@ -119,6 +119,7 @@ class OutboundEngine(Engine):
         self.amd_at = 0.0  # virtual seconds since answer when detection decides
         self._paced = 0.0
         self._inline: dict[str, bytes] = {}
+        self._queued = False
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -193,6 +194,16 @@ class OutboundEngine(Engine):
             step = await self.checkpoint("")
         return step
 
+    async def _wait_in_queue(self, *args: Any) -> str:
+        # The wait loop runs verbs itself and ignores what most of them return, so an update
+        # taken there would be lost: it is applied when the <Enqueue> ends instead.
+        self._queued = True
+        try:
+            result: str = await super()._wait_in_queue(*args)
+            return result
+        finally:
+            self._queued = False
+
     async def _load(self, method: str, url: str, params: dict[str, str]) -> Document:
         inline = self._inline.get(url)
         if inline is None:
@@ -213,6 +224,8 @@ class OutboundEngine(Engine):
 
 def _checkpointed(handler: Callable[..., Any]) -> Callable[..., Any]:
     async def run_verb(engine: OutboundEngine, verb: ET.Element, document: Document) -> Any:
+        if engine._queued:
+            return await handler(engine, verb, document)
         step = await engine.checkpoint(verb.tag)
         if step is not None:
             return step

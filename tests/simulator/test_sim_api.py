@@ -21,7 +21,7 @@ from twilio.base.exceptions import TwilioRestException
 from simulator.api import SimulatedApi
 from simulator.api_server import ApiServer
 from simulator.callees import Callee, CalleeModel, parse_callee, parse_ratios
-from simulator.caller import HangUp, Press, Speak, Timeout
+from simulator.caller import HangUp, Press, QueueOutcome, Speak, Timeout
 from simulator.cli import main
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from simulator.scenario import ScenarioError, load_scenarios, run_scenarios
@@ -708,3 +708,26 @@ def test_bad_outbound_blocks_name_the_fix(tmp_path: Path, block: str, words: str
     path.write_text(f"url: /voice\nscenarios:\n  - name: x\n    outbound: {block}\n")
     with pytest.raises(ScenarioError, match=re.escape(words)):
         load_scenarios(path)
+
+
+async def test_an_update_while_waiting_in_a_queue_applies_when_the_wait_ends(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    client = twilio_client(twilio_api)
+
+    def hold(seen: Seen) -> str:
+        if seen.params["QueueTime"] == "0":
+            client.calls(seen.params["CallSid"]).update(url="http://testserver/moved")
+        return twiml("<Say>Please hold.</Say>")
+
+    app = make_app({
+        "/voice": twiml('<Enqueue waitUrl="/hold" action="/after">support</Enqueue>'),
+        "/hold": hold,
+        "/after": twiml("<Say>Queue done.</Say>"),
+        "/moved": twiml("<Say>Moved by the API.</Say>"),
+    }, token=TEST_AUTH_TOKEN)
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(QueueOutcome("leave", 2),))})
+    ended = await place(twilio_api, app, status_callback=None, status_callback_event=None)
+    assert app.paths() == ["/voice", "/hold", "/hold", "/moved"]
+    assert ended.status == "completed"
+    assert "Moved by the API." in [getattr(e, "text", "") for e in ended.events]

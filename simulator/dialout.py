@@ -129,7 +129,8 @@ class OutboundEngine(Engine):
         ``next_verb`` is the verb about to run (``None`` after one ran, ``""`` at the end of a
         document); AMD decides before an input verb or once enough virtual time has passed."""
         if self.speed > 0 and self.clock.now > self._paced:
-            await asyncio.sleep((self.clock.now - self._paced) / self.speed)
+            # Real time passes for what the verbs took; an update cuts the wait short.
+            await _wait((self.clock.now - self._paced) / self.speed, self.call)
             self._paced = self.clock.now
         if not self.amd_sent:
             answered = self.clock.answered_at or 0.0

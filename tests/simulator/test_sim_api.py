@@ -731,3 +731,22 @@ async def test_an_update_while_waiting_in_a_queue_applies_when_the_wait_ends(
     assert app.paths() == ["/voice", "/hold", "/hold", "/moved"]
     assert ended.status == "completed"
     assert "Moved by the API." in [getattr(e, "text", "") for e in ended.events]
+
+
+async def test_a_paced_call_hangs_up_as_soon_as_the_api_says_so(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = make_app({"/voice": twiml('<Say>Hello.</Say><Pause length="600"/><Say>Late.</Say>')},
+                   token=TEST_AUTH_TOKEN)
+    twilio_api.app = app
+    twilio_api.speed = 10.0  # the Pause takes 60 real seconds
+    client = twilio_client(twilio_api)
+    created = client.calls.create(to=TO, from_=FROM, url="http://testserver/voice")
+    while "/voice" not in app.paths():
+        await asyncio.sleep(0.01)
+    client.calls(created.sid).update(status="completed")
+    ended = await twilio_api.wait(created.sid, timeout=30)
+    assert ended.status == "completed"
+    heard = [getattr(e, "text", "") for e in ended.events if e.type == "say"]
+    assert heard == ["Hello."]
+    assert ended.events[-1].reason == "api-update"

@@ -50,6 +50,7 @@ _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _METHODS = frozenset({"GET", "POST"})
 _AMD_MODES = frozenset({"Enable", "DetectMessageEnd"})
 TWIML_LIMIT = 4000
+MAX_BODY = 1024 * 1024  # a create is a few hundred bytes; refuse floods before parsing them
 _SUBRESOURCES = tuple(
     (name, name.title().replace("_", "") + ".json")
     for name in ("notifications", "recordings", "payments", "events", "siprec", "streams",
@@ -464,6 +465,9 @@ class SimulatedApi:
         while True:
             message = await receive()
             body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await _send_json(send, 413, ApiError(413, 20001, "Request body too large").body())
+                return
             if not message.get("more_body"):
                 break
         if self.loop is None:
@@ -474,13 +478,7 @@ class SimulatedApi:
         if scope.get("query_string"):
             form += parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         status, payload = self.handle(scope["method"], scope["path"], form, authorization)
-        content = json.dumps(payload).encode()
-        response_headers = [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(content)).encode())]
-        if status == 401:
-            response_headers.append((b"www-authenticate", b'Basic realm="Twilio API"'))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": content})
+        await _send_json(send, status, payload)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -496,6 +494,16 @@ class SimulatedApi:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+    content = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(content)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Basic realm="Twilio API"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _collect(form: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

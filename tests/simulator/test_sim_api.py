@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sim_apps import LiveServer, Seen, TwimlApp, free_port, twiml
 from starlette.responses import Response
@@ -750,3 +751,33 @@ async def test_a_paced_call_hangs_up_as_soon_as_the_api_says_so(
     heard = [getattr(e, "text", "") for e in ended.events if e.type == "say"]
     assert heard == ["Hello."]
     assert ended.events[-1].reason == "api-update"
+
+
+async def test_the_asgi_app_answers_like_twilios_api(twilio_api: SimulatedApi) -> None:
+    transport = httpx.ASGITransport(app=twilio_api.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="https://api.twilio.com") as http:
+        calls = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls.json"
+        unauthorized = await http.post(calls, data={"To": TO})
+        assert unauthorized.status_code == 401
+        assert unauthorized.headers["www-authenticate"].startswith("Basic")
+        assert unauthorized.json()["code"] == 20003
+        auth = (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN)
+        listing = await http.get(calls, auth=auth)
+        assert (listing.status_code, listing.json()["code"]) == (405, 20004)
+        elsewhere = await http.get("/2010-04-01/Accounts/x/Messages.json", auth=auth)
+        assert (elsewhere.status_code, elsewhere.json()["code"]) == (404, 20404)
+        flood = await http.post(calls, auth=auth, content=b"To=" + b"1" * (2 * 1024 * 1024))
+        assert flood.status_code == 413
+        created = await http.post(calls, auth=auth, content=(
+            "To=%2B15550100001&From=%2B15550199999&Url=http%3A%2F%2F127.0.0.1%3A9%2Fv"
+            "&StatusCallbackEvent=initiated&StatusCallbackEvent=completed"))
+        assert created.status_code == 201
+        assert created.headers["content-type"] == "application/json"
+        body = created.json()
+        assert body["uri"] == f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls/{body['sid']}.json"
+        assert twilio_api.calls[body["sid"]].values("StatusCallbackEvent") == [
+            "initiated", "completed"]
+        await twilio_api.wait(body["sid"])
+        fetched = await http.get(body["uri"], auth=auth)
+        assert fetched.json()["status"] == "completed"
+    assert twilio_api.calls.keys() == {body["sid"]}

@@ -25,7 +25,7 @@ from typing import Any
 
 from simulator.callees import Callee, answered_by
 from simulator.engine import CallResult, Document, Engine, _End, _Next, parse_twiml
-from simulator.model import CallParams, EndEvent, Event, RequestEvent
+from simulator.model import CallParams, EndEvent, ErrorEvent, Event, RequestEvent
 from simulator.transport import Session
 
 __all__ = [
@@ -183,6 +183,8 @@ class OutboundEngine(Engine):
         for exchange in result.exchanges:
             self.emit(RequestEvent(exchange.method, exchange.url, exchange.params,
                                    exchange.status, exchange.elapsed_ms))
+        if not result.ok:  # like a failed status callback: a warning, the call goes on
+            self.emit(ErrorEvent(15003, f"AsyncAmdStatusCallback failed: {result.error_message}"))
         if self.record:
             self.call.callbacks.append({**params, "_event": "amd", "_url": url,
                                         "_status": str(result.status)})

@@ -449,6 +449,7 @@ async def test_unreachable_url_and_failing_callbacks_still_end_the_call(
     assert 11205 in codes  # connection failure on the Url
     assert 15003 in codes  # the status callback answered 500
     assert [c["_status"] for c in dead.callbacks] == ["500"] * 4
+    assert codes.count(15003) == 4
     assert broken.paths() == ["/status"] * 4
     # The next call is served as usual.
     ok = await twilio_api.wait(client.calls.create(
@@ -781,3 +782,19 @@ async def test_the_asgi_app_answers_like_twilios_api(twilio_api: SimulatedApi) -
         fetched = await http.get(body["uri"], auth=auth)
         assert fetched.json()["status"] == "completed"
     assert twilio_api.calls.keys() == {body["sid"]}
+
+
+async def test_a_failing_amd_callback_is_a_warning_and_the_call_goes_on(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = reminder_app(make_app)
+    app.routes["/amd"] = lambda seen: Response("down", status_code=503)
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(Press("1"),))})
+    ended = await place(twilio_api, app, status_callback=None, status_callback_event=None,
+                        machine_detection="Enable", async_amd="true",
+                        async_amd_status_callback="http://testserver/amd")
+    assert app.paths() == ["/voice", "/amd", "/confirm"]
+    assert ended.status == "completed"
+    assert [(e.code, e.message[:30]) for e in ended.events if e.type == "error"] == [
+        (15003, "AsyncAmdStatusCallback failed:")]
+    assert ended.answered_by == "human"

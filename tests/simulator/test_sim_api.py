@@ -798,3 +798,69 @@ async def test_a_failing_amd_callback_is_a_warning_and_the_call_goes_on(
     assert [(e.code, e.message[:30]) for e in ended.events if e.type == "error"] == [
         (15003, "AsyncAmdStatusCallback failed:")]
     assert ended.answered_by == "human"
+
+
+class LifespanApp:
+    """A TwiML app with a slow (or failing) lifespan start-up, counting starts."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.starts = 0
+        self.ready = False
+        self.early: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.starts += 1
+                    await asyncio.sleep(0.05)
+                    if self.fail:
+                        await send({"type": "lifespan.startup.failed", "message": "no database"})
+                        return
+                    self.ready = True
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if not self.ready:
+            self.early.append(scope["path"])
+        body = twiml("<Say>Ready.</Say>").encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/xml")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_calls_wait_for_the_apps_one_lifespan_start(twilio_api: SimulatedApi) -> None:
+    app = LifespanApp()
+    twilio_api.app = app
+    client = twilio_client(twilio_api)
+    sids = [client.calls.create(to=f"+1555010000{i}", from_=FROM, url="http://testserver/voice")
+            .sid for i in range(5)]
+    ended = [await twilio_api.wait(sid) for sid in sids]
+    assert [call.status for call in ended] == ["completed"] * 5
+    assert app.starts == 1
+    assert app.early == []  # no request reached the app before its start-up completed
+    assert all("Ready." in [getattr(e, "text", "") for e in call.events] for call in ended)
+
+
+async def test_a_failing_lifespan_fails_the_calls_and_is_retried(
+    twilio_api: SimulatedApi,
+) -> None:
+    app = LifespanApp(fail=True)
+    twilio_api.app = app
+    client = twilio_client(twilio_api)
+    sids = [client.calls.create(to=TO, from_=FROM, url="http://testserver/voice").sid
+            for _ in range(3)]
+    ended = [await twilio_api.wait(sid) for sid in sids]
+    assert [call.status for call in ended] == ["failed"] * 3
+    assert all("no database" in (call.error or "") for call in ended)
+    assert app.starts == 1  # the three waited for the same start
+    app.fail = False
+    retried = await twilio_api.wait(
+        client.calls.create(to=TO, from_=FROM, url="http://testserver/voice").sid)
+    assert retried.status == "completed"
+    assert app.starts == 2
+    await twilio_api.wait_idle()
+    assert (twilio_api.live, twilio_api._active) == (0, set())

@@ -25,7 +25,7 @@ from typing import Any
 
 from simulator.callees import Callee, answered_by
 from simulator.engine import CallResult, Document, Engine, _End, _Next, parse_twiml
-from simulator.model import CallParams, EndEvent, Event, RequestEvent
+from simulator.model import CallParams, EndEvent, ErrorEvent, Event, RequestEvent
 from simulator.transport import Session
 
 __all__ = [
@@ -38,8 +38,20 @@ TWIML_URL = "twiml:inline"
 AMD_TIMEOUT = 30.0
 
 
+_last_rfc2822: tuple[int, str] = (0, "")
+
+
 def rfc2822(moment: datetime | None) -> str | None:
-    return format_datetime(moment.astimezone(UTC), usegmt=True) if moment else None
+    """RFC 2822 in GMT, as Twilio's resources show dates; remembered for the last second
+    (a burst of creates formats the same second again and again)."""
+    global _last_rfc2822
+    if moment is None:
+        return None
+    second = int(moment.timestamp())
+    if _last_rfc2822[0] != second:
+        _last_rfc2822 = (second, format_datetime(moment.astimezone(UTC).replace(microsecond=0),
+                                                 usegmt=True))
+    return _last_rfc2822[1]
 
 
 @dataclass
@@ -107,6 +119,7 @@ class OutboundEngine(Engine):
         self.amd_at = 0.0  # virtual seconds since answer when detection decides
         self._paced = 0.0
         self._inline: dict[str, bytes] = {}
+        self._queued = False
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -116,7 +129,8 @@ class OutboundEngine(Engine):
         ``next_verb`` is the verb about to run (``None`` after one ran, ``""`` at the end of a
         document); AMD decides before an input verb or once enough virtual time has passed."""
         if self.speed > 0 and self.clock.now > self._paced:
-            await asyncio.sleep((self.clock.now - self._paced) / self.speed)
+            # Real time passes for what the verbs took; an update cuts the wait short.
+            await _wait((self.clock.now - self._paced) / self.speed, self.call)
             self._paced = self.clock.now
         if not self.amd_sent:
             answered = self.clock.answered_at or 0.0
@@ -169,6 +183,8 @@ class OutboundEngine(Engine):
         for exchange in result.exchanges:
             self.emit(RequestEvent(exchange.method, exchange.url, exchange.params,
                                    exchange.status, exchange.elapsed_ms))
+        if not result.ok:  # like a failed status callback: a warning, the call goes on
+            self.emit(ErrorEvent(15003, f"AsyncAmdStatusCallback failed: {result.error_message}"))
         if self.record:
             self.call.callbacks.append({**params, "_event": "amd", "_url": url,
                                         "_status": str(result.status)})
@@ -181,15 +197,21 @@ class OutboundEngine(Engine):
             step = await self.checkpoint("")
         return step
 
+    async def _wait_in_queue(self, *args: Any) -> str:
+        # The wait loop runs verbs itself and ignores what most of them return, so an update
+        # taken there would be lost: it is applied when the <Enqueue> ends instead.
+        self._queued = True
+        try:
+            result: str = await super()._wait_in_queue(*args)
+            return result
+        finally:
+            self._queued = False
+
     async def _load(self, method: str, url: str, params: dict[str, str]) -> Document:
         inline = self._inline.get(url)
         if inline is None:
             return await super()._load(method, url, params)
-        try:
-            return Document(parse_twiml(inline), self.url)
-        except Exception:  # validated when the update was accepted; an engine error otherwise
-            root = ET.Element("Response")
-            return Document(root, self.url)
+        return Document(parse_twiml(inline), self.url)  # the API validated it when accepted
 
     async def _status_callback(self, event_name: str, status: str) -> None:
         before = len(self.events)
@@ -205,6 +227,8 @@ class OutboundEngine(Engine):
 
 def _checkpointed(handler: Callable[..., Any]) -> Callable[..., Any]:
     async def run_verb(engine: OutboundEngine, verb: ET.Element, document: Document) -> Any:
+        if engine._queued:
+            return await handler(engine, verb, document)
         step = await engine.checkpoint(verb.tag)
         if step is not None:
             return step

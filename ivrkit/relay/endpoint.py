@@ -223,11 +223,13 @@ class _Run:
         reader = self._task(self._read())
         worker = self._task(self._work())
         failure: str | None = None
+        cause: BaseException | None = None
         try:
             done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
             if worker in done and worker.exception() is not None:
                 error = worker.exception()
                 failure = str(error) if isinstance(error, AgentFailed) else repr(error)
+                cause = error.__cause__ if isinstance(error, AgentFailed) else error
             elif reader in done and reader.exception() is not None:
                 failure = f"reading failed: {reader.exception()!r}"
             elif reader in done:
@@ -240,7 +242,10 @@ class _Run:
         self.transcript.close()
         if failure is not None:
             self.outcome = f"failed: {failure}"
-            log.error("call %s: agent %s failed: %s", sid, self.node.name, failure)
+            # With the agent's own traceback when it raised: the flow author's bug to find.
+            log.error(
+                "call %s: agent %s failed: %s", sid, self.node.name, failure, exc_info=cause
+            )
             handoff: str | None = json.dumps({HANDOFF_FIELD: FAILED, "reason": failure[:200]})
         elif self.session.handoff is not None:
             handoff = self.session.handoff

@@ -376,3 +376,46 @@ async def test_a_class_agent_plays_sends_digits_and_switches_language(tmp_path):
         ]
         assert handoff["reason"].startswith("agent raised ValueError: send_digits takes only")
         await released(app)
+
+
+async def test_caller_leaving_while_the_agent_speaks_is_not_an_agent_failure(tmp_path, caplog):
+    speaking = asyncio.Event()
+
+    async def talker(session: AgentSession, message: Message) -> None:
+        if isinstance(message, Prompt):
+            for index in range(10_000):
+                await session.say(f"word{index} ", last=False)
+                speaking.set()
+                await asyncio.sleep(0.005)
+
+    async with lab(talker, tmp_path, reply_timeout=60) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.ERROR, logger="ivrkit.relay")
+        async with twilio_side(url, call.sid) as twilio:
+            await twilio.say("talk to me")
+            await asyncio.wait_for(speaking.wait(), 10)
+        await released(app)
+        assert not [r for r in caplog.records if r.name == "ivrkit.relay"]
+        events = await app.ivr.store.call_events(call.sid)
+        (relay,) = [e for e in events if e.kind == "relay"]
+        assert relay.params["outcome"] == "caller left"
+        answer = await call.post(action, **twilio.action_params("completed"))
+        assert answer.verbs == ["Hangup"]
+
+
+async def test_twilio_error_messages_are_logged_and_the_session_goes_on(tmp_path, caplog):
+    async with lab(echo, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.WARNING, logger="ivrkit")
+        async with twilio_side(url, call.sid) as twilio:
+            await twilio.socket.send(
+                json.dumps({"type": "error", "description": "Invalid message received: x"})
+            )
+            await twilio.say("hi")
+            assert await twilio.utterance() == "You said hi."
+        lines = [r.getMessage() for r in caplog.records if "Twilio says" in r.getMessage()]
+        assert lines == [
+            f"call {call.sid}: Twilio says a message of agent talk was wrong: "
+            "Invalid message received: x"
+        ]
+        await released(app)

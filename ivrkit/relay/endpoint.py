@@ -226,7 +226,9 @@ class _Run:
         cause: BaseException | None = None
         try:
             done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
-            if worker in done and worker.exception() is not None:
+            if worker in done and isinstance(worker.exception(), SessionEnded):
+                failure = None  # the socket closed under a reply: the caller left
+            elif worker in done and worker.exception() is not None:
                 error = worker.exception()
                 failure = str(error) if isinstance(error, AgentFailed) else repr(error)
                 cause = error.__cause__ if isinstance(error, AgentFailed) else error
@@ -312,7 +314,9 @@ class _Run:
             self.transcript.close()
             self.transcript.add("caller", "(interrupted)")
         elif isinstance(message, protocol.Error):
-            log.warning(
+            self.hub.ivr.throttle.log(  # an agent's mistake repeats on every call
+                logging.WARNING,
+                ("relay error", self.node.name),
                 "call %s: Twilio says a message of agent %s was wrong: %s",
                 self.session.call.sid,
                 self.node.name,

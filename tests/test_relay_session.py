@@ -419,3 +419,27 @@ async def test_twilio_error_messages_are_logged_and_the_session_goes_on(tmp_path
             "Invalid message received: x"
         ]
         await released(app)
+
+
+class Unmakeable:
+    def __init__(self) -> None:
+        raise RuntimeError("no API key")
+
+    async def handle(self, session: AgentSession, message: Message) -> None:
+        """Never reached."""
+
+
+async def test_an_agent_class_that_cannot_be_made_fails_the_session(tmp_path, caplog):
+    async with lab(Unmakeable, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.ERROR, logger="ivrkit.relay")
+        async with twilio_side(url, call.sid) as twilio:
+            handoff = json.loads(await twilio.until_end())
+        assert handoff == {
+            "handoff": "ivrkit_failed",
+            "reason": "agent could not be created: RuntimeError: no API key",
+        }
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "ivrkit.relay"]
+        assert line.endswith("agent talk: agent could not be created: RuntimeError: no API key")
+        await released(app)
+        assert (await call.post(action, **twilio.action_params())).said()[0].startswith("Sorry")

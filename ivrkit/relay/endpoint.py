@@ -96,7 +96,17 @@ class RelayHub:
             return
         except WebSocketDisconnect:
             return
-        run = _Run(self, socket, node, call, setup, int(query["step"]))
+        try:
+            run = _Run(self, socket, node, call, setup, int(query["step"]))
+        except Exception as error:  # the agent's class could not be made
+            reason = f"agent could not be created: {type(error).__name__}: {error}"[:200]
+            log.error("call %s: agent %s: %s", call.sid, node.name, reason, exc_info=error)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await socket.send_text(
+                    protocol.end_message(json.dumps({HANDOFF_FIELD: FAILED, "reason": reason}))
+                )
+            await _close(socket, 1000)
+            return
         await run.go()
 
     # -- before the agent runs ------------------------------------------------------------

@@ -178,7 +178,21 @@ def _link(engine: Engine, url: str) -> Link:
     if transport.host is not None:
         headers["User-Agent"] = USER_AGENT
         return AsgiLink(transport.host.app, url, headers, transport.host.state)
+    in_process = _asgi_app_of(transport.client)
+    if in_process is not None:
+        headers["User-Agent"] = USER_AGENT
+        return AsgiLink(in_process, url, headers, {})
     return NetworkLink(url, headers, user_agent=USER_AGENT)
+
+
+def _asgi_app_of(client: Any) -> Any:
+    """The app behind an ``httpx.AsyncClient(transport=httpx.ASGITransport(app))`` a test
+    passed in (``phone.call(client=...)``): its WebSocket lives in the same process, where
+    httpx cannot reach it. httpx keeps the transport private, hence the careful look-up."""
+    import httpx
+
+    mounted = getattr(client, "_transport", None)
+    return mounted.app if isinstance(mounted, httpx.ASGITransport) else None
 
 
 class _Invalid(Exception):

@@ -483,3 +483,15 @@ async def test_interactive_caller_talks_and_interrupts():
     assert result.ok, result.transcript
     assert app.kinds() == ["setup", "prompt", "interrupt", "prompt"]
     assert result.agent_said[-1] == "Goodbye!"
+
+
+async def test_an_httpx_asgi_client_reaches_the_socket_in_process(phone):
+    import httpx
+
+    app = RelayApp()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        live = await phone.call("/voice", client=client, auth_token=TOKEN, relay=FAST).start()
+        assert await live.speak("bye") == "Goodbye!\nThanks for calling. Goodbye."
+    assert app.sessions[0].signature == signature("ws://testserver/relay/good")
+    assert app.bad_signatures == []

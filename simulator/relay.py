@@ -100,6 +100,13 @@ class RelayOptions:
     settle: float = 0.15
     connect_timeout: float = 10.0
 
+    def __post_init__(self) -> None:
+        if self.agent_silence <= 0 or self.connect_timeout <= 0 or self.settle < 0:
+            raise ValueError(
+                f"RelayOptions({self.agent_silence}, {self.settle}, {self.connect_timeout}): "
+                "agent_silence and connect_timeout must be more than 0 s, settle 0 s or more"
+            )
+
 
 @dataclass
 class RelaySettings:
@@ -271,9 +278,10 @@ class _Session:
             if self.link is not None:
                 # Twilio closes the socket when the session ends, whoever ended it.
                 await self.link.close(1000)
-        return RelayOutcome(self._action_params(), caller_gone)
+        return RelayOutcome(self._finish(), caller_gone)
 
-    def _action_params(self) -> dict[str, str]:
+    def _finish(self) -> dict[str, str]:
+        """Report the session's end; the ``<Connect action>`` params that tell it."""
         duration = self.engine.clock.now - self.started
         seconds = int(duration) + (1 if duration % 1 else 0)
         params = {

@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from simulator.caller import AgentPrompt, HangUp, Interrupt, Press, Speak, Timeout
 from simulator.model import (
@@ -145,6 +146,8 @@ def parse_relay(element: ET.Element) -> tuple[RelaySettings | None, list[str]]:
     elif not url.lower().startswith(("wss://", "ws://")):
         problems.append(f"<ConversationRelay url={url!r}>: the url must start with wss:// "
                         "(ws:// is accepted for local apps)")
+    elif not _host(url):
+        problems.append(f"<ConversationRelay url={url!r}>: the url names no host")
     for name, value in attrs.items():
         if name in _CHOICES:
             if value.lower() not in _CHOICES[name]:
@@ -174,6 +177,13 @@ def parse_relay(element: ET.Element) -> tuple[RelaySettings | None, list[str]]:
             problems.append(f"<{child.tag}> is not allowed inside <ConversationRelay>; it may "
                             "hold only <Language> and <Parameter>")
     return (None if problems else settings), problems
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. a malformed IPv6 literal
+        return None
 
 
 def _link(engine: Engine, url: str) -> Link:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -67,7 +68,7 @@ class NetworkLink:
 
     async def open(self, timeout: float) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import InvalidStatus, WebSocketException
 
         context: ssl.SSLContext | None = None
         if self.url.startswith("wss:"):
@@ -85,7 +86,7 @@ class NetworkLink:
             raise Refused(f"the app answered the upgrade with HTTP {status}", status) from None
         except TimeoutError:
             raise Refused(f"no answer to the upgrade within {timeout:g} s") from None
-        except (OSError, InvalidHandshake) as exc:
+        except (OSError, ValueError, WebSocketException) as exc:
             raise Refused(f"could not connect: {exc}") from None
 
     async def send(self, text: str) -> None:
@@ -220,20 +221,22 @@ class AsgiLink:
     async def receive(self, timeout: float) -> str | bytes | Closed | None:
         if self._closed is not None:
             return self._closed
-        message = await self._next(timeout)
-        if message is None:
-            return None
-        kind = message.get("type")
-        if kind == "websocket.send":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        if kind == "websocket.close":
-            self._closed = Closed(int(message.get("code") or 1000),
-                                  str(message.get("reason") or ""))
-            return self._closed
-        return None  # nothing else is meaningful after the accept; read on
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self._next(max(0.0, deadline - time.monotonic()))
+            if message is None:
+                return None
+            kind = message.get("type")
+            if kind == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    return str(text)
+                return bytes(message.get("bytes") or b"")
+            if kind == "websocket.close":
+                self._closed = Closed(int(message.get("code") or 1000),
+                                      str(message.get("reason") or ""))
+                return self._closed
+            # Nothing else means anything after the accept (a server would refuse it); read on.
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._task is None:

@@ -408,6 +408,8 @@ async def test_url_must_be_a_websocket():
     settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="https://x/y"/>'))
     assert settings is None
     assert "must start with wss://" in problems[0]
+    settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="wss:///path"/>'))
+    assert problems == ["<ConversationRelay url='wss:///path'>: the url names no host"]
     settings, problems = parse_relay(ET.fromstring("<ConversationRelay/>"))
     assert settings is None
     assert "needs url=" in problems[0]

@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--method", default="POST", choices=["POST", "GET"])
     load.add_argument("--seed", type=int, default=None)
     load.add_argument("--auth-token", help="default: $TWILIO_AUTH_TOKEN")
+    load.add_argument("--speak", dest="agent_lines", action="append", metavar="TEXT",
+                      help="what callers say to a ConversationRelay agent, one per turn "
+                           "(repeatable; default: a question, then goodbye)")
+    _relay_options(load)
     load.add_argument("--json", action="store_true")
     return parser
 
@@ -325,7 +329,7 @@ def _progress_bar(err: TextIO) -> Any:
 
 
 async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from simulator.load import run_load
+    from simulator.load import AGENT_LINES, run_load
 
     try:
         report = await run_load(
@@ -333,6 +337,8 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             wrong_input=args.wrong_input, no_input=args.no_input, hangup=args.hangup,
             auth_token=_token(args, err), method=args.method, max_seconds=args.duration,
             max_requests=args.max_requests, seed=args.seed, progress=_progress_bar(err),
+            agent_lines=tuple(args.agent_lines) if args.agent_lines else AGENT_LINES,
+            relay=_relay(args),
         )
     except ValueError as exc:
         err.write(f"ivrkit-sim: {exc}\n")

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from simulator.caller import (
+    AgentPrompt,
     DialOutcome,
     DialPrompt,
     EnqueuePrompt,
@@ -28,10 +29,12 @@ from simulator.caller import (
     QueueOutcome,
     RecordOutcome,
     RecordPrompt,
+    Speak,
     Timeout,
 )
 from simulator.engine import Engine
-from simulator.model import CallParams, ErrorEvent, Event, RequestEvent
+from simulator.model import AgentEvent, CallParams, ErrorEvent, Event, RelayEvent, RequestEvent
+from simulator.relay import RelayOptions
 from simulator.transport import Transport, skip_missing_sniffio
 
 __all__ = ["BEHAVIOURS", "LoadCaller", "LoadReport", "menu_choices", "run_load"]
@@ -54,21 +57,34 @@ def menu_choices(text: str) -> list[str]:
     return keys
 
 
-class LoadCaller:
-    """A caller with one behaviour at its first Gather, then pressing the first offered key."""
+AGENT_LINES = ("Hello, I have a question.", "Thanks, goodbye.")
 
-    def __init__(self, behaviour: str = "normal") -> None:
+
+class LoadCaller:
+    """A caller with one behaviour at its first Gather, then pressing the first offered key.
+
+    Talking to a ConversationRelay agent it says ``agent_lines`` in turn (one per agent turn),
+    then hangs up; its behaviour applies at the first turn (``no-input``: silence, ``hangup``,
+    ``wrong-input``: words the agent cannot make sense of).
+    """
+
+    def __init__(
+        self, behaviour: str = "normal", agent_lines: tuple[str, ...] = AGENT_LINES
+    ) -> None:
         self.behaviour = behaviour
         self.inputs = 0
+        self.agent_lines = list(agent_lines)
 
     def _counted(self) -> bool:
         self.inputs += 1
         return self.inputs > MAX_INPUTS
 
-    async def gather(self, prompt: GatherPrompt) -> Press | Timeout | HangUp:
+    async def gather(self, prompt: GatherPrompt) -> Press | Speak | Timeout | HangUp:
         first = self.inputs == 0
         if self._counted():
             return HangUp()
+        if isinstance(prompt, AgentPrompt):
+            return self._talk(first)
         offered = menu_choices(prompt.text)
         if first and self.behaviour == "hangup":
             return HangUp()
@@ -80,6 +96,15 @@ class LoadCaller:
         if prompt.num_digits and prompt.num_digits > 1:
             return Press((key * prompt.num_digits)[: prompt.num_digits])
         return Press(key)
+
+    def _talk(self, first: bool) -> Speak | Timeout | HangUp:
+        if first and self.behaviour == "hangup":
+            return HangUp()
+        if first and self.behaviour == "no-input":
+            return Timeout()
+        if first and self.behaviour == "wrong-input":
+            return Speak("blue cheese helicopter")
+        return Speak(self.agent_lines.pop(0)) if self.agent_lines else HangUp()
 
     async def dial(self, prompt: DialPrompt) -> DialOutcome | HangUp:
         if self._counted() or (self.inputs == 1 and self.behaviour == "hangup"):
@@ -122,6 +147,9 @@ class LoadReport:
     elapsed_s: float = 0.0
     requests_per_second: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    agent_sessions: int = 0
+    agent_replies: int = 0
+    agent_latency_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +171,13 @@ class LoadReport:
             f"webhook latency   p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms, "
             f"p99 {lat.get('p99', 0):.1f} ms, max {lat.get('max', 0):.1f} ms",
         ]
+        if self.agent_sessions:
+            agent = self.agent_latency_ms
+            lines.append(
+                f"agent sessions    {self.agent_sessions}, {self.agent_replies} replies: "
+                f"p50 {agent.get('p50', 0):.1f} ms, p99 {agent.get('p99', 0):.1f} ms, "
+                f"max {agent.get('max', 0):.1f} ms (caller's turn to the reply's last token)"
+            )
         return "\n".join(lines)
 
 
@@ -177,12 +212,15 @@ async def run_load(
     max_requests: int = 50,
     seed: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    agent_lines: tuple[str, ...] = AGENT_LINES,
+    relay: RelayOptions | None = None,
 ) -> LoadReport:
     """Place ``calls`` calls to ``url``, at most ``concurrency`` at a time.
 
     Shares (0-1) of callers press a wrong key, stay silent, or hang up at their first Gather;
     the rest press the first key the menu offers ("press 1"), or 1. Calls not started within
-    ``max_seconds`` are skipped. ``progress(done, total)`` is called after each call.
+    ``max_seconds`` are skipped. ``progress(done, total)`` is called after each call. At a
+    ConversationRelay agent callers say ``agent_lines`` in turn; ``relay`` sets their waits.
     """
     if calls < 0 or concurrency < 1:
         raise ValueError("calls must be >= 0 and concurrency >= 1")
@@ -192,6 +230,7 @@ async def run_load(
     report = LoadReport(calls=calls, concurrency=concurrency,
                         behaviours={b: plan.count(b) for b in BEHAVIOURS})
     latencies: list[float] = []
+    agent_latencies: list[float] = []
     errors: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -214,6 +253,11 @@ async def run_load(
     def listen(event: Event) -> None:
         if isinstance(event, RequestEvent):
             latencies.append(event.elapsed_ms)
+        elif isinstance(event, AgentEvent):
+            if event.elapsed_ms is not None:  # None: Twilio's own welcome greeting
+                agent_latencies.append(event.elapsed_ms)
+        elif isinstance(event, RelayEvent):
+            report.agent_sessions += 1
         elif isinstance(event, ErrorEvent):
             errors[str(event.code)] += 1
 
@@ -225,8 +269,9 @@ async def run_load(
                 report.not_started += 1
                 continue
             engine = Engine(
-                session=transport.session(), caller=LoadCaller(behaviour), url=url,
+                session=transport.session(), caller=LoadCaller(behaviour, agent_lines), url=url,
                 method=method, params=CallParams(), max_requests=max_requests, listeners=[listen],
+                relay=relay,
             )
             try:
                 result = await engine.run()
@@ -255,6 +300,13 @@ async def run_load(
         "p50": _percentile(ordered, 0.50), "p95": _percentile(ordered, 0.95),
         "p99": _percentile(ordered, 0.99), "max": round(ordered[-1], 2) if ordered else 0.0,
     }
+    agent_ordered = sorted(agent_latencies)
+    report.agent_replies = len(agent_ordered)
+    if agent_ordered:
+        report.agent_latency_ms = {
+            "p50": _percentile(agent_ordered, 0.50), "p99": _percentile(agent_ordered, 0.99),
+            "max": round(agent_ordered[-1], 2),
+        }
     report.errors = dict(errors)
     report.end_reasons = dict(reasons)
     return report

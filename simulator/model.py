@@ -398,8 +398,11 @@ class EventLog:
 
     @property
     def heard(self) -> str:
-        """All spoken text, one Say per line (substring checks: ``"Goodbye" in call.heard``)."""
-        return "\n".join(self.said)
+        """All spoken text, one Say (or ConversationRelay agent utterance) per line, in order
+        (substring checks: ``"Goodbye" in call.heard``)."""
+        return "\n".join(
+            e.text for e in self.events if isinstance(e, SayEvent | AgentEvent)
+        )
 
     @property
     def agent_said(self) -> list[str]:

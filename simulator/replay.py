@@ -8,8 +8,10 @@ Two recordings are understood, one JSON object per line:
   RecordingDuration, QueueResult); what the caller heard is rebuilt by running the recorded TwiML
   through the engine, so both sides are compared with the same semantics.
 
-Compared: what the caller hears (Say text, Play URL) and where the call goes (request paths,
-with the ``state=`` query parameter when there is one).
+Compared: what the caller hears (Say text, Play URL, a ConversationRelay agent's utterances) and
+where the call goes (request paths, with the ``state=`` query parameter when there is one). The
+caller's turns in an agent session (speech, keys, interrupts) replay from ``--json`` recordings;
+ivrkit's event-log export holds webhooks only, so its agent turns are not replayed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from simulator.caller import (
     Answer,
     DialOutcome,
+    Interrupt,
     Press,
     QueueOutcome,
     RecordOutcome,
@@ -33,11 +36,13 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.model import (
+    AgentEvent,
     CallParams,
     DialEvent,
     EnqueueEvent,
     Event,
     InputEvent,
+    InterruptEvent,
     PlayEvent,
     RecordEvent,
     RequestEvent,
@@ -93,17 +98,29 @@ def timeline(events: Iterable[Event]) -> list[str]:
             lines.append(f"say  {event.text}")
         elif isinstance(event, PlayEvent):
             lines.append(f"play {event.url}")
+        elif isinstance(event, AgentEvent):
+            lines.append(f"agent {event.text}")
     return lines
 
 
 def _steps_from_events(events: list[Event]) -> list[Answer]:
     steps: list[Answer] = []
+    merged: set[int] = set()  # speech that came with an interrupt, replayed as one step
     for index, event in enumerate(events):
+        if index in merged:
+            continue
         following = next(
             (e for e in events[index + 1:] if isinstance(e, RequestEvent)), None
         )
         after = following.params if following is not None else {}
-        if isinstance(event, InputEvent):
+        if isinstance(event, InterruptEvent):
+            text = ""
+            nxt = events[index + 1] if index + 1 < len(events) else None
+            if isinstance(nxt, InputEvent) and nxt.speech is not None:
+                text = nxt.speech
+                merged.add(index + 1)
+            steps.append(Interrupt(text, after_words=len(event.heard.split())))
+        elif isinstance(event, InputEvent):
             if event.digits is not None:
                 steps.append(Press(event.digits))
             elif event.speech is not None:

@@ -3,11 +3,12 @@
     url: http://127.0.0.1:8000/voice        # or --url on the command line
     from: "+15551230000"                     # optional call defaults: to, method, auth_token
     start: 2026-11-22T03:00:00-05:00         # when the calls happen (X-Ivrkit-Sim-Time)
+    agent_silence: 5                         # ConversationRelay: seconds the agent may be silent
     scenarios:
       - name: sales is reachable
         steps:
           - press: "1"                        # also: speak, wait (timeout), dial, record, queue,
-          - dial: no-answer                   #       hangup
+          - dial: no-answer                   #       hangup, interrupt
         expect:
           heard: ["Thanks for calling", "leave a message"]   # substrings of the spoken text
           not_heard: ["Sorry"]
@@ -15,10 +16,19 @@
           state: voicemail                    # some request had ?state=voicemail
           ended: completed                    # or {status: completed, reason: hangup}
           errors: []                          # Twilio error codes expected (default: none)
+      - name: the agent hands billing back
+        steps:
+          - speak: "I have a question about my bill"   # a prompt at the agent's turn
+          - interrupt: {after: 3, text: "my bill"}     # cut the agent off after 3 words
+        expect:
+          heard: ["How can I help"]           # agent utterances count as heard
+          session: ended                      # SessionStatus of the last ConversationRelay
+          handoff: {intent: billing}          # keys of its HandoffData (JSON), or a substring
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +42,7 @@ from simulator.caller import (
     Answer,
     DialOutcome,
     HangUp,
+    Interrupt,
     Press,
     QueueOutcome,
     RecordOutcome,
@@ -39,8 +50,9 @@ from simulator.caller import (
     Timeout,
 )
 from simulator.engine import CallResult
-from simulator.model import CallParams
+from simulator.model import CallParams, RelayEndEvent
 from simulator.phone import parse_start, run_call
+from simulator.relay import RelayOptions
 from simulator.transport import Transport
 
 __all__ = [
@@ -55,7 +67,9 @@ __all__ = [
     "run_scenarios",
 ]
 
-STEP_NAMES = ("press", "speak", "wait", "timeout", "dial", "record", "queue", "hangup")
+STEP_NAMES = (
+    "press", "speak", "interrupt", "wait", "timeout", "dial", "record", "queue", "hangup",
+)
 
 
 class ScenarioError(ValueError):
@@ -71,6 +85,8 @@ class Expectation:
     status: str | None = None
     reason: str | None = None
     errors: list[int | str] = field(default_factory=list)
+    session: str | None = None
+    handoff: dict[str, Any] | str | None = None
 
 
 @dataclass
@@ -113,6 +129,11 @@ def parse_step(item: Any, where: str = "step") -> Answer:
         if isinstance(value, dict):
             return Speak(str(value["text"]), float(value.get("confidence", 0.9)))
         return Speak(str(value))
+    if name == "interrupt":
+        # At a ConversationRelay agent's turn: cut it off, then (optionally) say something.
+        if isinstance(value, dict):
+            return Interrupt(str(value.get("text", "")), after_words=int(value.get("after", 2)))
+        return Interrupt("" if value in (None, True) else str(value))
     if name in ("wait", "timeout"):
         return Timeout()
     if name == "hangup":
@@ -148,7 +169,7 @@ def _expectation(data: Any, where: str) -> Expectation:
     if not isinstance(data, dict):
         raise ScenarioError(f"{where}: 'expect' must be a mapping (heard, reached, ended...)")
     known = {"heard", "not_heard", "reached", "state", "states", "ended", "status", "reason",
-             "errors"}
+             "errors", "session", "handoff"}
     unknown = set(data) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown expectation {sorted(unknown)}; use "
@@ -165,9 +186,20 @@ def _expectation(data: Any, where: str) -> Expectation:
         states=_strings(data.get("state")) + _strings(data.get("states")),
         status=status, reason=reason,
         errors=[int(c) if str(c).isdigit() else str(c) for c in data.get("errors") or []],
+        session=None if data.get("session") is None else str(data["session"]),
+        handoff=_handoff(data.get("handoff"), where),
     )
 
 
+def _handoff(value: Any, where: str) -> dict[str, Any] | str | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ScenarioError(f"{where}: 'handoff' is a mapping of HandoffData keys or a substring")
+
+
+_RELAY_OPTIONS = {"agent_silence": "agent_silence", "agent_settle": "settle"}
 _CALL_OPTIONS = {"from": "from_", "to": "to", "method": "method", "auth_token": "auth_token",
                  "max_requests": "max_requests", "fallback_url": "fallback_url",
                  "status_callback": "status_callback"}
@@ -175,6 +207,13 @@ _CALL_OPTIONS = {"from": "from_", "to": "to", "method": "method", "auth_token": 
 
 def _options(data: dict[str, Any], where: str) -> dict[str, Any]:
     options = {ours: data[key] for key, ours in _CALL_OPTIONS.items() if key in data}
+    relay = {ours: data[key] for key, ours in _RELAY_OPTIONS.items() if key in data}
+    if relay:
+        try:
+            options["relay"] = RelayOptions(**{k: float(v) for k, v in relay.items()})
+        except (TypeError, ValueError):
+            raise ScenarioError(f"{where}: agent_silence and agent_settle are seconds, e.g. "
+                                "5 or 0.2") from None
     if data.get("start") is not None:
         try:
             options["start_time"] = parse_start(data["start"], f"{where}: start")
@@ -231,10 +270,38 @@ def check(expect: Expectation, result: CallResult) -> list[str]:
         failures.append(f"expected the call to end {expect.status!r}, it ended {result.status!r}")
     if expect.reason is not None and result.reason != expect.reason:
         failures.append(f"expected end reason {expect.reason!r}, got {result.reason!r}")
+    failures.extend(_check_session(expect, result))
     codes = [e.code for e in result.errors]
     if sorted(map(str, codes)) != sorted(map(str, expect.errors)):
         got = "; ".join(f"{e.code}: {e.message}" for e in result.errors) or "none"
         failures.append(f"expected errors {expect.errors or 'none'}, got {got}")
+    return failures
+
+
+def _check_session(expect: Expectation, result: CallResult) -> list[str]:
+    if expect.session is None and expect.handoff is None:
+        return []
+    ends = [e for e in result.events if isinstance(e, RelayEndEvent)]
+    if not ends:
+        return ["expected a ConversationRelay session; the call had none"]
+    last = ends[-1]
+    failures = []
+    if expect.session is not None and last.status != expect.session:
+        failures.append(f"expected the session to end {expect.session!r}, it ended "
+                        f"{last.status!r}")
+    if isinstance(expect.handoff, str) and expect.handoff not in (last.handoff or ""):
+        failures.append(f"expected HandoffData containing {expect.handoff!r}, got "
+                        f"{last.handoff!r}")
+    elif isinstance(expect.handoff, dict):
+        try:
+            data = json.loads(last.handoff or "")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or any(
+            data.get(k) != v for k, v in expect.handoff.items()
+        ):
+            failures.append(f"expected HandoffData with {expect.handoff!r}, got "
+                            f"{last.handoff!r}")
     return failures
 
 

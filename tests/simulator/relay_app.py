@@ -144,6 +144,15 @@ class RelayApp:
             await websocket.close()
             session.closed = True
             return
+        if mode == "deny":
+            await websocket.send_denial_response(Response("who are you?", status_code=401))
+            session.closed = True
+            return
+        if mode == "slowaccept":
+            try:
+                await asyncio.sleep(30)  # never accepts in time
+            finally:
+                session.closed = True
         await websocket.accept()
         try:
             while True:
@@ -217,9 +226,31 @@ async def unknown(websocket: WebSocket, session: Session, message: dict[str, Any
     await asyncio.sleep(0)
 
 
+async def mumble(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
+    """Streams tokens and never says ``last``, then goes quiet."""
+    await websocket.send_json({"type": "text", "token": "Well, ", "last": False})
+    await websocket.send_json({"type": "text", "token": "let me think", "last": False})
+
+
+async def stubborn(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
+    """Stops reading after the first prompt: it never sees the socket close."""
+    await speak(websocket, "One moment.")
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        session.closed = True  # cancelled: the simulator let go of it
+
+
+async def flood(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
+    """Streams tokens without end."""
+    for _ in range(30):
+        await websocket.send_json({"type": "text", "token": "la ", "last": False})
+
+
 async def crash(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
     raise RuntimeError("the agent crashed")
 
 
 AGENTS = {"good": good, "drop": drop, "silent": silent, "badjson": bad_json,
-          "unknown": unknown, "crash": crash}
+          "unknown": unknown, "crash": crash, "mumble": mumble, "stubborn": stubborn,
+          "flood": flood}

@@ -249,6 +249,17 @@ async def test_upgrade_refused(transport, serve):
     assert app.sessions[-1].closed
 
 
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_upgrade_denied_with_a_response(transport, serve):
+    app = RelayApp()
+    url = f"{serve(app).url}/voice" if transport == "uvicorn" else "/voice"
+    result = await run_call(url + "?mode=deny", [Speak("Hi")], app=None if
+                            transport == "uvicorn" else app, auth_token=TOKEN, relay=FAST)
+    assert codes(result) == [64102]
+    assert "HTTP 401" in result.errors[0].message
+    assert app.actions[0]["ErrorCode"] == "64102"
+
+
 async def test_unsigned_upgrade_is_refused_by_a_checking_app():
     app = RelayApp()
     result = await run_call("/voice?mode=good", [Speak("Hi")],
@@ -397,6 +408,8 @@ async def test_url_must_be_a_websocket():
     settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="https://x/y"/>'))
     assert settings is None
     assert "must start with wss://" in problems[0]
+    settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="wss:///path"/>'))
+    assert problems == ["<ConversationRelay url='wss:///path'>: the url names no host"]
     settings, problems = parse_relay(ET.fromstring("<ConversationRelay/>"))
     assert settings is None
     assert "needs url=" in problems[0]
@@ -416,3 +429,90 @@ def test_agent_events_describe_and_round_trip():
     assert event_from_json(event.to_json()) == event
     assert event_from_json(ErrorEvent(64107, "x").to_json()) == ErrorEvent(64107, "x")
     assert HangUp() == HangUp()
+
+
+# --- what the simulator acquires is released: sockets, handler tasks ----------------------------
+
+
+async def test_upgrade_never_answered_times_out():
+    app = RelayApp()
+    result = await call(app, "?mode=slowaccept", [Speak("Hi")],
+                        relay=RelayOptions(connect_timeout=0.2, agent_silence=0.5, settle=0.05))
+    assert codes(result) == [64102]
+    assert "no answer to the upgrade within 0.2 s" in result.errors[0].message
+    assert app.sessions[0].closed  # its handler task was cancelled, not left running
+    await assert_next_call_answered(app)
+
+
+async def test_tokens_without_last_are_heard_when_the_agent_goes_quiet():
+    app = RelayApp()
+    result = await call(app, "?mode=mumble", [Speak("Hi")])
+    assert result.agent_said[-1] == "Well, let me think"
+    assert codes(result) == []  # it said something: no silence error; the caller hangs up
+    assert result.reason == "caller-hangup"
+
+
+async def test_handler_ignoring_the_close_is_cancelled():
+    app = RelayApp()
+    result = await call(app, "?mode=stubborn", [Speak("Hi")])
+    assert result.agent_said[-1] == "One moment."
+    assert app.sessions[0].closed
+    await assert_next_call_answered(app)
+
+
+@pytest.mark.parametrize("transport", ["asgi", "uvicorn"])
+async def test_closing_a_live_call_mid_session_releases_the_socket(transport, serve, phone):
+    app = RelayApp()
+    target = f"{serve(app).url}/voice" if transport == "uvicorn" else "/voice"
+    live = phone.call(target, app=None if transport == "uvicorn" else app, auth_token=TOKEN,
+                      relay=FAST)
+    await live.start()
+    assert await live.speak("Hello") == "You said: Hello"
+    await live.aclose()  # the test walks away while the agent waits for the caller
+    await _until_closed(app)
+    assert app.actions == []  # a cancelled call requests nothing more
+    await assert_next_call_answered(app)
+
+
+async def test_interactive_caller_talks_and_interrupts():
+    from simulator import InteractiveCaller
+
+    answers = iter(["s: Hello", "i: bye"])
+    out = io.StringIO()
+    caller = InteractiveCaller(read=lambda question: next(answers), out=out)
+    app = RelayApp()
+    result = await run_call("/voice", caller, app=app, auth_token=TOKEN, relay=FAST)
+    assert result.ok, result.transcript
+    assert app.kinds() == ["setup", "prompt", "interrupt", "prompt"]
+    assert result.agent_said[-1] == "Goodbye!"
+
+
+async def test_an_httpx_asgi_client_reaches_the_socket_in_process(phone):
+    import httpx
+
+    app = RelayApp()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        live = await phone.call("/voice", client=client, auth_token=TOKEN, relay=FAST).start()
+        assert await live.speak("bye") == "Goodbye!\nThanks for calling. Goodbye."
+    assert app.sessions[0].signature == signature("ws://testserver/relay/good")
+    assert app.bad_signatures == []
+
+
+async def test_an_agent_streaming_without_end_is_cut_off(monkeypatch):
+    import simulator.relay
+
+    monkeypatch.setattr(simulator.relay, "MAX_MESSAGES", 20)
+    app = RelayApp()
+    result = await call(app, "?mode=flood", [Speak("Hi")])
+    assert codes(result) == [64105]
+    assert "more than 20 messages in one session" in result.errors[0].message
+    assert result.agent_said[-1] == " ".join(["la"] * 20)  # what came was heard
+    assert app.actions[0]["SessionStatus"] == "failed"
+    await assert_next_call_answered(app)
+
+
+def test_relay_options_are_checked():
+    with pytest.raises(ValueError, match="agent_silence and connect_timeout must be more than 0"):
+        RelayOptions(agent_silence=0)
+    assert RelayOptions(settle=0).settle == 0

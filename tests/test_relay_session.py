@@ -443,3 +443,21 @@ async def test_an_agent_class_that_cannot_be_made_fails_the_session(tmp_path, ca
         assert line.endswith("agent talk: agent could not be created: RuntimeError: no API key")
         await released(app)
         assert (await call.post(action, **twilio.action_params())).said()[0].startswith("Sorry")
+
+
+async def test_a_second_socket_for_a_call_in_session_is_refused(tmp_path):
+    async with lab(echo, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        async with twilio_side(url, call.sid) as first:
+            await first.say("hi")
+            assert await first.utterance() == "You said hi."
+            async with twilio_side(url, call.sid) as second:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(second.socket.recv(), 10)
+                assert closed.value.rcvd.code == 1008
+            await first.say("still me")
+            assert await first.utterance() == "You said still me."
+            await first.say("done")
+            await first.until_end()
+        await released(app)
+        assert not app.ivr.relay.calls

@@ -70,6 +70,8 @@ class RelayHub:
         """Sessions open now (tests check every path gives its session back)."""
         self.tasks: set[asyncio.Task[Any]] = set()
         """The reader and worker tasks alive now."""
+        self.calls: set[str] = set()
+        """Calls with a session running: a second socket for one of them is refused."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         socket = WebSocket(scope, receive, send)
@@ -96,8 +98,21 @@ class RelayHub:
             return
         except WebSocketDisconnect:
             return
+        if call.sid in self.calls:
+            self._refused(socket, Refusal(f"call {call.sid} has a session already", "twice"))
+            await _close(socket, POLICY_VIOLATION)
+            return
+        self.calls.add(call.sid)
         try:
-            run = _Run(self, socket, node, call, setup, int(query["step"]))
+            await self._run(socket, node, call, setup, int(query["step"]))
+        finally:
+            self.calls.discard(call.sid)
+
+    async def _run(
+        self, socket: WebSocket, node: Agent, call: Call, setup: Setup, step: int
+    ) -> None:
+        try:
+            run = _Run(self, socket, node, call, setup, step)
         except Exception as error:  # the agent's class could not be made
             reason = f"agent could not be created: {type(error).__name__}: {error}"[:200]
             log.error("call %s: agent %s: %s", call.sid, node.name, reason, exc_info=error)

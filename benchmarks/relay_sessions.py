@@ -50,7 +50,7 @@ async def one_session(client: httpx.AsyncClient, base: str, latencies: list[floa
         await twilio.say("4 0 7 1 8 2 6 3")
         handoff = await twilio.until_end()
         latencies.append(time.perf_counter() - sent)
-    if json.loads(handoff) != {"handoff": "billing", "account": "40718263"}:
+    if json.loads(handoff) != {"handoff": "billing", "account": "ivrkit:kept"}:
         raise AssertionError(f"hand-off {handoff!r}")
     menu = await call.post(action, **twilio.action_params())
     if not menu.said() or not menu.said()[0].startswith("Billing."):

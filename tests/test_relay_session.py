@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,7 +17,17 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ivrkit import Agent, AgentSession, Flow, Hangup, Language, Say, Settings, create_app
+from ivrkit import (
+    Agent,
+    AgentSession,
+    Flow,
+    Hangup,
+    Language,
+    Say,
+    Settings,
+    create_app,
+    matches,
+)
 from ivrkit.relay.protocol import Dtmf, Interrupt, Message, Prompt
 from tests.conftest import OPEN_HOURS
 from tests.driver import TOKEN, PhoneCall, signed_headers
@@ -461,3 +472,39 @@ async def test_a_second_socket_for_a_call_in_session_is_refused(tmp_path):
             await first.until_end()
         await released(app)
         assert not app.ivr.relay.calls
+
+
+@dataclass
+class Card:
+    account: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.account) != 8:
+            raise ValueError("account is 8 digits")
+
+
+async def test_secrets_are_kept_by_the_session_and_never_sent_to_twilio(tmp_path, caplog):
+    async def hand(session: AgentSession, message: Message) -> None:
+        if isinstance(message, Prompt):
+            session.end("done", account=message.text, note="n")
+
+    async with lab(
+        hand, tmp_path, handoff={"done": Card, "*": Card}, secrets=("account",), keep="hash"
+    ) as (app, base, client):
+        for account, outcome in (("24681357", "Bye."), ("1357", "Bye.")):
+            call, url, action, _ = await new_call(client, base)
+            async with twilio_side(url, call.sid) as twilio:
+                await twilio.say(account)
+                handoff = json.loads(await twilio.until_end())
+            assert account not in json.dumps(handoff)
+            answer = await call.post(action, **twilio.action_params())
+            record = await app.ivr.store.load(call.sid)
+            if len(account) == 8:  # valid: kept as a hash before `end` was sent
+                assert handoff == {"handoff": "done", "account": "ivrkit:kept", "note": "n"}
+                assert matches(record.data["account"], account)
+            else:  # invalid: sent masked, refused at the action, "*"
+                assert handoff == {"handoff": "done", "account": "****", "note": "n"}
+                assert "account" not in record.data
+            assert answer.said() == [outcome]
+            await released(app)

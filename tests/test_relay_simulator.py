@@ -35,7 +35,7 @@ def test_sim_walks_menu_agent_handoff_billing_menu(server):  # noqa: F811
     ]
     (end,) = [e for e in events if e["type"] == "relay-end"]
     assert end["status"] == "ended"
-    assert json.loads(end["handoff"]) == {"handoff": "billing", "account": "40718263"}
+    assert json.loads(end["handoff"]) == {"handoff": "billing", "account": "ivrkit:kept"}
     said = [e.get("text") for e in events if e["type"] == "say"]
     assert "Billing. To hear your balance press 1. For an operator press 0." in said
     assert "The balance of the account ending in 6, 3 is 42 dollars." in said

@@ -29,7 +29,7 @@ from ivrkit.call import Call
 from ivrkit.fields import FieldProblem, check_fields
 from ivrkit.records import CallEvent, utcnow
 from ivrkit.relay import protocol
-from ivrkit.relay.handoff import HANDOFF_FIELD
+from ivrkit.relay.handoff import HANDOFF_FIELD, seal_secrets
 from ivrkit.relay.node import FAILED, Agent
 from ivrkit.relay.protocol import Interrupt, Message, ProtocolProblem, Setup
 from ivrkit.relay.session import AgentSession, SessionEnded, Transcript
@@ -280,7 +280,10 @@ class _Run:
         else:
             handoff = None
             self.outcome = "caller left"
-        await self.flush(final=True)
+        kept: dict[str, Any] = {}
+        if handoff is not None and failure is None and self.node.secrets:
+            handoff, kept = seal_secrets(self.node, handoff)
+        await self.flush(final=True, kept=kept)
         if handoff is not None and self.socket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self.socket.send_text(protocol.end_message(handoff))
@@ -382,8 +385,9 @@ class _Run:
         if error is not None:
             raise AgentFailed(f"agent raised {type(error).__name__}: {error}"[:300]) from error
 
-    async def flush(self, *, final: bool) -> None:
-        """Write the transcript's new turns (and, at the end, the session's outcome)."""
+    async def flush(self, *, final: bool, kept: dict[str, Any] | None = None) -> None:
+        """Write the transcript's new turns (and, at the end, the session's outcome), and
+        the hand-off's secrets into call.data, in one commit before ``end`` is sent."""
         turns = self.transcript.unflushed()
         self.transcript.flushed += len(turns)
         call = self.session.call
@@ -418,7 +422,18 @@ class _Run:
         try:
             async with asyncio.timeout(ivr.settings.webhook_deadline):
                 async with ivr.store.session(call.sid) as stored:
-                    stored.log(*events)
+                    record = stored.record
+                    waiting = (
+                        record is not None
+                        and record.state == self.node.name
+                        and record.step == self.step
+                    )
+                    if kept and waiting and record is not None:
+                        record.data.update(kept)
+                        record.updated_at = utcnow()
+                        stored.save(record, *events)
+                    else:
+                        stored.log(*events)
         except Exception as error:
             ivr.throttle.failure(
                 "storage", error, "call %s: storage failed saving the agent transcript", call.sid

@@ -195,8 +195,13 @@ class RelayHub:
     async def _call(self, setup: Setup, flow: str, node: Agent, query: dict[str, str]) -> Call:
         ivr = self.ivr
         try:
-            async with asyncio.timeout(ivr.settings.webhook_deadline):
-                record = await ivr.store.load(setup.call_sid)
+            # Through the call's session (its turn, no write), not store.load(): that is
+            # each store's lean read path, the one webhooks take.
+            async with (
+                asyncio.timeout(ivr.settings.webhook_deadline),
+                ivr.store.session(setup.call_sid) as stored,
+            ):
+                record = stored.record
         except Exception as error:
             ivr.throttle.failure("storage", error, "call %s: storage failed", setup.call_sid)
             raise Refusal("storage unavailable", "storage") from None

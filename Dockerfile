@@ -22,7 +22,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
   CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
 
-# TWILIO_AUTH_TOKEN, IVRKIT_PUBLIC_URL and IVRKIT_SECRET_KEY (flows/account_pin.py keeps caller
+# TWILIO_AUTH_TOKEN, IVRKIT_PUBLIC_URL and IVRKIT_SECRET_KEY (account_pin and support_line keep caller
 # secrets) come from the environment (docker run -e ...).
 ENTRYPOINT ["ivrkit", "serve"]
 CMD ["flows/"]

@@ -17,6 +17,9 @@ $(BIN)/ivrkit: pyproject.toml
 .PHONY: install run test lint bench
 install: $(BIN)/ivrkit
 
+# support_line's assistant keeps the account number it hears encrypted, which needs a key:
+# `make run` (a development server, --insecure-dev) uses this one unless IVRKIT_SECRET_KEY is set.
+run: export IVRKIT_SECRET_KEY ?= make-run-development-only-key-never-in-production
 run: install
 	$(BIN)/ivrkit serve flows/support_line.py --insecure-dev $(if $(PORT),--port $(PORT))
 

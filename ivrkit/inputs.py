@@ -116,7 +116,7 @@ async def select(
         result = result if result in n.QUEUE_RESULTS else "error"
         return Selection(f"queue:{result}")
     if isinstance(node, Agent):
-        trigger, data = select_handoff(node, params)
+        trigger, data = select_handoff(node, params, call.data)
         return Selection(trigger, data=data)
     if isinstance(node, pay.Pay):
         trigger, data = pay.selection(node, params)

@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from simulator.caller import AgentPrompt, HangUp, Interrupt, Press, Speak, Timeout
 from simulator.model import (
@@ -100,6 +101,13 @@ class RelayOptions:
     settle: float = 0.15
     connect_timeout: float = 10.0
 
+    def __post_init__(self) -> None:
+        if self.agent_silence <= 0 or self.connect_timeout <= 0 or self.settle < 0:
+            raise ValueError(
+                f"RelayOptions({self.agent_silence}, {self.settle}, {self.connect_timeout}): "
+                "agent_silence and connect_timeout must be more than 0 s, settle 0 s or more"
+            )
+
 
 @dataclass
 class RelaySettings:
@@ -138,6 +146,8 @@ def parse_relay(element: ET.Element) -> tuple[RelaySettings | None, list[str]]:
     elif not url.lower().startswith(("wss://", "ws://")):
         problems.append(f"<ConversationRelay url={url!r}>: the url must start with wss:// "
                         "(ws:// is accepted for local apps)")
+    elif not _host(url):
+        problems.append(f"<ConversationRelay url={url!r}>: the url names no host")
     for name, value in attrs.items():
         if name in _CHOICES:
             if value.lower() not in _CHOICES[name]:
@@ -169,6 +179,13 @@ def parse_relay(element: ET.Element) -> tuple[RelaySettings | None, list[str]]:
     return (None if problems else settings), problems
 
 
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. a malformed IPv6 literal
+        return None
+
+
 def _link(engine: Engine, url: str) -> Link:
     transport = engine.session.transport
     headers: dict[str, str] = {}
@@ -178,7 +195,21 @@ def _link(engine: Engine, url: str) -> Link:
     if transport.host is not None:
         headers["User-Agent"] = USER_AGENT
         return AsgiLink(transport.host.app, url, headers, transport.host.state)
+    in_process = _asgi_app_of(transport.client)
+    if in_process is not None:
+        headers["User-Agent"] = USER_AGENT
+        return AsgiLink(in_process, url, headers, {})
     return NetworkLink(url, headers, user_agent=USER_AGENT)
+
+
+def _asgi_app_of(client: Any) -> Any:
+    """The app behind an ``httpx.AsyncClient(transport=httpx.ASGITransport(app))`` a test
+    passed in (``phone.call(client=...)``): its WebSocket lives in the same process, where
+    httpx cannot reach it. httpx keeps the transport private, hence the careful look-up."""
+    import httpx
+
+    mounted = getattr(client, "_transport", None)
+    return mounted.app if isinstance(mounted, httpx.ASGITransport) else None
 
 
 class _Invalid(Exception):
@@ -257,9 +288,10 @@ class _Session:
             if self.link is not None:
                 # Twilio closes the socket when the session ends, whoever ended it.
                 await self.link.close(1000)
-        return RelayOutcome(self._action_params(), caller_gone)
+        return RelayOutcome(self._finish(), caller_gone)
 
-    def _action_params(self) -> dict[str, str]:
+    def _finish(self) -> dict[str, str]:
+        """Report the session's end; the ``<Connect action>`` params that tell it."""
         duration = self.engine.clock.now - self.started
         seconds = int(duration) + (1 if duration % 1 else 0)
         params = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ __all__ = ["AsgiLink", "Closed", "Link", "NetworkLink", "Refused"]
 Message = MutableMapping[str, Any]
 CLIENT_ADDRESS = ("127.0.0.1", 123)
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+_HANDLER_ENDED = "simulator.handler-ended"  # queued after the app's last message
 
 
 class Refused(Exception):
@@ -66,7 +68,7 @@ class NetworkLink:
 
     async def open(self, timeout: float) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.exceptions import InvalidStatus, WebSocketException
 
         context: ssl.SSLContext | None = None
         if self.url.startswith("wss:"):
@@ -77,14 +79,14 @@ class NetworkLink:
             self._socket = await connect(
                 self.url, additional_headers=self.headers, user_agent_header=self.user_agent,
                 open_timeout=timeout, ssl=context, max_size=2**20, ping_interval=None,
-                proxy=None,
+                proxy=None, close_timeout=2,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise Refused(f"the app answered the upgrade with HTTP {status}", status) from None
         except TimeoutError:
             raise Refused(f"no answer to the upgrade within {timeout:g} s") from None
-        except (OSError, InvalidHandshake) as exc:
+        except (OSError, ValueError, WebSocketException) as exc:
             raise Refused(f"could not connect: {exc}") from None
 
     async def send(self, text: str) -> None:
@@ -167,24 +169,20 @@ class AsgiLink:
         await self._outbox.put(message)
 
     async def _next(self, timeout: float) -> Message | None:
-        """The app's next message; a synthetic close when its handler ended; None on timeout."""
-        assert self._task is not None
-        if self._outbox.empty() and self._task.done():
-            return self._ended()
-        getter = asyncio.ensure_future(self._outbox.get())
+        """The app's next message; a synthetic close when its handler ended; None on timeout.
+
+        The handler's end is queued behind its last message (a done-callback), so one queue
+        read with a timeout does: no task per read, which a busy session would pay per token.
+        """
         try:
-            await asyncio.wait({getter, self._task}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getter
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        if self._task.done():
+            async with asyncio.timeout(timeout):
+                message = await self._outbox.get()
+        except TimeoutError:
+            return None
+        if message.get("type") == _HANDLER_ENDED:
+            self._outbox.put_nowait(message)  # every later read sees the end too
             return self._ended()
-        return None
+        return message
 
     def _ended(self) -> Message:
         assert self._task is not None
@@ -197,6 +195,9 @@ class AsgiLink:
 
     async def open(self, timeout: float) -> None:
         self._task = asyncio.ensure_future(self.app(self.scope, self._receive, self._send))
+        self._task.add_done_callback(
+            lambda _: self._outbox.put_nowait({"type": _HANDLER_ENDED})
+        )
         self._inbox.put_nowait({"type": "websocket.connect"})
         answer = await self._next(timeout)
         kind = answer.get("type") if answer else None
@@ -220,20 +221,22 @@ class AsgiLink:
     async def receive(self, timeout: float) -> str | bytes | Closed | None:
         if self._closed is not None:
             return self._closed
-        message = await self._next(timeout)
-        if message is None:
-            return None
-        kind = message.get("type")
-        if kind == "websocket.send":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        if kind == "websocket.close":
-            self._closed = Closed(int(message.get("code") or 1000),
-                                  str(message.get("reason") or ""))
-            return self._closed
-        return None  # nothing else is meaningful after the accept; read on
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self._next(max(0.0, deadline - time.monotonic()))
+            if message is None:
+                return None
+            kind = message.get("type")
+            if kind == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    return str(text)
+                return bytes(message.get("bytes") or b"")
+            if kind == "websocket.close":
+                self._closed = Closed(int(message.get("code") or 1000),
+                                      str(message.get("reason") or ""))
+                return self._closed
+            # Nothing else means anything after the accept (a server would refuse it); read on.
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._task is None:

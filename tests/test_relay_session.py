@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,7 +17,17 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ivrkit import Agent, AgentSession, Flow, Hangup, Language, Say, Settings, create_app
+from ivrkit import (
+    Agent,
+    AgentSession,
+    Flow,
+    Hangup,
+    Language,
+    Say,
+    Settings,
+    create_app,
+    matches,
+)
 from ivrkit.relay.protocol import Dtmf, Interrupt, Message, Prompt
 from tests.conftest import OPEN_HOURS
 from tests.driver import TOKEN, PhoneCall, signed_headers
@@ -376,3 +387,124 @@ async def test_a_class_agent_plays_sends_digits_and_switches_language(tmp_path):
         ]
         assert handoff["reason"].startswith("agent raised ValueError: send_digits takes only")
         await released(app)
+
+
+async def test_caller_leaving_while_the_agent_speaks_is_not_an_agent_failure(tmp_path, caplog):
+    speaking = asyncio.Event()
+
+    async def talker(session: AgentSession, message: Message) -> None:
+        if isinstance(message, Prompt):
+            for index in range(10_000):
+                await session.say(f"word{index} ", last=False)
+                speaking.set()
+                await asyncio.sleep(0.005)
+
+    async with lab(talker, tmp_path, reply_timeout=60) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.ERROR, logger="ivrkit.relay")
+        async with twilio_side(url, call.sid) as twilio:
+            await twilio.say("talk to me")
+            await asyncio.wait_for(speaking.wait(), 10)
+        await released(app)
+        assert not [r for r in caplog.records if r.name == "ivrkit.relay"]
+        events = await app.ivr.store.call_events(call.sid)
+        (relay,) = [e for e in events if e.kind == "relay"]
+        assert relay.params["outcome"] == "caller left"
+        answer = await call.post(action, **twilio.action_params("completed"))
+        assert answer.verbs == ["Hangup"]
+
+
+async def test_twilio_error_messages_are_logged_and_the_session_goes_on(tmp_path, caplog):
+    async with lab(echo, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.WARNING, logger="ivrkit")
+        async with twilio_side(url, call.sid) as twilio:
+            await twilio.socket.send(
+                json.dumps({"type": "error", "description": "Invalid message received: x"})
+            )
+            await twilio.say("hi")
+            assert await twilio.utterance() == "You said hi."
+        lines = [r.getMessage() for r in caplog.records if "Twilio says" in r.getMessage()]
+        assert lines == [
+            f"call {call.sid}: Twilio says a message of agent talk was wrong: "
+            "Invalid message received: x"
+        ]
+        await released(app)
+
+
+class Unmakeable:
+    def __init__(self) -> None:
+        raise RuntimeError("no API key")
+
+    async def handle(self, session: AgentSession, message: Message) -> None:
+        """Never reached."""
+
+
+async def test_an_agent_class_that_cannot_be_made_fails_the_session(tmp_path, caplog):
+    async with lab(Unmakeable, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        caplog.set_level(logging.ERROR, logger="ivrkit.relay")
+        async with twilio_side(url, call.sid) as twilio:
+            handoff = json.loads(await twilio.until_end())
+        assert handoff == {
+            "handoff": "ivrkit_failed",
+            "reason": "agent could not be created: RuntimeError: no API key",
+        }
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "ivrkit.relay"]
+        assert line.endswith("agent talk: agent could not be created: RuntimeError: no API key")
+        await released(app)
+        assert (await call.post(action, **twilio.action_params())).said()[0].startswith("Sorry")
+
+
+async def test_a_second_socket_for_a_call_in_session_is_refused(tmp_path):
+    async with lab(echo, tmp_path) as (app, base, client):
+        call, url, action, _ = await new_call(client, base)
+        async with twilio_side(url, call.sid) as first:
+            await first.say("hi")
+            assert await first.utterance() == "You said hi."
+            async with twilio_side(url, call.sid) as second:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(second.socket.recv(), 10)
+                assert closed.value.rcvd.code == 1008
+            await first.say("still me")
+            assert await first.utterance() == "You said still me."
+            await first.say("done")
+            await first.until_end()
+        await released(app)
+        assert not app.ivr.relay.calls
+
+
+@dataclass
+class Card:
+    account: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.account) != 8:
+            raise ValueError("account is 8 digits")
+
+
+async def test_secrets_are_kept_by_the_session_and_never_sent_to_twilio(tmp_path, caplog):
+    async def hand(session: AgentSession, message: Message) -> None:
+        if isinstance(message, Prompt):
+            session.end("done", account=message.text, note="n")
+
+    async with lab(
+        hand, tmp_path, handoff={"done": Card, "*": Card}, secrets=("account",), keep="hash"
+    ) as (app, base, client):
+        for account, outcome in (("24681357", "Bye."), ("1357", "Bye.")):
+            call, url, action, _ = await new_call(client, base)
+            async with twilio_side(url, call.sid) as twilio:
+                await twilio.say(account)
+                handoff = json.loads(await twilio.until_end())
+            assert account not in json.dumps(handoff)
+            answer = await call.post(action, **twilio.action_params())
+            record = await app.ivr.store.load(call.sid)
+            if len(account) == 8:  # valid: kept as a hash before `end` was sent
+                assert handoff == {"handoff": "done", "account": "ivrkit:kept", "note": "n"}
+                assert matches(record.data["account"], account)
+            else:  # invalid: sent masked, refused at the action, "*"
+                assert handoff == {"handoff": "done", "account": "****", "note": "n"}
+                assert "account" not in record.data
+            assert answer.said() == [outcome]
+            await released(app)

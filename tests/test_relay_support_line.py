@@ -51,7 +51,8 @@ async def test_billing_question_hands_the_account_to_the_billing_menu(live):
             assert await twilio.utterance() == "What is your eight digit account number?"
             await twilio.say("it is four oh seven one 8 2 6 3")
             handoff = await twilio.until_end()
-        assert handoff == f'{{"handoff": "billing", "account": "{ACCOUNT}"}}'
+        # The account was checked and kept by ivrkit: it does not travel through Twilio.
+        assert handoff == '{"handoff": "billing", "account": "ivrkit:kept"}'
         menu = await call.post(action, **twilio.action_params())
         assert menu.said() == ["Billing. To hear your balance press 1. For an operator press 0."]
         balance = await call.press("1")
@@ -307,3 +308,23 @@ async def test_the_words_that_reached_the_assistant_are_acted_on_at_once(live):
             await twilio.until_end()
         menu = await call.post(action, **twilio.action_params())
         assert menu.said() == ["Billing. To hear your balance press 1. For an operator press 0."]
+
+
+async def test_a_kept_marker_without_a_kept_secret_goes_to_star(serve, caplog):
+    """A forged (or replayed) <Connect action> cannot claim a secret the session never kept."""
+    async with serve([SupportLine]) as (app, client):
+        call = PhoneCall(client=client, flow="support_line")
+        await call.start()
+        _, action, _ = relay_of((await call.speak("bill")).body)
+        caplog.set_level(logging.WARNING, logger="ivrkit.relay")
+        back = await call.post(
+            action,
+            SessionId="VX" + "9" * 32,
+            SessionStatus="ended",
+            SessionDuration="1",
+            HandoffData='{"handoff": "billing", "account": "ivrkit:kept"}',
+        )
+        assert back.find("Gather").attrib["action"].endswith("state=main_menu&step=3")
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "ivrkit.relay"]
+        assert "field 'account' was not kept by the session" in line
+        assert "account" not in (await app.ivr.store.load(call.sid)).data

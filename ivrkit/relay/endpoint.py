@@ -29,7 +29,7 @@ from ivrkit.call import Call
 from ivrkit.fields import FieldProblem, check_fields
 from ivrkit.records import CallEvent, utcnow
 from ivrkit.relay import protocol
-from ivrkit.relay.handoff import HANDOFF_FIELD
+from ivrkit.relay.handoff import HANDOFF_FIELD, seal_secrets
 from ivrkit.relay.node import FAILED, Agent
 from ivrkit.relay.protocol import Interrupt, Message, ProtocolProblem, Setup
 from ivrkit.relay.session import AgentSession, SessionEnded, Transcript
@@ -70,6 +70,8 @@ class RelayHub:
         """Sessions open now (tests check every path gives its session back)."""
         self.tasks: set[asyncio.Task[Any]] = set()
         """The reader and worker tasks alive now."""
+        self.calls: set[str] = set()
+        """Calls with a session running: a second socket for one of them is refused."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         socket = WebSocket(scope, receive, send)
@@ -96,7 +98,30 @@ class RelayHub:
             return
         except WebSocketDisconnect:
             return
-        run = _Run(self, socket, node, call, setup, int(query["step"]))
+        if call.sid in self.calls:
+            self._refused(socket, Refusal(f"call {call.sid} has a session already", "twice"))
+            await _close(socket, POLICY_VIOLATION)
+            return
+        self.calls.add(call.sid)
+        try:
+            await self._run(socket, node, call, setup, int(query["step"]))
+        finally:
+            self.calls.discard(call.sid)
+
+    async def _run(
+        self, socket: WebSocket, node: Agent, call: Call, setup: Setup, step: int
+    ) -> None:
+        try:
+            run = _Run(self, socket, node, call, setup, step)
+        except Exception as error:  # the agent's class could not be made
+            reason = f"agent could not be created: {type(error).__name__}: {error}"[:200]
+            log.error("call %s: agent %s: %s", call.sid, node.name, reason, exc_info=error)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await socket.send_text(
+                    protocol.end_message(json.dumps({HANDOFF_FIELD: FAILED, "reason": reason}))
+                )
+            await _close(socket, 1000)
+            return
         await run.go()
 
     # -- before the agent runs ------------------------------------------------------------
@@ -170,8 +195,13 @@ class RelayHub:
     async def _call(self, setup: Setup, flow: str, node: Agent, query: dict[str, str]) -> Call:
         ivr = self.ivr
         try:
-            async with asyncio.timeout(ivr.settings.webhook_deadline):
-                record = await ivr.store.load(setup.call_sid)
+            # Through the call's session (its turn, no write), not store.load(): that is
+            # each store's lean read path, the one webhooks take.
+            async with (
+                asyncio.timeout(ivr.settings.webhook_deadline),
+                ivr.store.session(setup.call_sid) as stored,
+            ):
+                record = stored.record
         except Exception as error:
             ivr.throttle.failure("storage", error, "call %s: storage failed", setup.call_sid)
             raise Refusal("storage unavailable", "storage") from None
@@ -223,11 +253,15 @@ class _Run:
         reader = self._task(self._read())
         worker = self._task(self._work())
         failure: str | None = None
+        cause: BaseException | None = None
         try:
             done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
-            if worker in done and worker.exception() is not None:
+            if worker in done and isinstance(worker.exception(), SessionEnded):
+                failure = None  # the socket closed under a reply: the caller left
+            elif worker in done and worker.exception() is not None:
                 error = worker.exception()
                 failure = str(error) if isinstance(error, AgentFailed) else repr(error)
+                cause = error.__cause__ if isinstance(error, AgentFailed) else error
             elif reader in done and reader.exception() is not None:
                 failure = f"reading failed: {reader.exception()!r}"
             elif reader in done:
@@ -240,7 +274,10 @@ class _Run:
         self.transcript.close()
         if failure is not None:
             self.outcome = f"failed: {failure}"
-            log.error("call %s: agent %s failed: %s", sid, self.node.name, failure)
+            # With the agent's own traceback when it raised: the flow author's bug to find.
+            log.error(
+                "call %s: agent %s failed: %s", sid, self.node.name, failure, exc_info=cause
+            )
             handoff: str | None = json.dumps({HANDOFF_FIELD: FAILED, "reason": failure[:200]})
         elif self.session.handoff is not None:
             handoff = self.session.handoff
@@ -248,7 +285,10 @@ class _Run:
         else:
             handoff = None
             self.outcome = "caller left"
-        await self.flush(final=True)
+        kept: dict[str, Any] = {}
+        if handoff is not None and failure is None and self.node.secrets:
+            handoff, kept = seal_secrets(self.node, handoff)
+        await self.flush(final=True, kept=kept)
         if handoff is not None and self.socket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self.socket.send_text(protocol.end_message(handoff))
@@ -307,7 +347,9 @@ class _Run:
             self.transcript.close()
             self.transcript.add("caller", "(interrupted)")
         elif isinstance(message, protocol.Error):
-            log.warning(
+            self.hub.ivr.throttle.log(  # an agent's mistake repeats on every call
+                logging.WARNING,
+                ("relay error", self.node.name),
                 "call %s: Twilio says a message of agent %s was wrong: %s",
                 self.session.call.sid,
                 self.node.name,
@@ -348,8 +390,9 @@ class _Run:
         if error is not None:
             raise AgentFailed(f"agent raised {type(error).__name__}: {error}"[:300]) from error
 
-    async def flush(self, *, final: bool) -> None:
-        """Write the transcript's new turns (and, at the end, the session's outcome)."""
+    async def flush(self, *, final: bool, kept: dict[str, Any] | None = None) -> None:
+        """Write the transcript's new turns (and, at the end, the session's outcome), and
+        the hand-off's secrets into call.data, in one commit before ``end`` is sent."""
         turns = self.transcript.unflushed()
         self.transcript.flushed += len(turns)
         call = self.session.call
@@ -384,7 +427,18 @@ class _Run:
         try:
             async with asyncio.timeout(ivr.settings.webhook_deadline):
                 async with ivr.store.session(call.sid) as stored:
-                    stored.log(*events)
+                    record = stored.record
+                    waiting = (
+                        record is not None
+                        and record.state == self.node.name
+                        and record.step == self.step
+                    )
+                    if kept and waiting and record is not None:
+                        record.data.update(kept)
+                        record.updated_at = utcnow()
+                        stored.save(record, *events)
+                    else:
+                        stored.log(*events)
         except Exception as error:
             ivr.throttle.failure(
                 "storage", error, "call %s: storage failed saving the agent transcript", call.sid

@@ -23,14 +23,21 @@ log = logging.getLogger("ivrkit.relay")
 
 HANDOFF_FIELD = "handoff"
 """The key of ``HandoffData`` that names the hand-off (the rest are its fields)."""
+KEPT = "ivrkit:kept"
+"""What ``HandoffData`` carries instead of a ``secrets=`` field: ivrkit checked the
+hand-off and kept the secret in call.data before sending ``end``, so it never travels
+through Twilio (nor sits in its request logs)."""
 
 
 class HandoffProblem(ValueError):
     """Hand-off data that does not fit the state's schema."""
 
 
-def select_handoff(node: Agent, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-    """The trigger the ``<Connect action>`` callback fires, and what goes into call.data."""
+def select_handoff(
+    node: Agent, params: Mapping[str, str], data: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The trigger the ``<Connect action>`` callback fires, and what goes into call.data
+    (``data`` is call.data now: it holds the secrets the session kept)."""
     status = params.get("SessionStatus", "")
     duration = params.get("SessionDuration", "")  # ASCII digits when present (fields.py)
     info: dict[str, Any] = {
@@ -45,7 +52,7 @@ def select_handoff(node: Agent, params: Mapping[str, str]) -> tuple[str, dict[st
         return "session:failed", {node.save_as: info}
     sid = params.get("CallSid", "")
     try:
-        key, fields = _read(node, params.get("HandoffData", ""))
+        key, fields = _read(node, params.get("HandoffData", ""), data)
     except HandoffProblem as problem:
         log.warning('call %s: %s: hand-off refused, going to "*": %s', sid, node.name, problem)
         info["handoff"] = STAR
@@ -56,11 +63,16 @@ def select_handoff(node: Agent, params: Mapping[str, str]) -> tuple[str, dict[st
         return "session:failed", {node.save_as: info}
     info["handoff"] = key
     for name in node.secrets.intersection(fields):
-        fields[name] = sensitive.kept(node.keep, str(fields[name]))
+        if fields[name] == KEPT:
+            del fields[name]  # kept in call.data by the session already
+        else:
+            fields[name] = sensitive.kept(node.keep, str(fields[name]))
     return f"handoff:{key}", {**fields, node.save_as: info}
 
 
-def _read(node: Agent, raw: str) -> tuple[str, dict[str, Any]]:
+def _read(
+    node: Agent, raw: str, data: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     try:
         payload = json.loads(raw) if raw else {}
     except ValueError:
@@ -75,15 +87,44 @@ def _read(node: Agent, raw: str) -> tuple[str, dict[str, Any]]:
         raise HandoffProblem(
             f"hand-off key {shown} is not one of {', '.join(node.handoff_keys()) or 'none'}"
         )
+    kept = {name for name in node.secrets if payload.get(name) == KEPT}
+    for name in sorted(kept):
+        if data is None or name not in data:
+            raise HandoffProblem(f"field {name!r} was not kept by the session")
     schema = node.schemas.get(key) or node.schemas.get(STAR)
     if schema is not None:
-        check_schema(schema, payload)
+        check_schema(schema, payload, checked=kept)
     return key, payload
 
 
-def check_schema(schema: type, payload: dict[str, Any]) -> None:
+def seal_secrets(node: Agent, handoff: str) -> tuple[str, dict[str, Any]]:
+    """What the session sends as ``HandoffData``, and the secrets to keep in call.data now.
+
+    The hand-off is checked here, with the secrets in clear (in memory); the secrets are
+    replaced by :data:`KEPT`. A hand-off that fails the check is sent with its secrets
+    masked, so the ``<Connect action>`` refuses it too and the call goes to ``"*"``.
+    """
+    try:
+        key, fields = _read(node, handoff)
+    except HandoffProblem:
+        payload = json.loads(handoff) if handoff else {}
+        if isinstance(payload, dict):
+            for name in node.secrets.intersection(payload):
+                payload[name] = sensitive.MASK
+        return json.dumps(payload), {}
+    secret = node.secrets.intersection(fields)
+    if key == FAILED or not secret:
+        return handoff, {}
+    kept = {name: sensitive.kept(node.keep, str(fields[name])) for name in secret}
+    return json.dumps({HANDOFF_FIELD: key, **fields, **dict.fromkeys(secret, KEPT)}), kept
+
+
+def check_schema(
+    schema: type, payload: dict[str, Any], *, checked: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Raise :class:`HandoffProblem` when ``payload`` does not fit ``schema`` (a dataclass
-    or TypedDict); a dataclass is also built, so its ``__post_init__`` checks run."""
+    or TypedDict); a dataclass is also built, so its ``__post_init__`` checks run.
+    Fields in ``checked`` were checked in clear when the session ended and are skipped."""
     hints = get_type_hints(schema)
     if dataclasses.is_dataclass(schema):
         required = {
@@ -96,7 +137,7 @@ def check_schema(schema: type, payload: dict[str, Any]) -> None:
     for name in sorted(payload):
         if name not in hints:
             raise HandoffProblem(f"field {name[:40]!r} is not in {schema.__name__}")
-        if not _fits(payload[name], hints[name]):
+        if name not in checked and not _fits(payload[name], hints[name]):
             raise HandoffProblem(
                 f"field {name!r} of {schema.__name__} is not {_type_name(hints[name])} "
                 f"(got {type(payload[name]).__name__})"
@@ -104,7 +145,7 @@ def check_schema(schema: type, payload: dict[str, Any]) -> None:
     missing = sorted(required - set(payload))
     if missing:
         raise HandoffProblem(f"{schema.__name__} needs field {missing[0]!r}")
-    if dataclasses.is_dataclass(schema):
+    if dataclasses.is_dataclass(schema) and not checked:
         try:
             schema(**payload)
         except (TypeError, ValueError) as error:

@@ -241,9 +241,16 @@ async def stubborn(websocket: WebSocket, session: Session, message: dict[str, An
         session.closed = True  # cancelled: the simulator let go of it
 
 
+async def flood(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
+    """Streams tokens without end."""
+    for _ in range(30):
+        await websocket.send_json({"type": "text", "token": "la ", "last": False})
+
+
 async def crash(websocket: WebSocket, session: Session, message: dict[str, Any]) -> None:
     raise RuntimeError("the agent crashed")
 
 
 AGENTS = {"good": good, "drop": drop, "silent": silent, "badjson": bad_json,
-          "unknown": unknown, "crash": crash, "mumble": mumble, "stubborn": stubborn}
+          "unknown": unknown, "crash": crash, "mumble": mumble, "stubborn": stubborn,
+          "flood": flood}

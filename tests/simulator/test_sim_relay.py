@@ -408,6 +408,8 @@ async def test_url_must_be_a_websocket():
     settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="https://x/y"/>'))
     assert settings is None
     assert "must start with wss://" in problems[0]
+    settings, problems = parse_relay(ET.fromstring('<ConversationRelay url="wss:///path"/>'))
+    assert problems == ["<ConversationRelay url='wss:///path'>: the url names no host"]
     settings, problems = parse_relay(ET.fromstring("<ConversationRelay/>"))
     assert settings is None
     assert "needs url=" in problems[0]
@@ -483,3 +485,34 @@ async def test_interactive_caller_talks_and_interrupts():
     assert result.ok, result.transcript
     assert app.kinds() == ["setup", "prompt", "interrupt", "prompt"]
     assert result.agent_said[-1] == "Goodbye!"
+
+
+async def test_an_httpx_asgi_client_reaches_the_socket_in_process(phone):
+    import httpx
+
+    app = RelayApp()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        live = await phone.call("/voice", client=client, auth_token=TOKEN, relay=FAST).start()
+        assert await live.speak("bye") == "Goodbye!\nThanks for calling. Goodbye."
+    assert app.sessions[0].signature == signature("ws://testserver/relay/good")
+    assert app.bad_signatures == []
+
+
+async def test_an_agent_streaming_without_end_is_cut_off(monkeypatch):
+    import simulator.relay
+
+    monkeypatch.setattr(simulator.relay, "MAX_MESSAGES", 20)
+    app = RelayApp()
+    result = await call(app, "?mode=flood", [Speak("Hi")])
+    assert codes(result) == [64105]
+    assert "more than 20 messages in one session" in result.errors[0].message
+    assert result.agent_said[-1] == " ".join(["la"] * 20)  # what came was heard
+    assert app.actions[0]["SessionStatus"] == "failed"
+    await assert_next_call_answered(app)
+
+
+def test_relay_options_are_checked():
+    with pytest.raises(ValueError, match="agent_silence and connect_timeout must be more than 0"):
+        RelayOptions(agent_silence=0)
+    assert RelayOptions(settle=0).settle == 0

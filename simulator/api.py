@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -49,6 +50,11 @@ _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _METHODS = frozenset({"GET", "POST"})
 _AMD_MODES = frozenset({"Enable", "DetectMessageEnd"})
 TWIML_LIMIT = 4000
+_SUBRESOURCES = tuple(
+    (name, name.title().replace("_", "") + ".json")
+    for name in ("notifications", "recordings", "payments", "events", "siprec", "streams",
+                 "user_defined_message_subscriptions", "user_defined_messages")
+)
 
 
 class ApiError(Exception):
@@ -79,6 +85,8 @@ class SimulatedApi:
     ``request_rate``: API requests per second before ``429``/20429 (``None`` = no limit).
     ``speed``: simulated seconds per real second for ringing and the flow (0 = no waiting).
     ``from_numbers``: numbers the account may call from (others: 21210); ``None`` = any.
+    ``record_events``: keep each call's events and callbacks on its ``SimCall`` (turn off for
+    very long runs; statuses are kept either way).
     """
 
     def __init__(
@@ -96,6 +104,7 @@ class SimulatedApi:
         speed: float = 0.0,
         from_numbers: Iterable[str] | None = None,
         max_requests: int = 100,
+        record_events: bool = True,
     ) -> None:
         if not account_sid.startswith("AC"):
             raise ValueError("account_sid must start with AC")
@@ -114,6 +123,7 @@ class SimulatedApi:
         self.speed = speed
         self.from_numbers = frozenset(from_numbers) if from_numbers is not None else None
         self.max_requests = max_requests
+        self.record_events = record_events
         self.calls: dict[str, SimCall] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._transport = transport
@@ -122,7 +132,10 @@ class SimulatedApi:
         self._next_slot = 0.0
         self._attempts: dict[str, int] = {}
         self._bucket = (0.0, 0.0)  # (tokens, at) for request_rate
+        self._accepted: dict[str, str] = {}  # Authorization headers already checked
         self._active: set[asyncio.Task[None]] = set()
+        self.live = 0  # calls created and not yet ended (queued ones included)
+        self.peak_live = 0  # the most at once: what a campaign's concurrency cap bounds
         self._idle: asyncio.Event | None = None
         self.listeners: list[Callable[[SimCall], Any]] = []
 
@@ -222,6 +235,8 @@ class SimulatedApi:
         raise ApiError(405, 20004, f"Method {method} not allowed")
 
     def _authenticate(self, account_sid: str, authorization: str | None) -> None:
+        if authorization is not None and self._accepted.get(authorization) == account_sid:
+            return  # a client sends the same header every time: decode and compare it once
         user, password = _basic(authorization)
         if user == self.account_sid:
             ok = hmac.compare_digest(password.encode(), self._token.encode())
@@ -231,6 +246,10 @@ class SimulatedApi:
             ok = False
         if not ok or account_sid != self.account_sid:
             raise ApiError(401, 20003, "Authentication Error - invalid username")
+        if authorization is not None:
+            if len(self._accepted) >= 64:
+                self._accepted.clear()
+            self._accepted[authorization] = account_sid
 
     def _rate_limit(self) -> None:
         if self.request_rate is None:
@@ -264,11 +283,11 @@ class SimulatedApi:
         if one("ApplicationSid") and not url and not twiml:
             raise ApiError(400, 21205, "ApplicationSid is not simulated: give Url or Twiml")
         if not url and not twiml:
-            raise ApiError(400, 21205, "Url parameter is required (or Twiml)")
+            raise ApiError(400, 21200, "Url parameter is required (or Twiml)")
         if url:
             _check_url(url, "Url")
         elif len(twiml) > TWIML_LIMIT:
-            raise ApiError(400, 21232, f"Twiml is {len(twiml)} characters; at most {TWIML_LIMIT}")
+            raise ApiError(400, 21200, f"Twiml is {len(twiml)} characters; at most {TWIML_LIMIT}")
         else:
             _check_twiml(twiml)
         for name in ("FallbackUrl", "StatusCallback", "AsyncAmdStatusCallback"):
@@ -277,25 +296,29 @@ class SimulatedApi:
         for name in ("Method", "FallbackMethod", "StatusCallbackMethod",
                      "AsyncAmdStatusCallbackMethod"):
             if one(name) and one(name).upper() not in _METHODS:
-                raise ApiError(400, 21206, f"{name} must be GET or POST, not {one(name)!r}")
+                raise ApiError(400, 21200, f"{name} must be GET or POST, not {one(name)!r}")
         events = [event.strip() for value in form.get("StatusCallbackEvent", [])
                   for event in value.split() if event.strip()]
         unknown = sorted(set(events) - _EVENTS)
         if unknown:
-            raise ApiError(400, 21626, f"StatusCallbackEvent {', '.join(unknown)} is not one of "
+            raise ApiError(400, 21200, f"StatusCallbackEvent {', '.join(unknown)} is not one of "
                            "initiated, ringing, answered, completed")
         form["StatusCallbackEvent"] = events
         mode = one("MachineDetection")
         if mode and mode not in _AMD_MODES:
-            raise ApiError(400, 21626, f"MachineDetection must be Enable or DetectMessageEnd, "
+            raise ApiError(400, 21234, f"MachineDetection must be Enable or DetectMessageEnd, "
                            f"not {mode!r}")
+        for name in ("MachineDetectionTimeout", "MachineDetectionSpeechThreshold",
+                     "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout"):
+            if one(name) and not one(name).isdigit():
+                raise ApiError(400, 21234, f"{name} must be a whole number, not {one(name)!r}")
         timeout = one("Timeout")
         if timeout and (not timeout.isdigit() or not 1 <= int(timeout) <= 600):
-            raise ApiError(400, 21216, f"Timeout must be a number of seconds 1-600, "
+            raise ApiError(400, 21208, f"Timeout must be a number of seconds 1-600, "
                            f"not {timeout!r}")
         digits = one("SendDigits")
         if digits and not _SEND_DIGITS.match(digits):
-            raise ApiError(400, 21208, "SendDigits may hold at most 32 of 0-9 A-D # * w W")
+            raise ApiError(400, 21206, "SendDigits may hold at most 32 of 0-9 A-D # * w W")
         return self.resource(self._place(to, from_, form))
 
     def _place(self, to: str, from_: str, form: dict[str, list[str]]) -> SimCall:
@@ -312,21 +335,37 @@ class SimulatedApi:
         call = SimCall(
             sid=new_sid("CA"), account_sid=self.account_sid, to=to, from_=from_, form=form,
             created=now, updated=now, queue_time_ms=int(delay * 1000), attempt=attempt,
+            created_at=time.monotonic(),
         )
         self.calls[call.sid] = call
         task = loop.create_task(self._run(call, delay))
         self._active.add(task)
-        task.add_done_callback(self._active.discard)
+        self.live += 1
+        self.peak_live = max(self.peak_live, self.live)
+        task.add_done_callback(self._task_done)
         call.task = task
         return call
 
     async def _run(self, call: SimCall, delay: float) -> None:
-        transport = await self._ensure_transport()
+        try:
+            transport = await self._ensure_transport()
+        except Exception as exc:  # e.g. the app's lifespan start-up failed: no call can run
+            call.error = f"{type(exc).__name__}: {exc}"
+            call.set_status("failed")
+            call.end_time = call.updated
+            call.done.set()
+            self._ended(call)
+            return
         await run_outbound(
-            call, session=transport.session(), callee=self.callees.callee(call.to, call.attempt),
+            call, session=transport.session(),
+            callee=functools.partial(self.callees.callee, call.to, call.attempt),
             start_delay=delay, speed=self.speed, max_requests=self.max_requests,
-            on_end=self._ended,
+            on_end=self._ended, record=self.record_events,
         )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self.live -= 1
 
     def _ended(self, call: SimCall) -> None:
         for listener in self.listeners:
@@ -343,7 +382,7 @@ class SimulatedApi:
         status, url, twiml = one("Status"), one("Url"), one("Twiml")
         if status:
             if status not in ("completed", "canceled"):
-                raise ApiError(400, 21218, f"Status must be completed or canceled, not {status!r}")
+                raise ApiError(400, 21200, f"Status must be completed or canceled, not {status!r}")
             if status == "canceled" and call.status == "in-progress":
                 raise ApiError(400, 21220, "Call is in-progress: use Status=completed to end it")
             call.pending = Update(status=status)
@@ -351,11 +390,11 @@ class SimulatedApi:
             _check_url(url, "Url")
             method = (one("Method") or "POST").upper()
             if method not in _METHODS:
-                raise ApiError(400, 21206, f"Method must be GET or POST, not {method!r}")
+                raise ApiError(400, 21200, f"Method must be GET or POST, not {method!r}")
             call.pending = Update(url=url, method=method)
         elif twiml:
             if len(twiml) > TWIML_LIMIT:
-                raise ApiError(400, 21232, f"Twiml is {len(twiml)} characters; at most "
+                raise ApiError(400, 21200, f"Twiml is {len(twiml)} characters; at most "
                                f"{TWIML_LIMIT}")
             _check_twiml(twiml)
             call.pending = Update(twiml=twiml)
@@ -409,12 +448,7 @@ class SimulatedApi:
             "trunk_sid": None,
             "annotation": None,
             "uri": f"{uri}.json",
-            "subresource_uris": {
-                name: f"{uri}/{name.title().replace('_', '')}.json"
-                for name in ("notifications", "recordings", "payments", "events", "siprec",
-                             "streams", "user_defined_message_subscriptions",
-                             "user_defined_messages")
-            },
+            "subresource_uris": {name: f"{uri}/{tail}" for name, tail in _SUBRESOURCES},
         }
 
     # --- ASGI -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from twilio.rest import Client
 
 from ivrkit.fields import shown
 from ivrkit.outbound import amd
+from ivrkit.outbound.place import is_async
 from ivrkit.records import utcnow
 from ivrkit.store import CallDataError
 from ivrkit.store.contract import FINAL_STATUSES, call_of_flow
@@ -140,7 +141,10 @@ class AmdCallbacks:
     async def _redirect(self, sid: str, url: str) -> None:
         try:
             client = self.client()
-            await asyncio.to_thread(_update, client, sid, url)
+            if is_async(client):
+                await client.calls(sid).update_async(url=url, method="POST")
+            else:
+                await asyncio.to_thread(_update, client, sid, url)
         except Exception as error:
             log.warning(
                 "call %s: a machine answered, but redirecting the call failed (%s: %s); "

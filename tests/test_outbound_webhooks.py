@@ -291,3 +291,10 @@ def test_answered_by_states_count_as_reachable_and_inline_states_work():
 
     assert not [f for f in Survey.findings() if f.code == "IVR006"]
     assert "(answered_by fax)" in Survey.states()
+
+
+def test_the_graph_draws_who_answered_from_the_first_state():
+    from ivrkit import graph
+
+    drawn = graph.render(graph.build_graph([AppointmentReminder]), "mermaid", name="r").decode()
+    assert 'reminder -.->|"answered by machine"| leave_message' in drawn

@@ -15,9 +15,10 @@ moved there in two steps:
    action URL of the step just handled, which the app answers, as it answers any retry,
    with that stored TwiML.
 
-A call already ended, already in the target state, or not started yet is not moved (the
-verdict is kept in ``call.data["answered_by"]``; a call not started yet then starts in
-the target state on its first webhook). If the redirect fails (the call hung up
+A call already ended, already in the target state, already given a verdict (a repeated
+callback), or not started yet is not moved (the verdict is kept in
+``call.data["answered_by"]``; a call not started yet then starts in the target state on
+its first webhook). If the redirect fails (the call hung up
 meanwhile), that is logged and the callback still gets its 204.
 """
 
@@ -91,11 +92,13 @@ class AmdCallbacks:
                 if record is None or not call_of_flow(record, flow.name):
                     log.info("call %s: AMD callback for an unknown call of %s", sid, flow.name)
                     return NO_CONTENT
+                known = record.data.get(amd.DATA_KEY)
                 record.data[amd.DATA_KEY] = answered_by
                 record.updated_at = utcnow()
                 route = amd.route(flow, answered_by)
                 movable = (
                     route is not None
+                    and known is None  # a verdict applied already (a repeated callback)
                     and record.step > 0
                     and record.status not in FINAL_STATUSES
                     and not (record.flow == flow.name and record.state == route[1])

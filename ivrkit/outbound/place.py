@@ -154,10 +154,24 @@ async def place_call(
     if store is not None:
         return await _shielded(_place(flow, client, store, params, values))
     assert settings is not None
-    own = placing_store(settings.database_url)
+    return await _shielded(
+        _place_with_own_store(settings.database_url, flow, client, params, values)
+    )
+
+
+async def _place_with_own_store(
+    database_url: str,
+    flow: type[Flow],
+    client: Client,
+    params: dict[str, Any],
+    data: dict[str, Any],
+) -> str:
+    """Open a store, place, close: all shielded together, so a cancelled caller cannot
+    close the store under a placement still storing its row."""
+    own = placing_store(database_url)
     await own.open()
     try:
-        return await _shielded(_place(flow, client, own, params, values))
+        return await _place(flow, client, own, params, data)
     finally:
         await own.close()
 

@@ -142,6 +142,7 @@ class Campaign:
         # could exist that the store knows nothing of.
         self._requesting: set[asyncio.Task[None]] = set()
         self._stop_reason: str | None = None
+        self._shown = 0.0
 
     async def load(self, contacts: Iterable[Contact]) -> bool:
         """Create the campaign with these contacts, or find it to resume; True if created."""
@@ -248,8 +249,14 @@ class Campaign:
         return "stopped" if self._tasks or self._stopping else "finished"
 
     async def _show(self) -> None:
-        if self.progress is not None and self.campaign_id is not None:
-            self.progress.show(await self.store.counts(self.campaign_id))
+        # Counting is a scan of the campaign's contacts: a few times a second is plenty.
+        if self.progress is None or self.campaign_id is None:
+            return
+        now = time.monotonic()
+        if now - self._shown < 0.5:
+            return
+        self._shown = now
+        self.progress.show(await self.store.counts(self.campaign_id))
 
     async def _beat(self) -> None:
         assert self.runner is not None

@@ -37,6 +37,8 @@ from ivrkit.outbound.rate import SharedRate
 
 log = logging.getLogger("ivrkit.campaign")
 
+PLACED_RETRIES = (0.2, 1.0, 3.0)
+"""Pauses between tries to record a placed call's CallSid."""
 RETRYABLE = frozenset({"busy", "no-answer", "failed", "machine"})
 """Outcomes retried by default: nobody was reached."""
 
@@ -364,7 +366,18 @@ class Campaign:
         except DialUnknown as error:
             await self._in_doubt(contact, attempt, error)
             return None
-        await self.store.placed(contact, attempt, runner, call_sid, time.time(), self.clock())
+        placed_at = time.time()
+        for pause in (*PLACED_RETRIES, None):
+            # The call exists: its CallSid is worth a few tries. If they all fail the
+            # contact stays "requesting" and ends "unknown", never called again.
+            try:
+                await self.store.placed(contact, attempt, runner, call_sid, placed_at, self.clock())
+                break
+            except Exception:
+                if pause is None:
+                    raise
+                log.warning("recording call %s failed; trying again", call_sid, exc_info=True)
+                await asyncio.sleep(pause)
         return call_sid
 
     async def _in_doubt(self, contact: Claimed, attempt: int, error: DialUnknown) -> None:

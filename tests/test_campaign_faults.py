@@ -195,3 +195,21 @@ async def test_a_placed_call_whose_record_fails_at_first_is_recorded_on_a_retry(
     assert len(failures) == 2
     assert report.counts["done:completed"] == 1
     assert phones.placed_to() == [person]
+
+
+def test_the_command_names_bad_contact_lines_and_calls_nobody(tmp_path, monkeypatch, capsys):
+    from ivrkit.cli import main
+
+    monkeypatch.setenv("IVRKIT_PUBLIC_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("IVRKIT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    contacts_file = tmp_path / "contacts.csv"
+    contacts_file.write_text("number,appointment\n+14155550100,Monday\n12345,Tuesday\n")
+    status = main(
+        ["campaign", "flows/appointment_reminder.py", str(contacts_file), "--from", "+14155550100"]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "fix these lines" in err
+    assert f"{contacts_file}:3: number" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "calls.db").exists()  # nothing opened, nobody called

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ivrkit import nodes as n
 from ivrkit.errors import FlowLoadError, IvrkitError
 from ivrkit.flow import Flow
+from ivrkit.outbound import amd
 
 CHOICE = "choice"
 WORD = "word"
@@ -136,6 +137,12 @@ def build_graph(flows: list[type[Flow]]) -> Graph:
                     dest = f"flow:{node.flow}"
                     graph.nodes.setdefault(dest, GraphNode(dest, node.flow, "flow", "(sub-flow)"))
                 graph.add_edge(source, dest, "enter", SUBFLOW)
+        # Outbound calls: who answered sends the call elsewhere instead of the first state.
+        start = node_id(flow, flow.initial_state())
+        for key, target in amd.declared(flow).items():
+            dest = flow.target_name(target, flow.initial_state())
+            if dest is not None:
+                graph.add_edge(start, node_id(flow, dest), f"answered by {key}", GIVE_UP)
     return graph
 
 

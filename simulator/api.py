@@ -50,6 +50,11 @@ _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _METHODS = frozenset({"GET", "POST"})
 _AMD_MODES = frozenset({"Enable", "DetectMessageEnd"})
 TWIML_LIMIT = 4000
+_SUBRESOURCES = tuple(
+    (name, name.title().replace("_", "") + ".json")
+    for name in ("notifications", "recordings", "payments", "events", "siprec", "streams",
+                 "user_defined_message_subscriptions", "user_defined_messages")
+)
 
 
 class ApiError(Exception):
@@ -127,7 +132,10 @@ class SimulatedApi:
         self._next_slot = 0.0
         self._attempts: dict[str, int] = {}
         self._bucket = (0.0, 0.0)  # (tokens, at) for request_rate
+        self._accepted: dict[str, str] = {}  # Authorization headers already checked
         self._active: set[asyncio.Task[None]] = set()
+        self.live = 0  # calls created and not yet ended (queued ones included)
+        self.peak_live = 0  # the most at once: what a campaign's concurrency cap bounds
         self._idle: asyncio.Event | None = None
         self.listeners: list[Callable[[SimCall], Any]] = []
 
@@ -227,6 +235,8 @@ class SimulatedApi:
         raise ApiError(405, 20004, f"Method {method} not allowed")
 
     def _authenticate(self, account_sid: str, authorization: str | None) -> None:
+        if authorization is not None and self._accepted.get(authorization) == account_sid:
+            return  # a client sends the same header every time: decode and compare it once
         user, password = _basic(authorization)
         if user == self.account_sid:
             ok = hmac.compare_digest(password.encode(), self._token.encode())
@@ -236,6 +246,10 @@ class SimulatedApi:
             ok = False
         if not ok or account_sid != self.account_sid:
             raise ApiError(401, 20003, "Authentication Error - invalid username")
+        if authorization is not None:
+            if len(self._accepted) >= 64:
+                self._accepted.clear()
+            self._accepted[authorization] = account_sid
 
     def _rate_limit(self) -> None:
         if self.request_rate is None:
@@ -294,6 +308,10 @@ class SimulatedApi:
         if mode and mode not in _AMD_MODES:
             raise ApiError(400, 21234, f"MachineDetection must be Enable or DetectMessageEnd, "
                            f"not {mode!r}")
+        for name in ("MachineDetectionTimeout", "MachineDetectionSpeechThreshold",
+                     "MachineDetectionSpeechEndThreshold", "MachineDetectionSilenceTimeout"):
+            if one(name) and not one(name).isdigit():
+                raise ApiError(400, 21234, f"{name} must be a whole number, not {one(name)!r}")
         timeout = one("Timeout")
         if timeout and (not timeout.isdigit() or not 1 <= int(timeout) <= 600):
             raise ApiError(400, 21208, f"Timeout must be a number of seconds 1-600, "
@@ -317,11 +335,14 @@ class SimulatedApi:
         call = SimCall(
             sid=new_sid("CA"), account_sid=self.account_sid, to=to, from_=from_, form=form,
             created=now, updated=now, queue_time_ms=int(delay * 1000), attempt=attempt,
+            created_at=time.monotonic(),
         )
         self.calls[call.sid] = call
         task = loop.create_task(self._run(call, delay))
         self._active.add(task)
-        task.add_done_callback(self._active.discard)
+        self.live += 1
+        self.peak_live = max(self.peak_live, self.live)
+        task.add_done_callback(self._task_done)
         call.task = task
         return call
 
@@ -341,6 +362,10 @@ class SimulatedApi:
             start_delay=delay, speed=self.speed, max_requests=self.max_requests,
             on_end=self._ended, record=self.record_events,
         )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self.live -= 1
 
     def _ended(self, call: SimCall) -> None:
         for listener in self.listeners:
@@ -423,12 +448,7 @@ class SimulatedApi:
             "trunk_sid": None,
             "annotation": None,
             "uri": f"{uri}.json",
-            "subresource_uris": {
-                name: f"{uri}/{name.title().replace('_', '')}.json"
-                for name in ("notifications", "recordings", "payments", "events", "siprec",
-                             "streams", "user_defined_message_subscriptions",
-                             "user_defined_messages")
-            },
+            "subresource_uris": {name: f"{uri}/{tail}" for name, tail in _SUBRESOURCES},
         }
 
     # --- ASGI -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from simulator.callees import CalleeModel, parse_callee, parse_ratios
 from simulator.caller import Answer, Press, Speak, Timeout
 from simulator.dialout import SimCall
+from simulator.model import ErrorEvent
 
 __all__ = ["add_api_parser", "serve_api"]
 
@@ -142,8 +143,10 @@ async def serve_api(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def show(call: SimCall) -> None:
         who = f" {call.answered_by}" if call.answered_by else ""
+        codes = sorted({str(event.code) for event in call.events if isinstance(event, ErrorEvent)})
+        errors = f" (Twilio errors {', '.join(codes)})" if codes else ""
         out.write(f"{call.sid} to {_mask(call.to)}: {call.status}{who} "
-                  f"{call.duration or 0}s\n")
+                  f"{call.duration or 0}s{errors}\n")
         out.flush()
 
     if not args.quiet:

@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
 from simulator.callees import Callee, answered_by
-from simulator.engine import Document, Engine, _End, _Next, parse_twiml
-from simulator.model import CallParams, Event, RequestEvent
+from simulator.engine import CallResult, Document, Engine, _End, _Next, parse_twiml
+from simulator.model import CallParams, EndEvent, Event, RequestEvent
 from simulator.transport import Session
 
-__all__ = ["INPUT_VERBS", "OutboundEngine", "SimCall", "Update", "run_outbound"]
+__all__ = [
+    "INPUT_VERBS", "OutboundEngine", "SimCall", "Update", "run_outbound", "run_outbound_call",
+]
 
 # Verbs where the far end is listened to for a while: AMD decides before one of them runs.
 INPUT_VERBS = frozenset({"Gather", "Record", "Dial", "Enqueue"})
@@ -36,8 +38,20 @@ TWIML_URL = "twiml:inline"
 AMD_TIMEOUT = 30.0
 
 
+_last_rfc2822: tuple[int, str] = (0, "")
+
+
 def rfc2822(moment: datetime | None) -> str | None:
-    return format_datetime(moment.astimezone(UTC), usegmt=True) if moment else None
+    """RFC 2822 in GMT, as Twilio's resources show dates; remembered for the last second
+    (a burst of creates formats the same second again and again)."""
+    global _last_rfc2822
+    if moment is None:
+        return None
+    second = int(moment.timestamp())
+    if _last_rfc2822[0] != second:
+        _last_rfc2822 = (second, format_datetime(moment.astimezone(UTC).replace(microsecond=0),
+                                                 usegmt=True))
+    return _last_rfc2822[1]
 
 
 @dataclass
@@ -62,6 +76,7 @@ class SimCall:
     form: dict[str, list[str]]
     created: datetime
     queue_time_ms: int = 0
+    created_at: float = 0.0  # time.monotonic() at create: lets a test check a caller's rate
     status: str = "queued"
     answered_by: str | None = None
     start_time: datetime | None = None
@@ -163,6 +178,9 @@ class OutboundEngine(Engine):
     async def _callback(self, method: str, url: str, params: dict[str, str]) -> None:
         result = await self.session.fetch(method.upper(), self.session.transport.absolute(url),
                                           params)
+        for exchange in result.exchanges:
+            self.emit(RequestEvent(exchange.method, exchange.url, exchange.params,
+                                   exchange.status, exchange.elapsed_ms))
         if self.record:
             self.call.callbacks.append({**params, "_event": "amd", "_url": url,
                                         "_status": str(result.status)})
@@ -179,11 +197,7 @@ class OutboundEngine(Engine):
         inline = self._inline.get(url)
         if inline is None:
             return await super()._load(method, url, params)
-        try:
-            return Document(parse_twiml(inline), self.url)
-        except Exception:  # validated when the update was accepted; an engine error otherwise
-            root = ET.Element("Response")
-            return Document(root, self.url)
+        return Document(parse_twiml(inline), self.url)  # the API validated it when accepted
 
     async def _status_callback(self, event_name: str, status: str) -> None:
         before = len(self.events)
@@ -234,12 +248,13 @@ async def run_outbound(
     max_requests: int = 100,
     on_end: Callable[[SimCall], Any] | None = None,
     record: bool = True,
+    start_time: datetime | None = None,
 ) -> None:
     """Play ``call`` to its end with the far end ``callee()`` picks; never raises (a crash,
     the simulator's own or the callee model's, is recorded as a ``failed`` call)."""
     try:
         await _play(call, session=session, callee=callee(), start_delay=start_delay, speed=speed,
-                    max_requests=max_requests, record=record)
+                    max_requests=max_requests, record=record, start_time=start_time)
     except asyncio.CancelledError:
         call.set_status("canceled" if call.start_time is None else "completed")
         raise
@@ -255,7 +270,7 @@ async def run_outbound(
 
 async def _play(
     call: SimCall, *, session: Session, callee: Callee, start_delay: float, speed: float,
-    max_requests: int, record: bool,
+    max_requests: int, record: bool, start_time: datetime | None,
 ) -> None:
     call.callee = callee
     events = set(call.values("StatusCallbackEvent")) or {"completed"}
@@ -275,7 +290,7 @@ async def _play(
         status_callback=call.value("StatusCallback") or None,
         status_callback_method=call.value("StatusCallbackMethod", "POST"),
         status_callback_events=events, max_requests=max_requests,
-        listeners=[call.events.append] if record else (),
+        listeners=[call.events.append] if record else (), start_time=start_time,
     )
     if url == TWIML_URL:
         engine._inline[TWIML_URL] = call.value("Twiml").encode()
@@ -305,6 +320,7 @@ async def _play(
         call.duration = 0
         call.set_status(outcome)
         await engine._status_callback("completed", outcome)
+        engine.emit(EndEvent(outcome, 0, outcome))
         return
 
     call.start_time = datetime.now(UTC)
@@ -336,8 +352,39 @@ async def _cancel(call: SimCall, engine: OutboundEngine) -> None:
     call.duration = 0
     call.set_status("canceled")
     await engine._status_callback("completed", "canceled")
+    engine.emit(EndEvent("canceled", 0, "api-update"))
 
 
 def _cancelled(call: SimCall) -> bool:
     update = call.pending
     return update is not None and update.status is not None
+
+
+async def run_outbound_call(
+    url: str,
+    callee: Callee,
+    *,
+    session: Session,
+    params: CallParams,
+    fields: Mapping[str, str | list[str]] | None = None,
+    max_requests: int = 100,
+    start_time: datetime | None = None,
+) -> tuple[SimCall, CallResult]:
+    """One outbound call to ``url`` without the API around it (scenario files use this):
+    ``fields`` are the Calls API create fields (``MachineDetection``, ``StatusCallback``...)."""
+    form: dict[str, list[str]] = {"Url": [url], "To": [params.to], "From": [params.from_]}
+    for name, value in (fields or {}).items():
+        form[name] = list(value) if isinstance(value, list) else [value]
+    now = datetime.now(UTC)
+    call = SimCall(sid=params.call_sid, account_sid=params.account_sid, to=params.to,
+                   from_=params.from_, form=form, created=now, updated=now)
+    await run_outbound(call, session=session, callee=lambda: callee, start_delay=0.0,
+                       speed=0.0, max_requests=max_requests, start_time=start_time)
+    if call.error is not None:
+        raise RuntimeError(f"outbound call {call.sid} crashed: {call.error}")
+    end = call.events[-1] if call.events and isinstance(call.events[-1], EndEvent) else None
+    result = CallResult(
+        call.events, end.status if end else call.status, end.duration if end else 0,
+        end.reason if end else call.status, call.sid,
+    )
+    return call, result

@@ -15,6 +15,15 @@
           state: voicemail                    # some request had ?state=voicemail
           ended: completed                    # or {status: completed, reason: hangup}
           errors: []                          # Twilio error codes expected (default: none)
+      - name: a machine gets the message      # an outbound call, as the Calls API places it
+        outbound:
+          answer: machine                     # human (default), machine, fax, unknown, an
+                                              # AnsweredBy, busy, no-answer or failed
+          machine_detection: DetectMessageEnd # optional; also async_amd_callback: /amd,
+                                              # greeting, ring, timeout (seconds)
+        expect:
+          answered_by: machine_end_beep       # some request carried this AnsweredBy
+          heard: ["after the beep"]
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml  # type: ignore[import-untyped]
 
+from simulator.callees import ANSWERED_BY, OUTCOMES, Callee
 from simulator.caller import (
     Answer,
     DialOutcome,
@@ -38,6 +48,7 @@ from simulator.caller import (
     Speak,
     Timeout,
 )
+from simulator.dialout import run_outbound_call
 from simulator.engine import CallResult
 from simulator.model import CallParams
 from simulator.phone import parse_start, run_call
@@ -45,6 +56,7 @@ from simulator.transport import Transport
 
 __all__ = [
     "Expectation",
+    "Outbound",
     "Scenario",
     "ScenarioError",
     "ScenarioFile",
@@ -71,6 +83,25 @@ class Expectation:
     status: str | None = None
     reason: str | None = None
     errors: list[int | str] = field(default_factory=list)
+    answered_by: str | None = None
+
+
+@dataclass
+class Outbound:
+    """A scenario's ``outbound:`` block: the call is placed as the Calls API would place it
+    (``Direction=outbound-api``, ringing, answering machine detection), answered by ``answer``
+    who does the scenario's steps."""
+
+    answer: str = "human"
+    fields: dict[str, str] = field(default_factory=dict)
+    ring: float = 4.0
+    greeting: float = 12.0
+
+    def callee(self, steps: list[Answer]) -> Callee:
+        outcome, who = (self.answer, "human") if self.answer in OUTCOMES else ("answered",
+                                                                                self.answer)
+        return Callee(outcome=outcome, who=who, ring_seconds=self.ring, steps=tuple(steps),
+                      greeting_seconds=self.greeting)
 
 
 @dataclass
@@ -148,7 +179,7 @@ def _expectation(data: Any, where: str) -> Expectation:
     if not isinstance(data, dict):
         raise ScenarioError(f"{where}: 'expect' must be a mapping (heard, reached, ended...)")
     known = {"heard", "not_heard", "reached", "state", "states", "ended", "status", "reason",
-             "errors"}
+             "errors", "answered_by"}
     unknown = set(data) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown expectation {sorted(unknown)}; use "
@@ -165,6 +196,7 @@ def _expectation(data: Any, where: str) -> Expectation:
         states=_strings(data.get("state")) + _strings(data.get("states")),
         status=status, reason=reason,
         errors=[int(c) if str(c).isdigit() else str(c) for c in data.get("errors") or []],
+        answered_by=None if data.get("answered_by") is None else str(data["answered_by"]),
     )
 
 
@@ -173,8 +205,43 @@ _CALL_OPTIONS = {"from": "from_", "to": "to", "method": "method", "auth_token": 
                  "status_callback": "status_callback"}
 
 
+_OUTBOUND_KEYS = {"answer", "machine_detection", "async_amd_callback", "ring", "greeting",
+                  "timeout"}
+
+
+def _outbound(data: Any, where: str) -> Outbound:
+    if data is None or data is True:
+        data = {}
+    if not isinstance(data, dict) or set(data) - _OUTBOUND_KEYS:
+        raise ScenarioError(f"{where}: 'outbound' is a mapping of "
+                            f"{', '.join(sorted(_OUTBOUND_KEYS))}; got {data!r}")
+    answer = str(data.get("answer", "human"))
+    if answer not in ANSWERED_BY | OUTCOMES - {"answered"}:
+        raise ScenarioError(f"{where}: outbound answer {answer!r}: use one of "
+                            f"{', '.join(sorted(ANSWERED_BY | OUTCOMES - {'answered'}))}")
+    fields: dict[str, str] = {}
+    if data.get("machine_detection") is not None:
+        mode = str(data["machine_detection"])
+        if mode not in ("Enable", "DetectMessageEnd"):
+            raise ScenarioError(f"{where}: machine_detection {mode!r}: use Enable or "
+                                "DetectMessageEnd")
+        fields["MachineDetection"] = mode
+    if data.get("async_amd_callback") is not None:
+        fields.update(AsyncAmd="true", AsyncAmdStatusCallback=str(data["async_amd_callback"]))
+        fields.setdefault("MachineDetection", "DetectMessageEnd")
+    try:
+        if data.get("timeout") is not None:
+            fields["Timeout"] = str(int(data["timeout"]))
+        return Outbound(answer, fields, float(data.get("ring", 4.0)),
+                        float(data.get("greeting", 12.0)))
+    except (TypeError, ValueError):
+        raise ScenarioError(f"{where}: outbound ring, greeting and timeout are seconds") from None
+
+
 def _options(data: dict[str, Any], where: str) -> dict[str, Any]:
     options = {ours: data[key] for key, ours in _CALL_OPTIONS.items() if key in data}
+    if "outbound" in data:
+        options["outbound"] = _outbound(data["outbound"], where)
     if data.get("start") is not None:
         try:
             options["start_time"] = parse_start(data["start"], f"{where}: start")
@@ -231,6 +298,11 @@ def check(expect: Expectation, result: CallResult) -> list[str]:
         failures.append(f"expected the call to end {expect.status!r}, it ended {result.status!r}")
     if expect.reason is not None and result.reason != expect.reason:
         failures.append(f"expected end reason {expect.reason!r}, got {result.reason!r}")
+    if expect.answered_by is not None:
+        told = [r.params["AnsweredBy"] for r in result.requests if "AnsweredBy" in r.params]
+        if expect.answered_by not in told:
+            failures.append(f"expected AnsweredBy={expect.answered_by!r}; requests carried "
+                            f"{sorted(set(told)) or 'none'}")
     codes = [e.code for e in result.errors]
     if sorted(map(str, codes)) != sorted(map(str, expect.errors)):
         got = "; ".join(f"{e.code}: {e.message}" for e in result.errors) or "none"
@@ -273,8 +345,13 @@ async def run_scenarios(
                                     "pass --url")
             params = CallParams(from_=options.pop("from_", "+15005550006"),
                                 to=options.pop("to", "+15005550001"))
-            result = await run_call(target, scenario.steps, transport=transport, params=params,
-                                    **options)
+            outbound: Outbound | None = options.pop("outbound", None)
+            if outbound is not None:
+                result = await _place_outbound(target, scenario.steps, outbound, transport,
+                                               params, options)
+            else:
+                result = await run_call(target, scenario.steps, transport=transport,
+                                        params=params, **options)
             failures = check(scenario.expect, result)
             if on_result:
                 on_result(scenario, result)
@@ -296,3 +373,21 @@ async def run_scenarios(
         out.write(f"\n{len(report.passed)} passed, {len(report.failed)} failed of {total} "
                   "scenarios\n")
     return report
+
+
+async def _place_outbound(
+    url: str, steps: list[Answer], outbound: Outbound, transport: Transport,
+    params: CallParams, options: dict[str, Any],
+) -> CallResult:
+    fields: dict[str, str | list[str]] = dict(outbound.fields)
+    if options.get("status_callback"):
+        fields["StatusCallback"] = str(options["status_callback"])
+    if options.get("fallback_url"):
+        fields["FallbackUrl"] = str(options["fallback_url"])
+    if options.get("method"):
+        fields["Method"] = str(options["method"])
+    _, result = await run_outbound_call(
+        url, outbound.callee(steps), session=transport.session(), params=params, fields=fields,
+        max_requests=int(options.get("max_requests", 100)), start_time=options.get("start_time"),
+    )
+    return result

@@ -82,7 +82,7 @@ class InProcessHttpClient(HttpClient):  # type: ignore[misc]
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if api.loop is None and running is not None:
+        if running is not None and (api.loop is None or api.loop.is_closed()):
             api.bind(running)
         if api.loop is None or running is api.loop:
             status, body = api.handle(method, path, form, authorization)

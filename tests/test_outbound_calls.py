@@ -293,3 +293,25 @@ async def test_a_row_that_cannot_be_stored_cancels_the_call(database_url, twilio
         ended = await twilio_api.wait(sid)
         assert ended.callbacks[-1]["CallStatus"] == "canceled"  # Twilio's last word
         assert ended.start_time is None  # never answered: nobody heard a flow without data
+
+
+async def test_place_call_without_a_store_opens_the_servers_database_beside_it(
+    database_url, twilio_api, monkeypatch
+):
+    """As another process would: on SQLite the placed row is inserted beside the server
+    that owns the file, on PostgreSQL through a store of its own."""
+    twilio_api.callees = CalleeModel(numbers={PATIENT: Callee(steps=(Press("1"),))})
+    monkeypatch.setenv("IVRKIT_DATABASE_URL", database_url)
+    monkeypatch.setenv("IVRKIT_PUBLIC_URL", BASE)
+    async with reminder_line(database_url, twilio_api) as app:
+        sid = await place_call(
+            AppointmentReminder,
+            to=PATIENT,
+            from_=CLINIC,
+            data={"appointment": WHEN, "patient": "p-18"},
+            client=twilio_client(twilio_api),
+        )
+        await twilio_api.wait(sid)
+        assert said(twilio_api, sid)[0] == f"Hello, this is Acme Dental reminding you of {WHEN}."
+        outcome = await call_outcome(app.state.ivr.store, sid)
+        assert (outcome.status, outcome.data["patient"]) == ("completed", "p-18")

@@ -144,3 +144,19 @@ async def test_many_placed_calls_racing_their_rows_each_start_with_their_own_dat
         answers = await asyncio.gather(*webhooks)
         for index, answer in enumerate(answers):
             assert answer.said()[0] == f"Hello, this is Acme Dental reminding you of day {index}."
+
+
+async def test_a_store_read_failing_while_waiting_for_the_row_still_answers(serve, monkeypatch):
+    async with serve([AppointmentReminder]) as (app, client):
+        store = app.state.ivr.store
+
+        async def broken_load(call_sid):
+            raise ConnectionError("the database went away for a moment")
+
+        monkeypatch.setattr(store, "load", broken_load)
+        call = phone(client, "appointment_reminder")
+        first = await call.post(f"{BASE}/voice/appointment_reminder?placed=1")
+        # The wait gives up at once; the webhook goes on and the flow starts without data.
+        assert first.said()[0].startswith("Hello, this is Acme Dental reminding you of your")
+        monkeypatch.undo()
+        assert (await store.load(call.sid)).step == 1

@@ -291,3 +291,24 @@ def test_answered_by_states_count_as_reachable_and_inline_states_work():
 
     assert not [f for f in Survey.findings() if f.code == "IVR006"]
     assert "(answered_by fax)" in Survey.states()
+
+
+def test_the_graph_draws_who_answered_from_the_first_state():
+    from ivrkit import graph
+
+    drawn = graph.render(graph.build_graph([AppointmentReminder]), "mermaid", name="r").decode()
+    assert 'reminder -.->|"answered by machine"| leave_message' in drawn
+
+
+async def test_a_repeated_amd_callback_moves_the_call_once(serve):
+    async with serve([AppointmentReminder], twilio_client=unreachable_client()) as (app, client):
+        call = outbound_call(client)
+        await prepare(app, call, appointment=WHEN)
+        await call.post(placed(call, amd="async"))
+        amd_url = f"{BASE}/voice/appointment_reminder/amd"
+        for _ in range(2):
+            assert (await call.post(amd_url, AnsweredBy="machine_end_beep")).status == 204
+        row = await app.state.ivr.store.load(call.sid)
+        assert (row.state, row.step) == ("leave_message>hangup", 2)  # moved once, not twice
+        kinds = [e.kind for e in await app.state.ivr.store.call_events(call.sid)]
+        assert kinds == ["placed", "start", "amd", "amd"]

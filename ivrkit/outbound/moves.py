@@ -15,9 +15,10 @@ moved there in two steps:
    action URL of the step just handled, which the app answers, as it answers any retry,
    with that stored TwiML.
 
-A call already ended, already in the target state, or not started yet is not moved (the
-verdict is kept in ``call.data["answered_by"]``; a call not started yet then starts in
-the target state on its first webhook). If the redirect fails (the call hung up
+A call already ended, already in the target state, already given a verdict (a repeated
+callback), or not started yet is not moved (the verdict is kept in
+``call.data["answered_by"]``; a call not started yet then starts in the target state on
+its first webhook). If the redirect fails (the call hung up
 meanwhile), that is logged and the callback still gets its 204.
 """
 
@@ -33,6 +34,7 @@ from twilio.rest import Client
 
 from ivrkit.fields import shown
 from ivrkit.outbound import amd
+from ivrkit.outbound.place import is_async
 from ivrkit.records import utcnow
 from ivrkit.store import CallDataError
 from ivrkit.store.contract import FINAL_STATUSES, call_of_flow
@@ -90,11 +92,13 @@ class AmdCallbacks:
                 if record is None or not call_of_flow(record, flow.name):
                     log.info("call %s: AMD callback for an unknown call of %s", sid, flow.name)
                     return NO_CONTENT
+                known = record.data.get(amd.DATA_KEY)
                 record.data[amd.DATA_KEY] = answered_by
                 record.updated_at = utcnow()
                 route = amd.route(flow, answered_by)
                 movable = (
                     route is not None
+                    and known is None  # a verdict applied already (a repeated callback)
                     and record.step > 0
                     and record.status not in FINAL_STATUSES
                     and not (record.flow == flow.name and record.state == route[1])
@@ -140,7 +144,10 @@ class AmdCallbacks:
     async def _redirect(self, sid: str, url: str) -> None:
         try:
             client = self.client()
-            await asyncio.to_thread(_update, client, sid, url)
+            if is_async(client):
+                await client.calls(sid).update_async(url=url, method="POST")
+            else:
+                await asyncio.to_thread(_update, client, sid, url)
         except Exception as error:
             log.warning(
                 "call %s: a machine answered, but redirecting the call failed (%s: %s); "

@@ -154,10 +154,24 @@ async def place_call(
     if store is not None:
         return await _shielded(_place(flow, client, store, params, values))
     assert settings is not None
-    own = placing_store(settings.database_url)
+    return await _shielded(
+        _place_with_own_store(settings.database_url, flow, client, params, values)
+    )
+
+
+async def _place_with_own_store(
+    database_url: str,
+    flow: type[Flow],
+    client: Client,
+    params: dict[str, Any],
+    data: dict[str, Any],
+) -> str:
+    """Open a store, place, close: all shielded together, so a cancelled caller cannot
+    close the store under a placement still storing its row."""
+    own = placing_store(database_url)
     await own.open()
     try:
-        return await _shielded(_place(flow, client, own, params, values))
+        return await _place(flow, client, own, params, data)
     finally:
         await own.close()
 
@@ -271,9 +285,17 @@ def placed_record(
 
 
 async def create_call(client: Client, params: dict[str, Any]) -> PlacedCall:
-    """``client.calls.create(**params)`` in a worker thread, errors made typed and clear."""
+    """``client.calls.create(**params)``, errors made typed and clear.
+
+    A client with an asynchronous HTTP client (``http_client.is_async``: twilio's aiohttp
+    one, or the simulator's in-process one) is awaited on the loop; any other blocks, so
+    it runs in a worker thread (the default executor's few threads bound how many
+    requests are in flight at once)."""
     try:
-        call = await asyncio.to_thread(client.calls.create, **params)
+        if is_async(client):
+            call = await client.calls.create_async(**params)
+        else:
+            call = await asyncio.to_thread(client.calls.create, **params)
     except TwilioRestException as error:
         raise api_error(error, to=params.get("to", ""), from_=params.get("from_", "")) from None
     except Exception as error:  # the library's HTTP layer: connection refused, timeout...
@@ -324,10 +346,18 @@ def api_error(error: TwilioRestException, *, to: str, from_: str) -> PlaceCallEr
     )
 
 
+def is_async(client: Client) -> bool:
+    """Whether the client's requests are awaited (twilio's ``*_async`` methods)."""
+    return bool(getattr(client.http_client, "is_async", False))
+
+
 async def _cancel(client: Client, call_sid: str) -> bool:
     """Best effort: cancel a queued or ringing call (an answered one is completed)."""
     try:
-        await asyncio.to_thread(client.calls(call_sid).update, status="canceled")
+        if is_async(client):
+            await client.calls(call_sid).update_async(status="canceled")
+        else:
+            await asyncio.to_thread(client.calls(call_sid).update, status="canceled")
     except Exception as error:
         log.error("call %s: could not cancel it (%s)", call_sid, type(error).__name__)
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from simulator.callees import Callee, CalleeModel, parse_callee, parse_ratios
 from simulator.caller import HangUp, Press, Speak, Timeout
 from simulator.cli import main
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from simulator.scenario import ScenarioError, load_scenarios, run_scenarios
 from simulator.twilio_client import twilio_client
 
 pytest_plugins = ["pytester"]
@@ -151,6 +153,7 @@ async def test_auth_failures_answer_401_20003(twilio_api: SimulatedApi) -> None:
         ({"method": "PUT"}, 400, 21200, "Method must be GET or POST"),
         ({"status_callback_event": ["ringing", "hungup"]}, 400, 21200, "hungup"),
         ({"machine_detection": "Yes"}, 400, 21234, "MachineDetection"),
+        ({"machine_detection_timeout": "soon"}, 400, 21234, "MachineDetectionTimeout"),
         ({"timeout": 601}, 400, 21208, "Timeout"),
         ({"send_digits": "12x"}, 400, 21206, "SendDigits"),
         ({"url": None, "twiml": "<Response><Say>hi</Response>"}, 400, 12100, "Twiml"),
@@ -269,7 +272,7 @@ def voicemail_app(make_app: Callable[..., TwimlApp], client: list[Any]) -> Twiml
     through the API, as an app using AsyncAmd would."""
 
     async def amd(seen: Seen) -> str:
-        if seen.params["AnsweredBy"].startswith("machine"):
+        if client and seen.params["AnsweredBy"].startswith("machine"):
             await asyncio.to_thread(client[0].calls(seen.params["CallSid"]).update,
                                     url="http://testserver/drop")
         return ""
@@ -410,11 +413,16 @@ async def test_calls_beyond_the_cps_wait_queued_and_can_be_canceled(
     assert second.status == "queued"
     canceled = client.calls(second.sid).update(status="canceled")
     assert canceled.status == "queued"  # takes effect when the call next looks
+    assert twilio_api.live == twilio_api.peak_live == 2
+    assert first.sid in twilio_api.calls
+    assert twilio_api.calls[second.sid].created_at >= twilio_api.calls[first.sid].created_at
     ended = await twilio_api.wait(second.sid)
     assert ended.status == "canceled"
     assert ended.callbacks[-1]["CallStatus"] == "canceled"
     assert [c["_event"] for c in ended.callbacks] == ["completed"]
     assert (await twilio_api.wait(first.sid)).status == "completed"
+    await twilio_api.wait_idle()
+    assert (twilio_api.live, twilio_api.peak_live) == (0, 2)
 
 
 # --- failure paths ----------------------------------------------------------------------------
@@ -468,6 +476,7 @@ async def test_a_crashing_call_is_recorded_failed_and_released(
     assert fine.status == "completed"
     await twilio_api.wait_idle()
     assert not twilio_api._active
+    assert twilio_api.live == 0
 
 
 async def test_closing_the_api_cancels_calls_still_ringing(
@@ -487,6 +496,7 @@ async def test_closing_the_api_cancels_calls_still_ringing(
     assert call.done.is_set()
     assert call.status == "canceled"
     assert not api._active
+    assert api.live == 0
     assert "/voice" not in app.paths()
 
 
@@ -555,11 +565,16 @@ def test_ivrkit_sim_api_serves_calls(
         lines = [process.stdout.readline()]
         second = client.calls.create(to=TO, from_=FROM, url=f"{site.url}/voice")
         lines.append(process.stdout.readline())
+        third = client.calls.create(to="+15550100003", from_=FROM,
+                                    url=f"http://127.0.0.1:{free_port()}/voice")
+        lines.append(process.stdout.readline())
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=10)
     assert lines[0].startswith(f"{first.sid} to ********0001: completed")
     assert lines[1].startswith(f"{second.sid} to ********0001: busy")
+    assert lines[2].startswith(f"{third.sid} to ********0003: completed")
+    assert lines[2].endswith("(Twilio errors 11205)\n")  # nothing listens on its Url
     assert app.paths() == ["/voice", "/confirm"]
     assert TEST_AUTH_TOKEN not in errors
     assert "Traceback" not in errors
@@ -617,3 +632,79 @@ def test_readme_simulated_api_example_passes_as_a_test_file(pytester: pytest.Pyt
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=1)
+
+
+async def test_long_runs_can_skip_recording_events(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = reminder_app(make_app)
+    twilio_api.record_events = False
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(Press("1"),))})
+    ended = await place(twilio_api, app)
+    assert ended.status == "completed"
+    assert ended.duration is not None
+    assert ended.duration > 0
+    assert (ended.events, ended.callbacks) == ([], [])
+    assert app.paths() == ["/status", "/status", "/status", "/voice", "/confirm", "/status"]
+
+
+# --- scenario files -------------------------------------------------------------------------------
+
+OUTBOUND_SCENARIOS = """
+url: /voice
+auth_token: %s
+status_callback: /status
+scenarios:
+  - name: a person confirms
+    outbound: {machine_detection: Enable}
+    steps: [{press: "1"}]
+    expect: {heard: ["Confirmed."], answered_by: human, ended: completed}
+  - name: a machine gets the message after the beep
+    outbound: {answer: machine, machine_detection: DetectMessageEnd}
+    expect: {heard: ["after the beep"], not_heard: ["Press 1"], answered_by: machine_end_beep}
+  - name: async detection tells the callback
+    outbound: {answer: machine, async_amd_callback: /amd, greeting: 5}
+    expect: {reached: ["/amd"], answered_by: machine_end_beep}
+  - name: busy never reaches the flow
+    outbound: {answer: busy}
+    expect: {ended: busy, not_heard: ["reminder"]}
+  - name: wrong on purpose
+    outbound: {answer: fax, machine_detection: Enable}
+    expect: {answered_by: human}
+"""
+
+
+async def test_scenario_files_describe_outbound_calls(
+    make_app: Callable[..., TwimlApp], tmp_path: Path
+) -> None:
+    app = voicemail_app(make_app, [])
+    path = tmp_path / "outbound.yaml"
+    path.write_text(OUTBOUND_SCENARIOS % TEST_AUTH_TOKEN)
+    out = io.StringIO()
+    report = await run_scenarios(load_scenarios(path), app=app, out=out)
+    assert report.passed == [
+        "a person confirms", "a machine gets the message after the beep",
+        "async detection tells the callback", "busy never reaches the flow",
+    ], out.getvalue()
+    assert report.failed == {"wrong on purpose": [
+        "expected AnsweredBy='human'; requests carried ['fax']"]}
+    voices = [s for s in app.seen if s.path == "/voice"]
+    assert {s.params["Direction"] for s in voices} == {"outbound-api"}
+    statuses = [s.params["CallStatus"] for s in app.seen if s.path == "/status"]
+    assert statuses == ["completed", "completed", "completed", "busy", "completed"]
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ("{answer: robot}", "outbound answer 'robot'"),
+        ("{machine_detection: Maybe}", "machine_detection 'Maybe'"),
+        ("{ring: soon}", "are seconds"),
+        ("{callee: human}", "'outbound' is a mapping"),
+    ],
+)
+def test_bad_outbound_blocks_name_the_fix(tmp_path: Path, block: str, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"url: /voice\nscenarios:\n  - name: x\n    outbound: {block}\n")
+    with pytest.raises(ScenarioError, match=re.escape(words)):
+        load_scenarios(path)

@@ -37,6 +37,8 @@ from ivrkit.outbound.rate import SharedRate
 
 log = logging.getLogger("ivrkit.campaign")
 
+PLACED_RETRIES = (0.2, 1.0, 3.0)
+"""Pauses between tries to record a placed call's CallSid."""
 RETRYABLE = frozenset({"busy", "no-answer", "failed", "machine"})
 """Outcomes retried by default: nobody was reached."""
 
@@ -142,6 +144,7 @@ class Campaign:
         # could exist that the store knows nothing of.
         self._requesting: set[asyncio.Task[None]] = set()
         self._stop_reason: str | None = None
+        self._shown = 0.0
 
     async def load(self, contacts: Iterable[Contact]) -> bool:
         """Create the campaign with these contacts, or find it to resume; True if created."""
@@ -248,8 +251,14 @@ class Campaign:
         return "stopped" if self._tasks or self._stopping else "finished"
 
     async def _show(self) -> None:
-        if self.progress is not None and self.campaign_id is not None:
-            self.progress.show(await self.store.counts(self.campaign_id))
+        # Counting is a scan of the campaign's contacts: a few times a second is plenty.
+        if self.progress is None or self.campaign_id is None:
+            return
+        now = time.monotonic()
+        if now - self._shown < 0.5:
+            return
+        self._shown = now
+        self.progress.show(await self.store.counts(self.campaign_id))
 
     async def _beat(self) -> None:
         assert self.runner is not None
@@ -357,7 +366,18 @@ class Campaign:
         except DialUnknown as error:
             await self._in_doubt(contact, attempt, error)
             return None
-        await self.store.placed(contact, attempt, runner, call_sid, time.time(), self.clock())
+        placed_at = time.time()
+        for pause in (*PLACED_RETRIES, None):
+            # The call exists: its CallSid is worth a few tries. If they all fail the
+            # contact stays "requesting" and ends "unknown", never called again.
+            try:
+                await self.store.placed(contact, attempt, runner, call_sid, placed_at, self.clock())
+                break
+            except Exception:
+                if pause is None:
+                    raise
+                log.warning("recording call %s failed; trying again", call_sid, exc_info=True)
+                await asyncio.sleep(pause)
         return call_sid
 
     async def _in_doubt(self, contact: Claimed, attempt: int, error: DialUnknown) -> None:

@@ -122,7 +122,9 @@ class CampaignStore:
     def from_url(cls, database_url: str) -> CampaignStore:
         url = normalise_url(database_url)
         if url.startswith("sqlite"):
-            engine = create_async_engine(url)
+            # One connection: the runner's own transactions queue here, in order, instead
+            # of sleeping in SQLite's busy handler against each other for the file's lock.
+            engine = create_async_engine(url, pool_size=1, max_overflow=0)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         elif url.startswith("postgresql"):
             engine = create_async_engine(url, pool_size=5, max_overflow=5)

@@ -1,6 +1,8 @@
 """Campaign tables: campaigns, their contacts and attempts, runners, the shared call rate.
 
 New tables only; nothing existing changes. See ``ivrkit.store.schema`` for why each exists.
+A table already there (a file whose tables were created from the metadata, with no
+revision recorded) is kept as it is, as r0002 does for the health table.
 
 Revision ID: r0003_campaign
 Revises: r0002
@@ -18,6 +20,24 @@ depends_on = None
 
 
 def upgrade() -> None:
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "ivrkit_campaigns" not in existing:
+        _campaigns()
+    if "ivrkit_campaign_contacts" not in existing:
+        _contacts()
+    if "ivrkit_campaign_attempts" not in existing:
+        _attempts()
+    if "ivrkit_campaign_runners" not in existing:
+        _runners()
+    if "ivrkit_call_rates" not in existing:
+        op.create_table(
+            "ivrkit_call_rates",
+            sa.Column("account", sa.String(64), primary_key=True),
+            sa.Column("next_at", sa.Float, nullable=False),
+        )
+
+
+def _campaigns() -> None:
     op.create_table(
         "ivrkit_campaigns",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -29,6 +49,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
     )
+
+
+def _contacts() -> None:
     op.create_table(
         "ivrkit_campaign_contacts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -54,6 +77,9 @@ def upgrade() -> None:
         "ivrkit_campaign_contacts",
         ["campaign_id", "state", "due_at"],
     )
+
+
+def _attempts() -> None:
     op.create_table(
         "ivrkit_campaign_attempts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -72,6 +98,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_ivrkit_campaign_attempts_contact", "ivrkit_campaign_attempts", ["contact_id"]
     )
+
+
+def _runners() -> None:
     op.create_table(
         "ivrkit_campaign_runners",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -81,11 +110,6 @@ def upgrade() -> None:
         sa.Column("state", sa.String(20), nullable=False),
         sa.Column("started_at", sa.DateTime, nullable=False),
         sa.Column("heartbeat_at", sa.DateTime, nullable=False),
-    )
-    op.create_table(
-        "ivrkit_call_rates",
-        sa.Column("account", sa.String(64), primary_key=True),
-        sa.Column("next_at", sa.Float, nullable=False),
     )
 
 

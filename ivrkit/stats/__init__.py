@@ -79,11 +79,17 @@ async def funnel(
     try:
         # Two connections: the database works on both halves at once (SQLite too: each
         # connection has its own thread, and a read of one does not wait for the other).
-        counted, timed = await asyncio.gather(counts(), times())
+        # A task group: when one half fails the other is cancelled, so neither outlives
+        # the report with a connection checked out.
+        async with asyncio.TaskGroup() as group:
+            counting = group.create_task(counts())
+            timing = group.create_task(times())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     finally:
         if owned:
             await engine.dispose()
-    return assemble(flow, since, until, counted, timed)
+    return assemble(flow, since, until, counting.result(), timing.result())
 
 
 def assemble(

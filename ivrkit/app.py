@@ -233,6 +233,9 @@ class IvrApp:
                 return Answer(twiml.apology("Sorry, this number is not in service.", None))
         else:
             flow = self._flow_or_404(name)
+        note = outcome.current()
+        if note is not None:  # routed by the number called: the URL named no flow
+            note.flow = flow.name
         return await self._in_time(self._start(flow, hook), hook, "call webhook", flow)
 
     async def action(self, scope: Scope, receive: Receive) -> Answer:

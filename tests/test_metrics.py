@@ -174,6 +174,11 @@ async def test_unknown_flow_names_are_other(serve: Any) -> None:
         url = f"{BASE}/voice/no_such_flow_{'9' * 12}"
         answer = await client.post(url, data=params, headers=signed_headers(url, params))
         assert answer.status_code == 404
+        # routed by the number called: counted for the flow that answers it
+        routed = {"CallSid": "CA" + "5" * 32, "From": "+14155550100", "To": "+15005550006"}
+        url = f"{BASE}/voice"
+        answer = await client.post(url, data=routed, headers=signed_headers(url, routed))
+        assert answer.status_code == 200
         text = (await client.get("/metrics")).text
     found = samples(text)
     assert (
@@ -188,6 +193,7 @@ async def test_unknown_flow_names_are_other(serve: Any) -> None:
         == 1
     )
     assert "no_such_flow" not in text
+    assert value(found, "ivrkit_calls_started_total", flow="support_line") == 1
     assert_no_personal_data(text, [])
 
 

@@ -86,6 +86,8 @@ class Target:
     name: str
     database: str | None  # None: the bare app
     workers: int = 1
+    metrics: bool = False  # ivrkit serve --metrics (values in files: the multiprocess mode)
+    log_level: str = "warning"  # "info" writes one access line per webhook
 
 
 @dataclass
@@ -289,8 +291,12 @@ def server_command(
         **os.environ,
         "TWILIO_AUTH_TOKEN": token,
         "IVRKIT_DATABASE_URL": database,
-        "IVRKIT_LOG_LEVEL": "warning",
+        "IVRKIT_LOG_LEVEL": target.log_level,
     }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if target.metrics:
+        command.append("--metrics")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / f"metrics-{port}")
     return command, env
 
 
@@ -355,6 +361,16 @@ def main() -> int:
         choices=["wrong-token", "flow-raises"],
         help="serve ivrkit broken on purpose: every ivrkit run must be reported INVALID",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also measure each ivrkit server with --metrics (the cost of metrics)",
+    )
+    parser.add_argument(
+        "--info-logs",
+        action="store_true",
+        help="also measure SQLite at log level info (one access line per webhook)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
@@ -375,6 +391,14 @@ def main() -> int:
     for workers in args.workers if args.postgres else []:
         suffix = f", {workers} workers" if workers > 1 else ""
         targets.append(Target(f"ivrkit, PostgreSQL{suffix}", args.postgres, workers))
+    if args.metrics:
+        targets += [
+            Target(f"{t.name}, metrics", t.database, t.workers, metrics=True)
+            for t in targets
+            if t.database
+        ]
+    if args.info_logs:
+        targets.append(Target("ivrkit, SQLite, info logs", "sqlite", log_level="info"))
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-bench-"))
     script = write_script(workdir)
     print(f"server logs: {workdir}")
@@ -419,8 +443,13 @@ def summarize(runs: dict[str, list[Run]], rounds: int) -> int:
                 f"p99 {medians[name]['p99']:.1f} ms"
             )
     for name in names[2:]:
-        if name in medians and sqlite:
+        if name in medians and sqlite and "PostgreSQL" in name:
             print(f"{name} / SQLite requests/s: {medians[name]['rps'] / sqlite['rps']:.2f}")
+    for name in names:
+        plain = name.removesuffix(", metrics").removesuffix(", info logs")
+        if name != plain and name in medians and plain in medians:
+            cost = 1 - medians[name]["rps"] / medians[plain]["rps"]
+            print(f"{name}: {cost:+.1%} requests/s cost against {plain} (goal: metrics <= 10 %)")
     print(
         "goals: SQLite >= 0.5 x bare with p99 < 25 ms; PostgreSQL >= 0.67 x SQLite "
         "with p99 < 40 ms on 2 workers"

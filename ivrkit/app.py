@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,8 +23,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ivrkit import logs, observers, outcome, twiml
 from ivrkit import nodes as n
-from ivrkit import twiml
 from ivrkit.call import Call
 from ivrkit.config import Settings
 from ivrkit.console import create_console
@@ -82,16 +83,39 @@ class Endpoint:
         *,
         twiml_answer: bool,
         throttle: LogThrottle | None = None,
+        kind: str = "",
     ) -> None:
         self.handler = handler
         self.methods = methods
         self.twiml_answer = twiml_answer
         self.throttle = throttle or LogThrottle(log)
+        self.kind = kind
+        """incoming, action, status, recording or hold: the access line's and metrics' label."""
+        self.metrics: Any = None
+        """An ``ivrkit.metrics.Metrics`` when metrics are on."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A note of what became of the webhook, for its access line and metrics, written
+        # after the answer is sent.
+        note = outcome.Note(scope.get("path_params", {}).get("flow", ""), self.kind)
+        token = outcome.open_note(note)
+        started = time.perf_counter()
+        try:
+            status = await self._answer(scope, receive, send)
+        finally:
+            outcome.close_note(token)
+        if status is None:
+            return
+        elapsed = time.perf_counter() - started
+        logs.access_line(note, scope["method"], _printable(scope["path"]), status, elapsed)
+        if self.metrics is not None:
+            self.metrics.webhook(note, elapsed)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> int | None:
         try:
             answer = await self.handler(scope, receive)
         except Refused as refusal:
+            outcome.mark("refused", str(refusal.status))
             self.throttle.log(
                 logging.WARNING,
                 ("refused", refusal.status, refusal.kind),
@@ -105,8 +129,9 @@ class Endpoint:
             )
             answer = Answer(f"{refusal.reason}\n", refusal.status, "text/plain; charset=utf-8")
         except ClientGone:
-            return
+            return None
         except Exception as error:
+            outcome.mark("fallback" if self.twiml_answer else "unavailable", "exception")
             self.throttle.failure(
                 "endpoint", error, "%s %s failed", scope["method"], _printable(scope["path"])
             )
@@ -121,6 +146,7 @@ class Endpoint:
             headers.append((b"content-type", answer.media_type.encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return answer.status
 
 
 class IvrApp:
@@ -150,11 +176,21 @@ class IvrApp:
         post, post_or_get = frozenset({"POST"}), frozenset({"POST", "GET"})
         throttle = self.throttle
         self.endpoints: dict[str, Endpoint] = {
-            "": Endpoint(self.incoming, post_or_get, twiml_answer=True, throttle=throttle),
-            "action": Endpoint(self.action, post, twiml_answer=True, throttle=throttle),
-            "status": Endpoint(self.status, post, twiml_answer=False, throttle=throttle),
-            "recording": Endpoint(self.recording, post, twiml_answer=False, throttle=throttle),
-            "hold": Endpoint(self.hold, post_or_get, twiml_answer=True, throttle=throttle),
+            "": Endpoint(
+                self.incoming, post_or_get, twiml_answer=True, throttle=throttle, kind="incoming"
+            ),
+            "action": Endpoint(
+                self.action, post, twiml_answer=True, throttle=throttle, kind="action"
+            ),
+            "status": Endpoint(
+                self.status, post, twiml_answer=False, throttle=throttle, kind="status"
+            ),
+            "recording": Endpoint(
+                self.recording, post, twiml_answer=False, throttle=throttle, kind="recording"
+            ),
+            "hold": Endpoint(
+                self.hold, post_or_get, twiml_answer=True, throttle=throttle, kind="hold"
+            ),
         }
 
     def match(self, path: str, method: str) -> tuple[Endpoint, dict[str, str]] | None:
@@ -178,9 +214,13 @@ class IvrApp:
             flow = self.registry.for_number(to)
             if flow is None:
                 log.warning("no flow answers %s; set number = ... on a flow", mask_number(to))
+                outcome.mark("fallback", "unrouted")
                 return Answer(twiml.apology("Sorry, this number is not in service.", None))
         else:
             flow = self._flow_or_404(name)
+        note = outcome.current()
+        if note is not None:  # routed by the number called: the URL named no flow
+            note.flow = flow.name
         return await self._in_time(self._start(flow, hook), hook, "call webhook", flow)
 
     async def action(self, scope: Scope, receive: Receive) -> Answer:
@@ -204,6 +244,7 @@ class IvrApp:
                 record = session.record
                 if record is None:
                     log.warning("call %s: callback for a call this app never started", sid)
+                    outcome.mark("fallback", "unknown_call")
                     return Answer(self._apology(flow))
                 if step != record.step or state != record.state:
                     return self._replay(session, record, hook, step, state)
@@ -213,6 +254,7 @@ class IvrApp:
                     )
                 except Exception:
                     log.exception("call %s: flow %s failed in state %s", sid, flow.name, state)
+                    outcome.mark("fallback", "flow_error")
                     answer = self._apology(self.registry.get(record.flow))
                     session.log(self._event(record, "error", hook, answer, state=state))
                     return Answer(answer)
@@ -233,9 +275,11 @@ class IvrApp:
                 log.debug("call %s: %s", sid, "; ".join(result.fired))
                 return Answer(result.twiml)
         except CallDataError as error:
+            outcome.mark("fallback", "call_data")
             self._data_mistake(sid, error, record)
             return Answer(self._apology(flow))
         except Exception as error:
+            outcome.mark("fallback", "storage")
             self.throttle.failure("storage", error, "call %s: storage failed", sid)
             return Answer(self._apology(flow))
 
@@ -266,6 +310,7 @@ class IvrApp:
             where = await self.store.record_status(update)
             other = None if where is not None else await self.store.load(sid)
         except Exception as error:
+            outcome.mark("unavailable", "storage")
             self.throttle.failure(
                 "storage", error, "call %s: storage failed on status callback", sid
             )
@@ -281,6 +326,7 @@ class IvrApp:
         if where is None:
             log.info("call %s: status callback for an unknown call", sid)
         elif update.final:
+            outcome.ended(call_status)
             log.info(
                 "call %s ended: %s after %ss in %s.%s",
                 sid,
@@ -330,6 +376,7 @@ class IvrApp:
                 record.updated_at = utcnow()
                 session.save(record, self._event(record, kind, hook, "", at=record.updated_at))
         except Exception as error:
+            outcome.mark("unavailable", "storage")
             self.throttle.failure(
                 "storage", error, "call %s: storage failed on %s callback", hook.call_sid, kind
             )
@@ -399,6 +446,7 @@ class IvrApp:
                     result = await self.runtime.begin(record, hook.params, hook.base_url)
                 except Exception:
                     log.exception("call %s: flow %s failed at its start", sid, flow.name)
+                    outcome.mark("fallback", "flow_error")
                     answer = self._apology(flow)
                     session.log(self._event(record, "error", hook, answer, state="(start)"))
                     return Answer(answer)
@@ -414,6 +462,7 @@ class IvrApp:
                         at=now,
                     ),
                 )
+                outcome.started()
                 log.info(
                     "call %s from %s started %s (version %s)",
                     sid,
@@ -425,9 +474,11 @@ class IvrApp:
         except CallTaken:
             raise
         except CallDataError as error:
+            outcome.mark("fallback", "call_data")
             self._data_mistake(sid, error, record)
             return Answer(self._apology(flow))
         except Exception as error:
+            outcome.mark("fallback", "storage")
             self.throttle.failure("storage", error, "call %s: storage failed at call start", sid)
             return Answer(self._apology(flow))
 
@@ -457,6 +508,7 @@ class IvrApp:
         self, session: Any, record: CallRecord, hook: Webhook, step: int, state: str
     ) -> Answer:
         """A webhook already handled (a retry) or out of date: repeat the last answer."""
+        outcome.mark("replayed")
         if step == record.step - 1 or step == 0:
             log.info("call %s: step %d handled already; repeating its answer", hook.call_sid, step)
         else:
@@ -488,6 +540,7 @@ class IvrApp:
         try:
             return await self.deadlines.run(work)
         except Expired:
+            outcome.mark("fallback" if flow is not None else "unavailable", "deadline")
             # Built only now: rendering the apology costs as much as the rest of a webhook.
             late = (
                 Answer(self._apology(flow))
@@ -604,7 +657,19 @@ def create_app(
     store = store or create_store(settings.database_url, pool_size=settings.db_pool_size)
     clock = clock or (lambda: datetime.now(UTC))
     trusts_time = settings.trust_simulated_time or settings.insecure_dev
-    ivr = IvrApp(flows, settings, store, following_simulated_time(clock) if trusts_time else clock)
+    metrics: Any = None
+    if settings.metrics:
+        # Imported only now: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import.
+        from ivrkit.metrics import Metrics, TimedStore
+
+        metrics = Metrics(flows)
+    app_store = store if metrics is None else cast(CallStore, TimedStore(store, metrics))
+    ivr = IvrApp(
+        flows, settings, app_store, following_simulated_time(clock) if trusts_time else clock
+    )
+    if metrics is not None:
+        for endpoint in ivr.endpoints.values():
+            endpoint.metrics = metrics
     if trusts_time:
         for endpoint in ivr.endpoints.values():
             endpoint.handler = with_simulated_time(endpoint.handler)
@@ -622,6 +687,8 @@ def create_app(
         nonlocal running
         if running == 0:
             await store.open()
+            if metrics is not None:
+                observers.add(metrics)
             log.info(
                 "ready: %d flow(s) (%s), %s store, webhook deadline %s s",
                 len(ivr.registry.by_name),
@@ -644,9 +711,21 @@ def create_app(
                     await console.close()  # its simulated calls end before the store closes
                 ivr.throttle.flush()
                 await store.close()
+                if metrics is not None:
+                    from ivrkit.metrics import process_exited
+
+                    observers.remove(metrics)
+                    process_exited()
 
     endpoints = ivr.endpoints
     routes: list[BaseRoute] = [Route("/healthz", ivr.healthz, methods=["GET"])]
+    if metrics is not None and settings.metrics_port is None:
+
+        async def scrape(request: Request) -> Response:
+            body, media_type = metrics.exposition()
+            return Response(body, media_type=media_type)
+
+        routes.append(Route("/metrics", scrape, methods=["GET"]))
     for path, name in [
         ("/voice", ""),
         ("/voice/{flow}", ""),

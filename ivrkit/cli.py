@@ -23,6 +23,7 @@ from ivrkit.errors import (
 )
 from ivrkit.flow import Flow
 from ivrkit.loader import load_flows
+from ivrkit.logs import JsonFormatter, formatter_config
 from ivrkit.runtime import FlowRegistry
 from ivrkit.sensitive import require_keys
 from ivrkit.validation import check_subflows
@@ -31,7 +32,7 @@ FLOWS_ENV = "IVRKIT_FLOWS"
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
-def serve_log_config(level: str) -> dict[str, object]:
+def serve_log_config(level: str, log_format: str = "text") -> dict[str, object]:
     """The logging of ``ivrkit serve``, for uvicorn to apply in every process it starts.
 
     uvicorn configures logging again in each worker process (``--workers 2``) from its own
@@ -43,7 +44,7 @@ def serve_log_config(level: str) -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"ivrkit": {"format": LOG_FORMAT}},
+        "formatters": {"ivrkit": formatter_config(log_format, LOG_FORMAT)},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -91,6 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             insecure_dev=True if args.insecure_dev else None,
+            metrics=True if args.metrics or args.metrics_port else None,
+            metrics_port=args.metrics_port,
         )
         settings.require_token()
     except ConfigError as error:
@@ -143,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["IVRKIT_DATABASE_URL"] = settings.database_url
     if settings.public_url:
         os.environ["IVRKIT_PUBLIC_URL"] = settings.public_url
+    if settings.metrics:
+        _serve_metrics(settings)
 
     import uvicorn
 
@@ -153,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=args.workers,
         log_level=settings.log_level,
-        log_config=serve_log_config(settings.log_level),
+        log_config=serve_log_config(settings.log_level, settings.log_format),
         access_log=args.access_log,
         proxy_headers=False,
         http=_http_protocol(),
@@ -161,6 +166,29 @@ def _serve(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Metrics for every worker: values in files of one folder (prometheus_client's
+    multiprocess mode), emptied now so an earlier run's counts do not add up with these;
+    the workers learn the folder, and that metrics are on, from the environment."""
+    from ivrkit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    folder = prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV))
+    os.environ[MULTIPROC_ENV] = folder
+    os.environ["IVRKIT_METRICS"] = "1"
+    if settings.metrics_port is None:
+        print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
+        return
+    os.environ["IVRKIT_METRICS_PORT"] = str(settings.metrics_port)
+    from prometheus_client import start_http_server
+
+    from ivrkit.metrics import scrape_registry
+
+    # A thread of this process (the parent of the workers, or the one server): it reads
+    # the workers' files at each scrape, so it needs no app of its own.
+    start_http_server(settings.metrics_port, addr=settings.host, registry=scrape_registry())
+    print(f"  metrics: http://{settings.host}:{settings.metrics_port}/metrics")
 
 
 def _http_protocol() -> str:
@@ -227,7 +255,10 @@ def _graph(args: argparse.Namespace) -> int:
             if _cross_flow_errors("graph", loaded):
                 return 2
             fmt = args.format or "mermaid"
-            data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
+            if args.traffic:
+                data = _traffic(args, flows, fmt)
+            else:
+                data = graph.render(graph.build_graph(flows), fmt, name=flows[0].name)
     except FlowDefinitionError as error:
         print("ivrkit graph: the flow has errors; run ivrkit check:", file=sys.stderr)
         for problem in error.problems:
@@ -237,6 +268,26 @@ def _graph(args: argparse.Namespace) -> int:
         print(f"ivrkit graph: {error}", file=sys.stderr)
         return 2
     return _output(data, args.output, binary=args.format == "png" and not args.diff)
+
+
+def _traffic(args: argparse.Namespace, flows: list[type[Flow]], fmt: str) -> bytes:
+    """The diagram with the event log's traffic on it (``graph --traffic``)."""
+    from ivrkit.stats import funnel
+    from ivrkit.traffic import render_traffic, traffic_graph
+
+    settings = Settings.from_env(database_url=args.database_url)
+    try:
+        since, until = _moment(args.since), _moment(args.until)
+    except ValueError as error:
+        raise IvrkitError(str(error)) from None
+    only = flows[0].name if len(flows) == 1 else None
+    try:
+        report = asyncio.run(funnel(settings.database_url, only, since, until))
+    except Exception as error:  # a missing table, an unreachable server: one line
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        first = reason[0] if reason else type(error).__name__
+        raise IvrkitError(f"cannot read the event log: {first}") from None
+    return render_traffic(traffic_graph(flows, report), fmt, name=flows[0].name)
 
 
 def _output(data: bytes, path: str | None, *, binary: bool = False) -> int:
@@ -386,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEVELOPMENT ONLY: accept webhooks without a valid signature",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--metrics", action="store_true", help="Prometheus metrics at /metrics (IVRKIT_METRICS)"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics on this port instead of the app's (IVRKIT_METRICS_PORT)",
+    )
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser("check", help="check flows for mistakes before they go live")
@@ -413,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("OLD", "NEW"),
         help="states and transitions NEW adds to and removes from OLD (text, or mermaid)",
     )
+    graph.add_argument(
+        "--traffic",
+        action="store_true",
+        help="draw how many calls took each arrow and where callers hung up (from the event log)",
+    )
+    graph.add_argument("--database-url", default=None, help="the event log, for --traffic")
+    graph.add_argument("--since", help="--traffic: calls started at or after this UTC time")
+    graph.add_argument("--until", help="--traffic: calls started before this UTC time")
     graph.set_defaults(handler=_graph)
 
     prompts = commands.add_parser("prompts", help="every prompt, with language and voice")
@@ -452,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("IVRKIT_LOG_LEVEL", "INFO").upper(),
         format=LOG_FORMAT,
     )
+    if os.environ.get("IVRKIT_LOG_FORMAT", "").lower() == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     return int(args.handler(args))
 
 

@@ -41,6 +41,12 @@ class Settings:
     """Sign-in token of the web console at /console (off unless this, a password hash or
     ``insecure_dev`` is set)."""
     console_password_hash: str | None = field(default=None, repr=False)
+    metrics: bool = False
+    """Prometheus metrics at /metrics (or on ``metrics_port``)."""
+    metrics_port: int | None = None
+    """Serve /metrics on this port instead of the app's (``ivrkit serve`` only)."""
+    log_format: str = "text"
+    """text, or json: one JSON object per line."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -64,6 +70,9 @@ class Settings:
             "webhook_deadline": _seconds(env, "IVRKIT_WEBHOOK_DEADLINE", 5.0),
             "console_token": env.get("IVRKIT_CONSOLE_TOKEN") or None,
             "console_password_hash": env.get("IVRKIT_CONSOLE_PASSWORD_HASH") or None,
+            "metrics": _flag(env, "IVRKIT_METRICS"),
+            "metrics_port": _int(env, "IVRKIT_METRICS_PORT", 0) or None,
+            "log_format": env.get("IVRKIT_LOG_FORMAT", "text").lower() or "text",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
@@ -71,6 +80,10 @@ class Settings:
             raise ConfigError(
                 "IVRKIT_WEBHOOK_DEADLINE must be over 0 and at most 14 seconds "
                 f"(Twilio gives up after 15), not {settings.webhook_deadline:g}"
+            )
+        if settings.log_format not in ("text", "json"):
+            raise ConfigError(
+                f"IVRKIT_LOG_FORMAT must be text or json, not {settings.log_format!r}"
             )
         if settings.db_pool_size < 1:
             raise ConfigError("IVRKIT_DB_POOL_SIZE must be at least 1")
@@ -86,6 +99,10 @@ class Settings:
                 "Set it (Twilio console > Account > API keys & tokens), or pass --insecure-dev "
                 "to run without signature checks on a development machine."
             )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -11,6 +11,7 @@ from urllib.parse import unquote_plus
 
 from starlette.types import Receive, Scope
 
+from ivrkit import outcome
 from ivrkit.fields import FieldProblem, check_fields
 from ivrkit.memo import BoundedMemo
 from ivrkit.security import ProxyTrust, SignatureChecker
@@ -140,6 +141,7 @@ class WebhookReader:
             check_fields(pairs, params, query, raw=(text, raw_query))
         except FieldProblem as problem:
             raise Refused(400, problem.reason, kind=problem.kind) from None
+        outcome.seen(params, query)  # which call: for the access line and log lines
         return Webhook(params, base_url, query)
 
     async def _body(self, receive: Receive, declared: str) -> bytes:

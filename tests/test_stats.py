@@ -256,3 +256,46 @@ def test_cli_says_when_there_is_no_event_log(capsys: Any, tmp_path: Any) -> None
     err = capsys.readouterr().err
     assert err.startswith("ivrkit: cannot read the event log: no such table")
     assert "Traceback" not in err
+
+
+async def test_a_failing_half_gives_back_both_connections(tmp_path: Any) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'half.db'}")
+    async with engine.begin() as conn:  # events but no calls table: both halves fail
+        await conn.run_sync(events.create)
+    with pytest.raises(Exception, match="no such table: ivrkit_calls"):
+        await funnel(engine)
+    assert engine.pool.checkedout() == 0
+    async with engine.begin() as conn:
+        await conn.run_sync(calls.create)
+    assert (await funnel(engine)).calls == 0  # the next report is answered
+    await engine.dispose()
+
+
+async def test_a_cancelled_report_releases_its_connections(database_url: str) -> None:
+    """A report stuck behind a lock (PostgreSQL) is cancelled: nothing stays checked out,
+    and the next report is answered once the lock is gone."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite readers never wait for a lock")
+    from sqlalchemy import text
+
+    from ivrkit.stats import engine_for
+    from tests.conftest import opened_store
+
+    async with opened_store(database_url):
+        pass  # the tables exist
+    engine = engine_for(database_url)
+    holder = engine_for(database_url)
+    try:
+        async with holder.connect() as blocking:
+            await blocking.execute(text("LOCK TABLE ivrkit_events IN ACCESS EXCLUSIVE MODE"))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(funnel(engine), timeout=1.0)
+            assert engine.pool.checkedout() == 0
+            await blocking.rollback()
+        assert set((await funnel(engine)).endings) == set(ENDINGS)  # answered again
+        assert engine.pool.checkedout() == 0
+    finally:
+        await holder.dispose()
+        await engine.dispose()

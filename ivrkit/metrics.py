@@ -1,0 +1,253 @@
+"""Prometheus metrics of a running app: webhooks, calls, retries, transfers, latencies.
+
+Imported only when metrics are on (``--metrics``, ``IVRKIT_METRICS=1``): prometheus_client
+decides at import whether values live in memory or in files shared by worker processes
+(``PROMETHEUS_MULTIPROC_DIR``), and ``ivrkit serve`` sets that variable first.
+
+Labels are bounded by the flows' own definitions: a flow name the app loaded (anything
+else is ``other``), a state of that flow, an endpoint kind, a result and cause from fixed
+sets, a Dial or Enqueue outcome from Twilio's fixed sets. Never a phone number, a
+CallSid, a digit or a URL.
+
+Where the counts come from: the endpoint's :mod:`ivrkit.outcome` note (result, latency,
+call started or ended), the runtime's observer hook (no-input, no-match, give-up,
+transfers: counted when fired, so a webhook whose save then fails still counts them), and
+a thin wrapper around the store that times its load, save and status writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from ivrkit import nodes as n
+from ivrkit.observers import GIVE_UP_TRIGGER, CallObserver
+from ivrkit.outcome import Note
+
+if TYPE_CHECKING:
+    from ivrkit.flow import Flow
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OTHER = "other"
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+DIAL_OUTCOMES = frozenset(n.DIAL_STATUSES)
+QUEUE_OUTCOMES = frozenset(n.QUEUE_RESULTS)
+ENDPOINTS = frozenset({"incoming", "action", "status", "recording", "hold"})
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics(CallObserver):
+    """The metrics of one app, and the observer that feeds the flow-level ones."""
+
+    def __init__(self, flows: Iterable[type[Flow]]) -> None:
+        self.states = {flow.name: frozenset(flow.states()) for flow in flows}
+        # Each app its own registry (tests build many apps in one process); with several
+        # workers the values go to files, and a scrape reads them all (registry()).
+        self.own = CollectorRegistry(auto_describe=True)
+        r = self.own
+        self.webhooks = Counter(
+            "ivrkit_webhooks",
+            "Webhooks answered, by flow, endpoint kind, result and cause",
+            ["flow", "endpoint", "result", "cause"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "ivrkit_webhook_seconds",
+            "Time to answer a webhook (from its first byte read to the answer sent)",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_seconds = Histogram(
+            "ivrkit_store_seconds",
+            "Time in the store: load (the call's lock and row), save (commit), status",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.calls_started = Counter("ivrkit_calls_started", "Calls started", ["flow"], registry=r)
+        self.calls_ended = Counter(
+            "ivrkit_calls_ended",
+            "Calls ended, by final status (from status callbacks)",
+            ["flow", "status"],
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "ivrkit_calls_in_progress",
+            "Calls started and not yet ended (needs the status callback URL configured)",
+            ["flow"],
+            registry=r,
+            multiprocess_mode="sum",  # a call may start in one worker and end in another
+        )
+        self.no_input = Counter(
+            "ivrkit_no_input", "Prompts met with silence", ["flow", "state"], registry=r
+        )
+        self.no_match = Counter(
+            "ivrkit_no_match", "Entries that matched no choice", ["flow", "state"], registry=r
+        )
+        self.give_ups = Counter(
+            "ivrkit_give_ups", "States that ran out of retries", ["flow", "state"], registry=r
+        )
+        self.transfers = Counter(
+            "ivrkit_transfers",
+            "Dial and Enqueue outcomes (completed/answered and bridged: a person took it)",
+            ["flow", "kind", "outcome"],
+            registry=r,
+        )
+
+    # -- labels --------------------------------------------------------------------------
+
+    def flow_label(self, name: str) -> str:
+        return name if name in self.states else OTHER
+
+    def state_label(self, flow: str, state: str) -> str:
+        return state if state in self.states.get(flow, ()) else OTHER
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def webhook(self, note: Note, seconds: float) -> None:
+        """Count one answered webhook from its note."""
+        flow = self.flow_label(note.flow)
+        endpoint = note.endpoint if note.endpoint in ENDPOINTS else OTHER
+        self.webhooks.labels(flow, endpoint, note.result, note.cause).inc()
+        self.webhook_seconds.labels(endpoint).observe(seconds)
+        if note.started:
+            self.calls_started.labels(flow).inc()
+            self.in_progress.labels(flow).inc()
+        if note.ended:
+            self.calls_ended.labels(flow, note.ended).inc()
+            self.in_progress.labels(flow).dec()
+
+    # -- the runtime's observer hook -------------------------------------------------------
+
+    def retried(self, flow: type[Flow], state: str, trigger: str, call_sid: str) -> None:
+        if trigger == "no_input":
+            self.no_input.labels(flow.name, self.state_label(flow.name, state)).inc()
+        elif trigger == "no_match":
+            self.no_match.labels(flow.name, self.state_label(flow.name, state)).inc()
+
+    def gave_up(self, flow: type[Flow], state: str, dest: str, call_sid: str) -> None:
+        self.give_ups.labels(flow.name, self.state_label(flow.name, state)).inc()
+
+    def trigger_taken(
+        self, flow: type[Flow], source: str, trigger: str, dest: str, call_sid: str
+    ) -> None:
+        if trigger == GIVE_UP_TRIGGER or ":" not in trigger:
+            return
+        kind, _, outcome = trigger.partition(":")
+        if kind == "dial":
+            self.transfers.labels(
+                self.flow_label(flow.name), "dial", outcome if outcome in DIAL_OUTCOMES else OTHER
+            ).inc()
+        elif kind == "queue":
+            self.transfers.labels(
+                self.flow_label(flow.name),
+                "enqueue",
+                outcome if outcome in QUEUE_OUTCOMES else OTHER,
+            ).inc()
+
+    # -- scraping --------------------------------------------------------------------------
+
+    def registry(self) -> CollectorRegistry:
+        """What a scrape reads: this process's registry, or every worker's files."""
+        folder = multiprocess_dir()
+        if folder is None:
+            return self.own
+        shared = CollectorRegistry()
+        multiprocess.MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
+        return shared
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry()), CONTENT_TYPE_LATEST
+
+
+def scrape_registry() -> CollectorRegistry:
+    """The registry a separate metrics port serves (``--metrics-port``): every worker's."""
+    folder = multiprocess_dir()
+    if folder is None:
+        raise RuntimeError(f"{MULTIPROC_ENV} is not set: the metrics port reads the workers' files")
+    shared = CollectorRegistry()
+    multiprocess.MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
+    return shared
+
+
+def prepare_multiprocess_dir(folder: str | None) -> str:
+    """The folder the workers write their values to, emptied of a previous run's files
+    (they would be added to this run's counts)."""
+    import tempfile
+
+    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="ivrkit-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path)
+
+
+def process_exited() -> None:
+    """This worker stops: its live gauges leave the sums (prometheus_client's rule)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class TimedSession:
+    """A store session whose entry (the call's lock and row) and exit (the commit) are
+    timed into ``ivrkit_store_seconds``."""
+
+    __slots__ = ("inner", "histogram")
+
+    def __init__(self, inner: Any, histogram: Histogram) -> None:
+        self.inner = inner
+        self.histogram = histogram
+
+    async def __aenter__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.inner.__aenter__()
+        finally:
+            self.histogram.labels("load").observe(time.perf_counter() - started)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.inner.__aexit__(*exc)
+        finally:
+            self.histogram.labels("save").observe(time.perf_counter() - started)
+
+
+class TimedStore:
+    """The app's store, with its webhook operations timed; everything else passes through
+    (``engine``, ``load``, ``call_events``... for tools and the console)."""
+
+    def __init__(self, store: Any, metrics: Metrics) -> None:
+        self._store = store
+        self._histogram = metrics.store_seconds
+
+    def session(self, call_sid: str) -> TimedSession:
+        return TimedSession(self._store.session(call_sid), self._histogram)
+
+    async def record_status(self, update: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._store.record_status(update)
+        finally:
+            self._histogram.labels("status").observe(time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

@@ -570,5 +570,7 @@ async def test_traffic_map_by_graphviz_when_dot_is_installed(console):
         assert "main_menu &#45;&gt; voicemail: 1 time(s)" in svg
         assert " style=" not in svg  # nothing the CSP would block
         assert svg.count('class="node"') == len(SupportLine.states())
+        assert "5550111" not in svg  # what sales dials, masked like any number
+        assert "+1500*****11" in svg
         image = await client.get("/console/flows/support_line/traffic.svg")
         assert image.text.startswith("<svg")

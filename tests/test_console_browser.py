@@ -188,6 +188,7 @@ def test_sign_in_traffic_map_dialpad_to_voicemail_and_the_call_list(server, brow
     assert page.locator("svg.traffic g.node").count() == 15
     drawing = page.locator("svg.traffic").inner_html()
     assert "welcome: 1 reached" in drawing
+    assert "5550111" not in page.content()  # the number sales dials is masked too
     shot(page, "traffic", tmp_path)
 
     # the dialpad: a call through the menu to voicemail

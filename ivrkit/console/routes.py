@@ -289,7 +289,7 @@ class Console:
         report = await flow_report(self.ivr.store, flow.name, since)
         svg = await self._traffic_svg(flow, report.funnel)
         return self._page(
-            request, session, "flow.html", flow=flow.name, doc=(flow.__doc__ or "").strip(),
+            request, session, "flow.html", flow=flow.name, doc=scrub((flow.__doc__ or "").strip()),
             summary=report.summary(), states=report.state_rows(), svg=Markup(svg), days=days,
             periods=PERIODS,
         )

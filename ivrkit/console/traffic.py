@@ -16,10 +16,11 @@ import shutil
 from collections import deque
 from xml.sax.saxutils import escape, quoteattr
 
+from ivrkit.console.calls import scrub
 from ivrkit.flow import Flow
+from ivrkit.graph import render_image
 from ivrkit.stats import Funnel
-from ivrkit.traffic import TrafficGraph, _shade, _state_text, traffic_graph
-from ivrkit.traffic import traffic_svg as graphviz_traffic_svg
+from ivrkit.traffic import TrafficGraph, _shade, _state_text, traffic_dot, traffic_graph
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 150, 40, 30, 70, 20
 
@@ -129,7 +130,8 @@ def traffic_map(flow: type[Flow], funnel: Funnel, *, graphviz: bool | None = Non
         graphviz = shutil.which("dot") is not None
     if not graphviz:
         return layout_svg(flow, traffic_graph([flow], funnel))
-    svg = graphviz_traffic_svg(flow, funnel).decode("utf-8")
+    # The diagram names what a state dials: the console shows no phone number unmasked.
+    svg = render_image(scrub(traffic_dot(flow, funnel)), "svg").decode("utf-8")
     svg = svg[svg.index("<svg"):]  # no XML prologue or DOCTYPE inside a page
     label = quoteattr(f"Traffic map of {flow.name}")
     return svg.replace("<svg", f'<svg class="traffic" role="img" aria-label={label}', 1)

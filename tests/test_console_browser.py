@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,33 @@ def place_webhook_call(base: str, number: str) -> str:
     return sid
 
 
+def post_signed(url: str, params: dict[str, str]) -> ET.Element | None:
+    answer = httpx.post(url, data=params, headers=signed_headers(url, params))
+    assert answer.status_code in (200, 204), answer.text
+    return ET.fromstring(answer.text) if answer.text.strip() else None
+
+
+def walk_to_voicemail(base: str, number: str, *, hang_up_at_menu: bool = False) -> None:
+    """A webhook call through the menu to voicemail (or hung up at the menu)."""
+    sid = place_webhook_call(base, number)  # the first webhook; a retry replays its answer
+    base_params = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": number,
+                   "To": "+15005550006", "CallStatus": "in-progress"}
+    status = f"{base}/voice/support_line/status"
+    if not hang_up_at_menu:
+        root = post_signed(f"{base}/voice/support_line", {**base_params, "CallStatus": "ringing"})
+        assert root is not None
+        gather = root.find(".//Gather")
+        assert gather is not None
+        root = post_signed(gather.attrib["action"], {**base_params, "Digits": "3"})
+        assert root is not None
+        record = root.find(".//Record")
+        assert record is not None
+        post_signed(record.attrib["action"], {**base_params, "RecordingDuration": "7",
+                                             "RecordingUrl": "https://api.twilio.com/rec/RE1",
+                                             "RecordingSid": "RE" + "2" * 32, "Digits": "#"})
+    post_signed(status, {**base_params, "CallStatus": "completed", "CallDuration": "30"})
+
+
 def test_a_signed_out_visitor_sees_nothing(server, browser):
     page = browser.new_page()
     page.goto(f"{server}/console/")
@@ -157,9 +185,10 @@ def test_sign_in_traffic_map_dialpad_to_voicemail_and_the_call_list(server, brow
     page.get_by_role("link", name="support_line").click()
     page.wait_for_selector("svg.traffic")
     # Graphviz's drawing (CI) or the console's own: either way, every state with its counts
-    assert page.locator("svg.traffic .state").count() == 15
+    assert page.locator("svg.traffic g.node").count() == 15
     drawing = page.locator("svg.traffic").inner_html()
-    assert "welcome (say): reached by 1 call(s), 0 hung up here (0%)" in drawing
+    assert "welcome: 1 reached" in drawing
+    assert "5550111" not in page.content()  # the number sales dials is masked too
     shot(page, "traffic", tmp_path)
 
     # the dialpad: a call through the menu to voicemail
@@ -201,6 +230,15 @@ def test_sign_in_traffic_map_dialpad_to_voicemail_and_the_call_list(server, brow
     assert timeline.get_by_text("recording seconds: 8").is_visible()
     assert "Thank you, we will call you back." in timeline.inner_text()
     shot(page, "call", tmp_path)
+    # the traffic map again, with more calls on it (the README's picture)
+    for number in ("+14155550101", "+14155550102", "+14155550103"):
+        walk_to_voicemail(server, number)
+    walk_to_voicemail(server, "+14155550104", hang_up_at_menu=True)
+    page.goto(f"{server}/console/flows/support_line")
+    assert "main_menu: 7 reached, 1 hung up (14%)" in page.locator("svg.traffic").inner_html()
+    shot(page, "traffic", tmp_path)
+    page.goto(f"{server}/console/")
+    shot(page, "flows", tmp_path)
     assert errors == []  # no CSP violation, no script error
     context.close()
 

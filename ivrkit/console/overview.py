@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ivrkit.console.traffic import Traffic
-from ivrkit.stats import Funnel, StateStats, funnel
+from ivrkit.stats import Funnel, StateStats
+from ivrkit.stats import funnel as compute_funnel
 
 
 @dataclass
@@ -19,7 +19,7 @@ class FlowReport:
     endings: dict[str, int] = field(default_factory=dict)
     containment_rate: float = 0.0
     states: list[StateStats] = field(default_factory=list)
-    traffic: Traffic = field(default_factory=Traffic)
+    funnel: Funnel | None = None
 
     def summary(self) -> dict[str, Any]:
         worst = max(self.states, key=lambda s: (s.dropped, s.state), default=None)
@@ -48,12 +48,12 @@ class FlowReport:
 
 async def flow_report(store: Any, flow: str, since: datetime | None) -> FlowReport:
     """The funnel of ``flow`` for calls started since ``since`` (all when None)."""
-    report: Funnel = await funnel(store, flow=flow, since=since)
+    report: Funnel = await compute_funnel(store, flow=flow, since=since)
     return FlowReport(
         flow=flow,
         calls=report.calls,
         endings={k: v for k, v in report.endings.items() if v},
         containment_rate=report.containment_rate,
         states=[s for s in report.states if s.flow == flow],
-        traffic=Traffic.from_funnel(report, flow),
+        funnel=report,
     )

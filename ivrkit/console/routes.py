@@ -53,7 +53,7 @@ from ivrkit.console.config import ConsoleConfig
 from ivrkit.console.dialpad import Answer, Dialpad, DialpadFull, NotAsked
 from ivrkit.console.headers import SecurityHeaders
 from ivrkit.console.overview import flow_report
-from ivrkit.console.traffic import render_traffic
+from ivrkit.console.traffic import traffic_map
 from ivrkit.logthrottle import LogThrottle
 from ivrkit.records import utcnow
 from simulator.caller import (
@@ -287,9 +287,9 @@ class Console:
             return self._page(request, session, "missing.html", 404, what="flow")
         days, since = self._period(request)
         report = await flow_report(self.ivr.store, flow.name, since)
-        svg = await self._traffic_svg(flow, report.traffic)
+        svg = await self._traffic_svg(flow, report.funnel)
         return self._page(
-            request, session, "flow.html", flow=flow.name, doc=(flow.__doc__ or "").strip(),
+            request, session, "flow.html", flow=flow.name, doc=scrub((flow.__doc__ or "").strip()),
             summary=report.summary(), states=report.state_rows(), svg=Markup(svg), days=days,
             periods=PERIODS,
         )
@@ -300,11 +300,11 @@ class Console:
             return PlainTextResponse("no such flow\n", status_code=404)
         _, since = self._period(request)
         report = await flow_report(self.ivr.store, flow.name, since)
-        return Response(await self._traffic_svg(flow, report.traffic), media_type="image/svg+xml")
+        return Response(await self._traffic_svg(flow, report.funnel), media_type="image/svg+xml")
 
-    async def _traffic_svg(self, flow: Any, traffic: Any) -> str:
+    async def _traffic_svg(self, flow: Any, funnel: Any) -> str:
         # Graphviz is a process of its own: off the event loop.
-        return await asyncio.to_thread(render_traffic, flow, traffic, graphviz=self.graphviz)
+        return await asyncio.to_thread(traffic_map, flow, funnel, graphviz=self.graphviz)
 
     # -- calls ---------------------------------------------------------------------------------
 

@@ -1,52 +1,28 @@
-"""A flow's diagram with its traffic drawn on it, as SVG the console serves itself.
+"""A flow's traffic map as SVG for the console's pages.
 
-Edges are as thick as the number of calls that took them, states are shaded by their
-drop-off rate, and every state and edge has a ``<title>`` (the browser's hover tip) with
-its counts. The layout needs nothing installed: states in rows by their distance from the
-first state, edges as straight lines (or a loop for a retry). Only presentation
-attributes are used, never ``style``, so the console's CSP (no inline style) allows it.
+The picture is ``ivrkit.traffic``'s (the one ``ivrkit graph FLOW --traffic`` draws): the
+funnel's transitions placed on the flow's arrows, states shaded by drop-off, counts in
+tooltips. With Graphviz's ``dot`` installed it is Graphviz's drawing; without it the
+console lays the same graph out itself: states in rows by their distance from the first
+state, arrows as straight lines (a loop for a retry), as thick as the calls that took them.
+Only presentation attributes are used, never ``style``, so the console's CSP (no inline
+style) allows either inline in a page.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections import deque
-from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from ivrkit.console.calls import scrub
 from ivrkit.flow import Flow
-from ivrkit.graph import build_graph
+from ivrkit.graph import render_image
 from ivrkit.stats import Funnel
+from ivrkit.traffic import TrafficGraph, _shade, _state_text, traffic_dot, traffic_graph
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 150, 40, 30, 70, 20
-
-
-@dataclass
-class Traffic:
-    """Counts for one flow: per state (reached, dropped), per (source, dest) edge calls."""
-
-    states: dict[str, tuple[int, int]] = field(default_factory=dict)
-    edges: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    @classmethod
-    def from_funnel(cls, funnel: Funnel, flow: str) -> Traffic:
-        """From an ``ivrkit.stats`` funnel: its states and transitions of ``flow``."""
-        traffic = cls()
-        for stats in funnel.states:
-            if stats.flow == flow:
-                traffic.states[stats.state] = (stats.reached, stats.dropped)
-        for move in funnel.transitions:
-            if move.flow == flow:
-                key = (move.source, move.dest)
-                traffic.edges[key] = traffic.edges.get(key, 0) + move.count
-        return traffic
-
-
-def _shade(rate: float) -> str:
-    """White (nobody left here) to red (everybody did)."""
-    rate = min(max(rate, 0.0), 1.0)
-    green_blue = round(255 - 160 * rate)
-    return f"#ff{green_blue:02x}{green_blue:02x}" if rate else "#ffffff"
 
 
 def _layers(flow: type[Flow], names: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
@@ -68,13 +44,16 @@ def _layers(flow: type[Flow], names: list[str], edges: list[tuple[str, str]]) ->
     return depth
 
 
-def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
-    """The SVG document of ``flow`` with ``traffic``."""
-    graph = build_graph([flow])
+def layout_svg(flow: type[Flow], drawn: TrafficGraph) -> str:
+    """The console's own drawing of ``drawn`` (no Graphviz needed)."""
+    graph = drawn.graph
     names = list(graph.nodes)
     pairs: dict[tuple[str, str], list[str]] = {}
-    for edge in graph.edges:
-        pairs.setdefault((edge.source, edge.dest), []).append(edge.label or "next")
+    counts: dict[tuple[str, str], int] = {}
+    for index, edge in enumerate(graph.edges):
+        key = (edge.source, edge.dest)
+        pairs.setdefault(key, []).append(edge.label or "next")
+        counts[key] = counts.get(key, 0) + drawn.counts.get(index, 0)
     depth = _layers(flow, names, list(pairs))
     rows: dict[int, list[str]] = {}
     for name in names:
@@ -88,7 +67,7 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
         left = (width - span) / 2
         for index, name in enumerate(row):
             where[name] = (left + index * (NODE_W + GAP_X), MARGIN + level * (NODE_H + GAP_Y))
-    busiest = max(traffic.edges.values(), default=0) or 1
+    busiest = max(counts.values(), default=0) or 1
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'width="{width:.0f}" height="{height:.0f}" role="img" '
@@ -98,9 +77,9 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
         'fill="#555"/></marker></defs>',
     ]
     for (source, dest), labels in pairs.items():
-        calls = traffic.edges.get((source, dest), 0)
+        calls = counts[(source, dest)]
         stroke = 1 + 7 * math.sqrt(calls / busiest) if calls else 1
-        tip = escape(f"{source} -> {dest} ({', '.join(labels)}): {calls} call(s)")
+        tip = escape(f"{source} -> {dest} ({', '.join(labels)}): {calls} time(s)")
         x1, y1 = where[source]
         x2, y2 = where[dest]
         colour = "#1f5fa8" if calls else "#bbbbbb"
@@ -123,13 +102,13 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
         )
     for name in names:
         x, y = where[name]
-        reached, dropped = traffic.states.get(name, (0, 0))
-        rate = dropped / reached if reached else 0.0
+        stats = drawn.states.get(name)
+        reached, dropped = (stats.reached, stats.dropped) if stats else (0, 0)
+        rate = stats.drop_off_rate if stats else 0.0
         node = graph.nodes[name]
-        tip = escape(f"{name} ({node.kind}): reached by {reached} call(s), {dropped} hung up "
-                     f"here ({rate:.0%})")
+        tip = escape(f"{node.name}: {_state_text(stats)}")
         out.append(
-            f'<g class="state" data-state={quoteattr(name)} data-reached="{reached}" '
+            f'<g class="node state" data-state={quoteattr(name)} data-reached="{reached}" '
             f'data-dropped="{dropped}" tabindex="0"><title>{tip}</title>'
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_W}" height="{NODE_H}" rx="6" '
             f'fill="{_shade(rate)}" stroke="#333"/>'
@@ -143,68 +122,16 @@ def traffic_svg(flow: type[Flow], traffic: Traffic) -> str:
     return "\n".join(out)
 
 
-def traffic_dot(flow: type[Flow], traffic: Traffic) -> str:
-    """The same picture as DOT for Graphviz: pen widths by calls, fills by drop-off,
-    tooltips with the counts (Graphviz writes them as the SVG's hover titles)."""
-    graph = build_graph([flow])
-    busiest = max(traffic.edges.values(), default=0) or 1
-    lines = [
-        f'digraph "{_dot(flow.name)}" {{',
-        '    node [shape=box style="rounded,filled" fontname="Helvetica" fontsize=10];',
-        '    edge [fontname="Helvetica" fontsize=9 arrowsize=0.6];',
-    ]
-    for name, node in graph.nodes.items():
-        reached, dropped = traffic.states.get(name, (0, 0))
-        rate = dropped / reached if reached else 0.0
-        tip = (f"{name} ({node.kind}): reached by {reached} call(s), {dropped} hung up here "
-               f"({rate:.0%})")
-        lines.append(
-            f'    "{_dot(name)}" [label="{_dot(name)}\\n{reached} in / {dropped} left" '
-            f'fillcolor="{_shade(rate)}" tooltip="{_dot(tip)}" id="state-{_dot(name)}" '
-            'class="state"];'
-        )
-    seen: set[tuple[str, str]] = set()
-    for edge in graph.edges:
-        key = (edge.source, edge.dest)
-        if key in seen:
-            continue
-        seen.add(key)
-        calls = traffic.edges.get(key, 0)
-        width = 1 + 7 * math.sqrt(calls / busiest) if calls else 1
-        colour = "#1f5fa8" if calls else "#bbbbbb"
-        tip = f"{edge.source} -> {edge.dest}: {calls} call(s)"
-        lines.append(
-            f'    "{_dot(edge.source)}" -> "{_dot(edge.dest)}" [penwidth={width:.1f} '
-            f"arrowsize={0.8 / math.sqrt(width):.2f} "  # Graphviz scales heads by pen width'
-            f'color="{colour}" label="{calls or ""}" tooltip="{_dot(tip)}" class="edge"];'
-        )
-    lines.append("}")
-    return "\n".join(lines) + "\n"
 
-
-def _dot(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def graphviz_svg(dot_source: str, flow: str) -> str:
-    """``dot -Tsvg`` of ``dot_source`` as an element to put in a page: no XML prologue,
-    the console's class and an accessible name on the root. Raises ``GraphvizMissing``."""
-    from ivrkit.graph import render_image
-
-    svg = render_image(dot_source, "svg").decode("utf-8")
-    svg = svg[svg.index("<svg"):]
-    return svg.replace(
-        "<svg", f'<svg class="traffic" role="img" aria-label={quoteattr(f"Traffic map of {flow}")}',
-        1,
-    )
-
-
-def render_traffic(flow: type[Flow], traffic: Traffic, *, graphviz: bool | None = None) -> str:
-    """SVG by Graphviz when ``dot`` is installed (or ``graphviz=True``), else our layout."""
-    import shutil
-
+def traffic_map(flow: type[Flow], funnel: Funnel, *, graphviz: bool | None = None) -> str:
+    """``flow``'s traffic map as an ``<svg>`` element to put in a page: Graphviz's drawing
+    when ``dot`` is installed (or ``graphviz=True``), else the console's own layout."""
     if graphviz is None:
         graphviz = shutil.which("dot") is not None
-    if graphviz:
-        return graphviz_svg(traffic_dot(flow, traffic), flow.name)
-    return traffic_svg(flow, traffic)
+    if not graphviz:
+        return layout_svg(flow, traffic_graph([flow], funnel))
+    # The diagram names what a state dials: the console shows no phone number unmasked.
+    svg = render_image(scrub(traffic_dot(flow, funnel)), "svg").decode("utf-8")
+    svg = svg[svg.index("<svg"):]  # no XML prologue or DOCTYPE inside a page
+    label = quoteattr(f"Traffic map of {flow.name}")
+    return svg.replace("<svg", f'<svg class="traffic" role="img" aria-label={label}', 1)

@@ -267,7 +267,12 @@ class InteractiveCaller:
 
     async def gather(self, prompt: GatherPrompt) -> GatherAnswer:
         kinds = "/".join(sorted(prompt.input))
-        answer = await self._ask(f"  [{kinds}] keys, 's: words', Enter = timeout, 'h' = hang up > ")
+        if isinstance(prompt, AgentPrompt):
+            question = ("  [agent] 's: words', 'i: words' to interrupt, keys, Enter = stay "
+                        "silent, 'h' = hang up > ")
+        else:
+            question = f"  [{kinds}] keys, 's: words', Enter = timeout, 'h' = hang up > "
+        answer = await self._ask(question)
         if answer is None or answer.lower() in ("h", "hangup"):
             return HangUp()
         if not answer:

@@ -236,8 +236,11 @@ class LiveCall(EventLog):
             raise CallEnded(f"{what}: the call already ended ({self.status}).\n{self.transcript}")
         if channel.kind != kind and kind != "any":
             waiting = channel.kind or "nothing"
+            shown = _KIND_NAMES.get(waiting, waiting)
+            if isinstance(channel.prompt, AgentPrompt):
+                shown = "ConversationRelay agent's turn"
             raise WrongInput(
-                f"{what}: the call is waiting at a {_KIND_NAMES.get(waiting, waiting)}, not a "
+                f"{what}: the call is waiting at a {shown}, not a "
                 f"{_KIND_NAMES[kind]}; answer it with {_HOW.get(waiting, '?')}.\n{self.transcript}"
             )
         channel.answer.set_result(answer)

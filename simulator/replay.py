@@ -10,8 +10,9 @@ Two recordings are understood, one JSON object per line:
 
 Compared: what the caller hears (Say text, Play URL, a ConversationRelay agent's utterances) and
 where the call goes (request paths, with the ``state=`` query parameter when there is one). The
-caller's turns in an agent session (speech, keys, interrupts) replay from ``--json`` recordings;
-ivrkit's event-log export holds webhooks only, so its agent turns are not replayed.
+caller's turns in an agent session (speech, keys, interrupts) replay from both: from ``--json``
+recordings, and from the transcript ivrkit keeps beside the webhooks (``simulator.replay_relay``,
+which also plays the recorded agent back to rebuild what was heard).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from simulator.model import (
     event_from_json,
 )
 from simulator.phone import run_call
+from simulator.replay_relay import TapedSession, caller_step, serve_session, taped_sessions
 
 __all__ = ["Recording", "ReplayReport", "load_recording", "replay", "timeline"]
 
@@ -63,6 +65,7 @@ class Recording:
     method: str = "POST"
     params: dict[str, str] = field(default_factory=dict)
     tape: list[str] = field(default_factory=list)
+    sessions: list[TapedSession] = field(default_factory=list)  # agent sessions on the tape
 
 
 @dataclass
@@ -153,7 +156,17 @@ _GATHER = re.compile(rb"<Gather\b")
 def _steps_from_webhooks(hooks: list[dict[str, Any]]) -> list[Answer]:
     steps: list[Answer] = []
     previous_gathers = 0
-    for hook in hooks:
+    used = 0  # caller rows already taken with the one before (an interrupt and its speech)
+    for index, hook in enumerate(hooks):
+        if hook.get("kind") == "caller":  # the caller's turn in an agent session
+            if used:
+                used -= 1
+                continue
+            step, taken = caller_step(hooks, index)
+            used = taken - 1
+            if step is not None:
+                steps.append(step)
+            continue
         params = {str(k): str(v) for k, v in (hook.get("params") or {}).items()}
         answered_gather = False
         if "RecordingDuration" in params:
@@ -210,19 +223,28 @@ def load_recording(path: str | Path) -> Recording:
         raise ValueError(f"{path}: no events: expected ivrkit-sim --json output or ivrkit's "
                          "event-log export (kind/params/twiml per line)")
     first_params = {str(k): str(v) for k, v in (hooks[0].get("params") or {}).items()}
+    # The caller's turns in agent sessions, in their place among the webhooks.
+    kept = {id(hook) for hook in hooks}
+    turns = [row for row in rows if id(row) in kept or row.get("kind") == "caller"]
     return Recording(
-        steps=_steps_from_webhooks(hooks), expected=None, params=first_params,
-        tape=[str(h["twiml"]) for h in hooks],
+        steps=_steps_from_webhooks(turns), expected=None, params=first_params,
+        tape=[str(h["twiml"]) for h in hooks], sessions=taped_sessions(rows),
     )
 
 
 class _Tape:
-    """An ASGI app answering the recorded TwiML documents in order, whatever the URL."""
+    """An ASGI app answering the recorded TwiML documents in order, whatever the URL, and
+    the recorded agent sessions on any WebSocket."""
 
-    def __init__(self, documents: list[str]) -> None:
+    def __init__(self, documents: list[str], sessions: Iterable[TapedSession] = ()) -> None:
         self.documents = list(documents)
+        self.sessions = list(sessions)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            session = self.sessions.pop(0) if self.sessions else None
+            await serve_session(session, receive, send)
+            return
         if scope["type"] != "http":
             return  # no lifespan to run
         while True:  # drain the request body
@@ -249,7 +271,8 @@ async def replay(
     expected = recording.expected
     if expected is None:
         path = urlsplit(url).path or "/"
-        taped = await run_call(path, recording.steps, app=_Tape(recording.tape), params=params)
+        taped = await run_call(path, recording.steps, app=_Tape(recording.tape, recording.sessions),
+                               params=params)
         expected = timeline(taped.events)
     result = await run_call(
         url, recording.steps, app=app, auth_token=auth_token, method=recording.method,

@@ -516,3 +516,25 @@ def test_relay_options_are_checked():
     with pytest.raises(ValueError, match="agent_silence and connect_timeout must be more than 0"):
         RelayOptions(agent_silence=0)
     assert RelayOptions(settle=0).settle == 0
+
+
+async def test_answering_the_wrong_question_at_an_agent(phone):
+    from simulator import WrongInput
+
+    live = await phone.call("/voice", app=RelayApp(), auth_token=TOKEN, relay=FAST).start()
+    with pytest.raises(WrongInput, match="waiting at a ConversationRelay agent's turn, not a "
+                                         "Dial; answer it with press"):
+        await live.dial("busy")
+    assert await live.speak("bye") == "Goodbye!\nThanks for calling. Goodbye."
+
+
+async def test_interactive_question_names_the_agent():
+    from simulator import InteractiveCaller
+
+    asked: list[str] = []
+    caller = InteractiveCaller(read=lambda question: asked.append(question) or "h",
+                               out=io.StringIO())
+    result = await run_call("/voice", caller, app=RelayApp(), auth_token=TOKEN, relay=FAST)
+    assert result.reason == "caller-hangup"
+    assert asked == ["  [agent] 's: words', 'i: words' to interrupt, keys, Enter = stay silent, "
+                     "'h' = hang up > "]

@@ -10,7 +10,7 @@ import pytest
 from relay_app import GREETING, RelayApp
 from sim_apps import TOKEN
 
-from simulator import Interrupt, Speak, load_scenarios, run_call, run_load, run_scenarios
+from simulator import Interrupt, Press, Speak, load_scenarios, run_call, run_load, run_scenarios
 from simulator.cli import main
 from simulator.relay import RelayOptions
 from simulator.replay import load_recording, replay
@@ -147,3 +147,57 @@ def test_load_cli_json(serve):
     assert report["agent_sessions"] == 4
     assert report["agent_replies"] == 4
     assert report["end_reasons"] == {"hangup": 4}
+
+
+VOICE = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Connect action="/after">'
+    '<ConversationRelay url="ws://testserver/relay/good" welcomeGreeting="'
+    f'{GREETING}"><Parameter name="account" value="12345678"/></ConversationRelay>'
+    "</Connect><Say>Back in the menu.</Say></Response>"
+)
+BILLING = (
+    '<Response><Gather action="/billing" numDigits="1"><Say>Billing menu for account '
+    "12345678. Press 1 for your balance.</Say></Gather></Response>"
+)
+
+
+def ivrkit_export(tmp_path, *, agent_reply: str = "You said: Hello"):
+    """An agent call as `ivrkit events CALLSID` exports it: webhooks and the transcript."""
+    call = {"CallSid": "CA" + "1" * 32, "From": "+15005550006", "To": "+15005550001"}
+    rows = [
+        {"kind": "webhook", "event": "start", "params": call, "twiml": VOICE},
+        {"kind": "caller", "params": {"text": "Hello"}},
+        {"kind": "agent", "params": {"text": agent_reply}},
+        {"kind": "caller", "params": {"text": "(interrupted)"}},
+        {"kind": "caller", "params": {"text": "my bill"}},
+        {"kind": "agent", "params": {"text": "Let me connect you to billing."}},
+        {"kind": "relay", "params": {"session": "VX" + "2" * 32, "outcome": "billing"}},
+        {"kind": "webhook", "event": "action", "twiml": BILLING, "params": {
+            **call, "SessionStatus": "ended",
+            "HandoffData": '{"intent": "billing", "account": "12345678"}'}},
+        {"kind": "webhook", "event": "action", "params": {**call, "Digits": "1"},
+         "twiml": "<Response><Say>Your balance is 42 dollars.</Say><Hangup/></Response>"},
+    ]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+async def test_replay_of_an_ivrkit_export_with_an_agent_session(tmp_path):
+    recording = load_recording(ivrkit_export(tmp_path))
+    assert recording.steps == [Speak("Hello"), Interrupt("my bill"), Press("1")]
+    assert [s.status for s in recording.sessions] == ["ended"]
+    app = RelayApp()
+    report = await replay(recording, "/voice", app=app, auth_token=TOKEN)
+    assert report.ok, "\n".join(report.diff)
+    assert "agent Let me connect you to billing." in report.expected
+    assert "say  Your balance is 42 dollars." in report.actual
+    assert [m["type"] for m in app.sessions[0].received] == [
+        "setup", "prompt", "interrupt", "prompt"]
+
+    # The recorded agent said something else: the replay shows it.
+    recording = load_recording(ivrkit_export(tmp_path, agent_reply="Hi there"))
+    report = await replay(recording, "/voice", app=RelayApp(), auth_token=TOKEN)
+    assert not report.ok
+    assert "-agent Hi there" in report.diff
+    assert "+agent You said: Hello" in report.diff

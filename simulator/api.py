@@ -50,6 +50,7 @@ _EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _METHODS = frozenset({"GET", "POST"})
 _AMD_MODES = frozenset({"Enable", "DetectMessageEnd"})
 TWIML_LIMIT = 4000
+MAX_BODY = 1024 * 1024  # a create is a few hundred bytes; refuse floods before parsing them
 _SUBRESOURCES = tuple(
     (name, name.title().replace("_", "") + ".json")
     for name in ("notifications", "recordings", "payments", "events", "siprec", "streams",
@@ -128,7 +129,7 @@ class SimulatedApi:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._transport = transport
         self._owns_transport = transport is None
-        self._started = False
+        self._starting: asyncio.Future[None] | None = None
         self._next_slot = 0.0
         self._attempts: dict[str, int] = {}
         self._bucket = (0.0, 0.0)  # (tokens, at) for request_rate
@@ -136,7 +137,6 @@ class SimulatedApi:
         self._active: set[asyncio.Task[None]] = set()
         self.live = 0  # calls created and not yet ended (queued ones included)
         self.peak_live = 0  # the most at once: what a campaign's concurrency cap bounds
-        self._idle: asyncio.Event | None = None
         self.listeners: list[Callable[[SimCall], Any]] = []
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -155,13 +155,23 @@ class SimulatedApi:
         await self._ensure_transport()
 
     async def _ensure_transport(self) -> Transport:
+        """The webhook transport, its app's lifespan started: every call waits for the one
+        start-up (none may reach the app before it); a failed start is retried by the next
+        call."""
         if self._transport is None:
             self._transport = Transport(app=self.app, auth_token=self._token,
                                         lifespan=self.lifespan)
-        if not self._started:
-            self._started = True
-            if self._owns_transport:
-                await self._transport.start()
+        if self._owns_transport:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._transport.start())
+            starting = self._starting
+            try:
+                # Shielded: a call cancelled while waiting must not cancel the shared start.
+                await asyncio.shield(starting)
+            except Exception:
+                if self._starting is starting:
+                    self._starting = None
+                raise
         return self._transport
 
     async def aclose(self) -> None:
@@ -171,9 +181,12 @@ class SimulatedApi:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
         if self._owns_transport and self._transport is not None:
             transport, self._transport = self._transport, None
-            self._started = False
             await transport.aclose()
 
     async def __aenter__(self) -> SimulatedApi:
@@ -464,6 +477,9 @@ class SimulatedApi:
         while True:
             message = await receive()
             body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await _send_json(send, 413, ApiError(413, 20001, "Request body too large").body())
+                return
             if not message.get("more_body"):
                 break
         if self.loop is None:
@@ -474,13 +490,7 @@ class SimulatedApi:
         if scope.get("query_string"):
             form += parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         status, payload = self.handle(scope["method"], scope["path"], form, authorization)
-        content = json.dumps(payload).encode()
-        response_headers = [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(content)).encode())]
-        if status == 401:
-            response_headers.append((b"www-authenticate", b'Basic realm="Twilio API"'))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": content})
+        await _send_json(send, status, payload)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -496,6 +506,16 @@ class SimulatedApi:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+    content = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(content)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Basic realm="Twilio API"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _collect(form: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

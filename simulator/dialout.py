@@ -25,7 +25,7 @@ from typing import Any
 
 from simulator.callees import Callee, answered_by
 from simulator.engine import CallResult, Document, Engine, _End, _Next, parse_twiml
-from simulator.model import CallParams, EndEvent, Event, RequestEvent
+from simulator.model import CallParams, EndEvent, ErrorEvent, Event, RequestEvent
 from simulator.transport import Session
 
 __all__ = [
@@ -119,6 +119,7 @@ class OutboundEngine(Engine):
         self.amd_at = 0.0  # virtual seconds since answer when detection decides
         self._paced = 0.0
         self._inline: dict[str, bytes] = {}
+        self._queued = False
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -128,7 +129,8 @@ class OutboundEngine(Engine):
         ``next_verb`` is the verb about to run (``None`` after one ran, ``""`` at the end of a
         document); AMD decides before an input verb or once enough virtual time has passed."""
         if self.speed > 0 and self.clock.now > self._paced:
-            await asyncio.sleep((self.clock.now - self._paced) / self.speed)
+            # Real time passes for what the verbs took; an update cuts the wait short.
+            await _wait((self.clock.now - self._paced) / self.speed, self.call)
             self._paced = self.clock.now
         if not self.amd_sent:
             answered = self.clock.answered_at or 0.0
@@ -181,6 +183,8 @@ class OutboundEngine(Engine):
         for exchange in result.exchanges:
             self.emit(RequestEvent(exchange.method, exchange.url, exchange.params,
                                    exchange.status, exchange.elapsed_ms))
+        if not result.ok:  # like a failed status callback: a warning, the call goes on
+            self.emit(ErrorEvent(15003, f"AsyncAmdStatusCallback failed: {result.error_message}"))
         if self.record:
             self.call.callbacks.append({**params, "_event": "amd", "_url": url,
                                         "_status": str(result.status)})
@@ -192,6 +196,16 @@ class OutboundEngine(Engine):
         if step is None:
             step = await self.checkpoint("")
         return step
+
+    async def _wait_in_queue(self, *args: Any) -> str:
+        # The wait loop runs verbs itself and ignores what most of them return, so an update
+        # taken there would be lost: it is applied when the <Enqueue> ends instead.
+        self._queued = True
+        try:
+            result: str = await super()._wait_in_queue(*args)
+            return result
+        finally:
+            self._queued = False
 
     async def _load(self, method: str, url: str, params: dict[str, str]) -> Document:
         inline = self._inline.get(url)
@@ -213,6 +227,8 @@ class OutboundEngine(Engine):
 
 def _checkpointed(handler: Callable[..., Any]) -> Callable[..., Any]:
     async def run_verb(engine: OutboundEngine, verb: ET.Element, document: Document) -> Any:
+        if engine._queued:
+            return await handler(engine, verb, document)
         step = await engine.checkpoint(verb.tag)
         if step is not None:
             return step

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sim_apps import LiveServer, Seen, TwimlApp, free_port, twiml
 from starlette.responses import Response
@@ -21,7 +22,7 @@ from twilio.base.exceptions import TwilioRestException
 from simulator.api import SimulatedApi
 from simulator.api_server import ApiServer
 from simulator.callees import Callee, CalleeModel, parse_callee, parse_ratios
-from simulator.caller import HangUp, Press, Speak, Timeout
+from simulator.caller import HangUp, Press, QueueOutcome, Speak, Timeout
 from simulator.cli import main
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from simulator.scenario import ScenarioError, load_scenarios, run_scenarios
@@ -448,6 +449,7 @@ async def test_unreachable_url_and_failing_callbacks_still_end_the_call(
     assert 11205 in codes  # connection failure on the Url
     assert 15003 in codes  # the status callback answered 500
     assert [c["_status"] for c in dead.callbacks] == ["500"] * 4
+    assert codes.count(15003) == 4
     assert broken.paths() == ["/status"] * 4
     # The next call is served as usual.
     ok = await twilio_api.wait(client.calls.create(
@@ -708,3 +710,157 @@ def test_bad_outbound_blocks_name_the_fix(tmp_path: Path, block: str, words: str
     path.write_text(f"url: /voice\nscenarios:\n  - name: x\n    outbound: {block}\n")
     with pytest.raises(ScenarioError, match=re.escape(words)):
         load_scenarios(path)
+
+
+async def test_an_update_while_waiting_in_a_queue_applies_when_the_wait_ends(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    client = twilio_client(twilio_api)
+
+    def hold(seen: Seen) -> str:
+        if seen.params["QueueTime"] == "0":
+            client.calls(seen.params["CallSid"]).update(url="http://testserver/moved")
+        return twiml("<Say>Please hold.</Say>")
+
+    app = make_app({
+        "/voice": twiml('<Enqueue waitUrl="/hold" action="/after">support</Enqueue>'),
+        "/hold": hold,
+        "/after": twiml("<Say>Queue done.</Say>"),
+        "/moved": twiml("<Say>Moved by the API.</Say>"),
+    }, token=TEST_AUTH_TOKEN)
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(QueueOutcome("leave", 2),))})
+    ended = await place(twilio_api, app, status_callback=None, status_callback_event=None)
+    assert app.paths() == ["/voice", "/hold", "/hold", "/moved"]
+    assert ended.status == "completed"
+    assert "Moved by the API." in [getattr(e, "text", "") for e in ended.events]
+
+
+async def test_a_paced_call_hangs_up_as_soon_as_the_api_says_so(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = make_app({"/voice": twiml('<Say>Hello.</Say><Pause length="600"/><Say>Late.</Say>')},
+                   token=TEST_AUTH_TOKEN)
+    twilio_api.app = app
+    twilio_api.speed = 10.0  # the Pause takes 60 real seconds
+    client = twilio_client(twilio_api)
+    created = client.calls.create(to=TO, from_=FROM, url="http://testserver/voice")
+    while "/voice" not in app.paths():
+        await asyncio.sleep(0.01)
+    client.calls(created.sid).update(status="completed")
+    ended = await twilio_api.wait(created.sid, timeout=30)
+    assert ended.status == "completed"
+    heard = [getattr(e, "text", "") for e in ended.events if e.type == "say"]
+    assert heard == ["Hello."]
+    assert ended.events[-1].reason == "api-update"
+
+
+async def test_the_asgi_app_answers_like_twilios_api(twilio_api: SimulatedApi) -> None:
+    transport = httpx.ASGITransport(app=twilio_api.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="https://api.twilio.com") as http:
+        calls = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls.json"
+        unauthorized = await http.post(calls, data={"To": TO})
+        assert unauthorized.status_code == 401
+        assert unauthorized.headers["www-authenticate"].startswith("Basic")
+        assert unauthorized.json()["code"] == 20003
+        auth = (TEST_ACCOUNT_SID, TEST_AUTH_TOKEN)
+        listing = await http.get(calls, auth=auth)
+        assert (listing.status_code, listing.json()["code"]) == (405, 20004)
+        elsewhere = await http.get("/2010-04-01/Accounts/x/Messages.json", auth=auth)
+        assert (elsewhere.status_code, elsewhere.json()["code"]) == (404, 20404)
+        flood = await http.post(calls, auth=auth, content=b"To=" + b"1" * (2 * 1024 * 1024))
+        assert flood.status_code == 413
+        created = await http.post(calls, auth=auth, content=(
+            "To=%2B15550100001&From=%2B15550199999&Url=http%3A%2F%2F127.0.0.1%3A9%2Fv"
+            "&StatusCallbackEvent=initiated&StatusCallbackEvent=completed"))
+        assert created.status_code == 201
+        assert created.headers["content-type"] == "application/json"
+        body = created.json()
+        assert body["uri"] == f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls/{body['sid']}.json"
+        assert twilio_api.calls[body["sid"]].values("StatusCallbackEvent") == [
+            "initiated", "completed"]
+        await twilio_api.wait(body["sid"])
+        fetched = await http.get(body["uri"], auth=auth)
+        assert fetched.json()["status"] == "completed"
+    assert twilio_api.calls.keys() == {body["sid"]}
+
+
+async def test_a_failing_amd_callback_is_a_warning_and_the_call_goes_on(
+    twilio_api: SimulatedApi, make_app: Callable[..., TwimlApp]
+) -> None:
+    app = reminder_app(make_app)
+    app.routes["/amd"] = lambda seen: Response("down", status_code=503)
+    twilio_api.callees = CalleeModel(numbers={TO: Callee(steps=(Press("1"),))})
+    ended = await place(twilio_api, app, status_callback=None, status_callback_event=None,
+                        machine_detection="Enable", async_amd="true",
+                        async_amd_status_callback="http://testserver/amd")
+    assert app.paths() == ["/voice", "/amd", "/confirm"]
+    assert ended.status == "completed"
+    assert [(e.code, e.message[:30]) for e in ended.events if e.type == "error"] == [
+        (15003, "AsyncAmdStatusCallback failed:")]
+    assert ended.answered_by == "human"
+
+
+class LifespanApp:
+    """A TwiML app with a slow (or failing) lifespan start-up, counting starts."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.starts = 0
+        self.ready = False
+        self.early: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.starts += 1
+                    await asyncio.sleep(0.05)
+                    if self.fail:
+                        await send({"type": "lifespan.startup.failed", "message": "no database"})
+                        return
+                    self.ready = True
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if not self.ready:
+            self.early.append(scope["path"])
+        body = twiml("<Say>Ready.</Say>").encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/xml")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_calls_wait_for_the_apps_one_lifespan_start(twilio_api: SimulatedApi) -> None:
+    app = LifespanApp()
+    twilio_api.app = app
+    client = twilio_client(twilio_api)
+    sids = [client.calls.create(to=f"+1555010000{i}", from_=FROM, url="http://testserver/voice")
+            .sid for i in range(5)]
+    ended = [await twilio_api.wait(sid) for sid in sids]
+    assert [call.status for call in ended] == ["completed"] * 5
+    assert app.starts == 1
+    assert app.early == []  # no request reached the app before its start-up completed
+    assert all("Ready." in [getattr(e, "text", "") for e in call.events] for call in ended)
+
+
+async def test_a_failing_lifespan_fails_the_calls_and_is_retried(
+    twilio_api: SimulatedApi,
+) -> None:
+    app = LifespanApp(fail=True)
+    twilio_api.app = app
+    client = twilio_client(twilio_api)
+    sids = [client.calls.create(to=TO, from_=FROM, url="http://testserver/voice").sid
+            for _ in range(3)]
+    ended = [await twilio_api.wait(sid) for sid in sids]
+    assert [call.status for call in ended] == ["failed"] * 3
+    assert all("no database" in (call.error or "") for call in ended)
+    assert app.starts == 1  # the three waited for the same start
+    app.fail = False
+    retried = await twilio_api.wait(
+        client.calls.create(to=TO, from_=FROM, url="http://testserver/voice").sid)
+    assert retried.status == "completed"
+    assert app.starts == 2
+    await twilio_api.wait_idle()
+    assert (twilio_api.live, twilio_api._active) == (0, set())

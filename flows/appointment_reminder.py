@@ -57,7 +57,9 @@ class AppointmentReminder(Flow):
     )
     no_answer_goodbye = Hangup("We will try again later. Goodbye.")
     leave_message = Say(
-        lambda call: f"Hello, this is Acme Dental reminding you of {_appointment(call)}. "
-        "To confirm, cancel or change it, please call us back. Thank you.",
+        lambda call: (
+            f"Hello, this is Acme Dental reminding you of {_appointment(call)}. "
+            "To confirm, cancel or change it, please call us back. Thank you."
+        ),
         then=Hangup(),
     )

@@ -165,6 +165,7 @@ def _update(client: Client, sid: str, url: str) -> Any:
 
 
 def _said(error: Exception) -> str:
-    """The error's own words, one line (the library's include the request URL)."""
-    text = str(getattr(error, "msg", "") or error).strip()
-    return text.splitlines()[0][:160] if text else "no detail"
+    """Twilio's own words for an API error, one line; for anything else (a connection
+    error, whose text holds the request URL) only its kind, already in the log line."""
+    text = str(getattr(error, "msg", "") or "").strip()
+    return text.splitlines()[0][:160] if text else "no answer from Twilio's API"

@@ -190,7 +190,11 @@ class Campaign:
                 )
                 if claimed is None:
                     info = await self.store.campaign(campaign_id)
-                    self._stop_reason = info["stop_reason"] or "the campaign was stopped"
+                    self._stop_reason = (
+                        info["stop_reason"] or "the campaign was stopped"
+                        if info["state"] != "running"
+                        else "this runner was taken over by another (heartbeat too late)"
+                    )
                     break
                 for contact in claimed:
                     self._spawn(contact)

@@ -357,7 +357,8 @@ class CampaignStore:
         self, campaign_id: int, runner: str, now: datetime, *, max_in_progress: int, limit: int
     ) -> list[Claimed] | None:
         """Due pending contacts, at most ``limit`` and never more than ``max_in_progress``
-        held by all runners together; None once the campaign was stopped."""
+        held by all runners together; None once the campaign was stopped or this runner
+        was taken for dead."""
         stamp = _to_utc_naive(now)
         async with self.engine.begin() as conn:
             # Writing the campaign's row first locks it: claims of one campaign are one at
@@ -369,6 +370,13 @@ class CampaignStore:
                 .returning(campaigns.c.state)
             )
             if locked.scalar() != "running":
+                return None
+            # A runner others took for dead claims nothing more (its heartbeat may not
+            # have told it yet).
+            alive = await conn.execute(
+                select(campaign_runners.c.state).where(campaign_runners.c.id == runner)
+            )
+            if alive.scalar() != "running":
                 return None
             busy = (
                 await conn.execute(

@@ -142,7 +142,8 @@ class SimCall:
             data["targets"] = len(data["targets"])  # numbers dialled are not shown
         if isinstance(event, EndEvent):
             self.status = event.status
-        self.events.append(data)
+        # Errors quote URLs and documents: nothing number-shaped leaves unmasked.
+        self.events.append({k: scrub(v) if isinstance(v, str) else v for k, v in data.items()})
 
     # -- the browser's side --------------------------------------------------------------------
 

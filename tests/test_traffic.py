@@ -79,3 +79,12 @@ def test_graph_traffic_command(serve: Any, database_url: str, capsys: Any) -> No
     assert 'main_menu -->|"1 (3)"| sales' in out
     assert main([*args, "--format", "dot", "--since", "2030-01-01"]) == 0
     assert "support_line: 0 call(s)" in capsys.readouterr().out
+
+
+def test_graph_traffic_without_an_event_log_says_so(tmp_path: Any, capsys: Any) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'none.db'}"
+    args = ["graph", "flows/support_line.py", "--traffic", "--database-url", url]
+    assert main([*args, "--format", "dot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ivrkit graph: cannot read the event log: no such table")
+    assert "Traceback" not in err

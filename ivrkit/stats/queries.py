@@ -160,8 +160,9 @@ class FunnelQueries:
         return (events.c.call_sid,)
 
     def paths(self) -> Any:
-        """Per call, every transition it fired, as one text (a CTE)."""
-        fired = events.c.fired
+        """Per call, every transition it fired, as one text (NULL when it fired none):
+        one row for each call, since a call's row and its first event are saved together."""
+        fired = case((events.c.fired != "", events.c.fired))  # NULL: left out of the text
         if self.d.sqlite:
             # In index order: a call's events arrive together, oldest first.
             joined = func.group_concat(fired, "; ")
@@ -171,50 +172,56 @@ class FunnelQueries:
             joined = func.string_agg(fired, literal("; "))
         return (
             select(events.c.call_sid, joined.label("path"))
-            .where(
-                events.c.kind.in_(ANSWERED),
-                fired != "",
-                *_window(self.d, self.since, self.until),
-            )
+            .where(events.c.kind.in_(ANSWERED), *_window(self.d, self.since, self.until))
             .group_by(*self._call_key())
-            .cte("paths")
+            .subquery("paths")
         )
 
     def groups(self) -> Any:
-        """Calls alike (same path, final flow and state, ending), counted: few rows."""
+        """Calls alike (same path, final flow and state, ending), counted: few rows.
+
+        Grouped first by what each call has (its path, where it is, whether it ended and
+        whether our answer ended it); the ending is then worked out once per group, not
+        once per call (its tests read the whole path)."""
         paths = self.paths()
-        path = func.coalesce(paths.c.path, "")
-
-        def took(triggers: tuple[str, ...]) -> ColumnElement[bool]:
-            return or_(*(path.contains(f" -{t}-> ", autoescape=True) for t in triggers))
-
-        ivr_ended = or_(
-            calls.c.last_twiml.contains("<Hangup"), calls.c.last_twiml.contains("<Reject")
-        )
-        ending = case(
-            (calls.c.status.not_in(FINAL), "in_progress"),
-            (took(TRANSFER_TRIGGERS), "transferred"),
-            (took(QUEUED_TRIGGERS), "queued"),
-            (took((RECORDED_TRIGGER,)), "voicemail"),
-            (ivr_ended, "completed"),
-            else_="hung_up",
-        ).label("ending")
+        path = func.coalesce(paths.c.path, "").label("path")
+        ended = case((calls.c.status.in_(FINAL), 1), else_=0).label("ended")
+        ivr_ended = case(
+            (
+                or_(
+                    calls.c.last_twiml.contains("<Hangup"),
+                    calls.c.last_twiml.contains("<Reject"),
+                ),
+                1,
+            ),
+            else_=0,
+        ).label("ivr_ended")
         alike = (
-            select(
-                path.label("path"),
-                calls.c.flow,
-                calls.c.state,
-                ending,
-                func.count().label("n"),
-            )
-            .select_from(calls.outerjoin(paths, paths.c.call_sid == calls.c.call_sid))
+            select(path, calls.c.flow, calls.c.state, ended, ivr_ended, func.count().label("n"))
+            # From the paths, each call's row found by its key: cheaper than indexing
+            # the paths (long texts) to find them from the calls.
+            .select_from(paths.join(calls, calls.c.call_sid == paths.c.call_sid))
             .where(*_call_window(self.since, self.until))
-            .group_by(path, calls.c.flow, calls.c.state, ending)
+            .group_by(path, calls.c.flow, calls.c.state, ended, ivr_ended)
         )
         if self.flow is not None:
             alike = alike.where(or_(_in_flow(path, self.flow), calls.c.flow == self.flow))
-        counted = alike.subquery("alike")
-        return select(func.row_number().over().label("gid"), *counted.c).cte("groups")
+        a = alike.subquery("alike")
+
+        def took(triggers: tuple[str, ...]) -> ColumnElement[bool]:
+            return or_(*(a.c.path.contains(f" -{t}-> ", autoescape=True) for t in triggers))
+
+        ending = case(
+            (a.c.ended == 0, "in_progress"),
+            (took(TRANSFER_TRIGGERS), "transferred"),
+            (took(QUEUED_TRIGGERS), "queued"),
+            (took((RECORDED_TRIGGER,)), "voicemail"),
+            (a.c.ivr_ended == 1, "completed"),
+            else_="hung_up",
+        ).label("ending")
+        return select(
+            func.row_number().over().label("gid"), a.c.path, a.c.flow, a.c.state, ending, a.c.n
+        ).cte("groups")
 
     def counts(self) -> Select[Any]:
         """Rows (what, flow, a, b, c, n): ``ending`` (name), ``dropped`` (state),

@@ -420,6 +420,25 @@ async def test_dialpad_speech_dial_and_bad_answers(console):
         assert unknown.status_code == 404
 
 
+async def test_two_answers_at_once_get_one_turn(console):
+    async with console() as (_, client):
+        await sign_in(client)
+        headers = await csrf_header(client)
+        sid = (await client.post("/console/dialpad/calls", json={"flow": "support_line"},
+                                 headers=headers)).json()["call_sid"]
+        url = f"/console/dialpad/calls/{sid}"
+        first, second = await asyncio.gather(
+            client.post(url, json={"action": "press", "digits": "3"}, headers=headers),
+            client.post(url, json={"action": "press", "digits": "1"}, headers=headers),
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 409]
+        view = (first if first.status_code == 200 else second).json()
+        assert view["question"]["kind"] == "record"  # the 3 went through, once
+        assert (await client.post(url, json={"action": "hangup"}, headers=headers)).json()[
+            "ended"
+        ]
+
+
 async def test_live_simulated_calls_are_capped(console):
     async with console() as (app, client):
         app.state.console.dialpad.max_live = 2

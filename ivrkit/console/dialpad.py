@@ -142,7 +142,8 @@ class SimCall:
             data["targets"] = len(data["targets"])  # numbers dialled are not shown
         if isinstance(event, EndEvent):
             self.status = event.status
-        self.events.append(data)
+        # Errors quote URLs and documents: nothing number-shaped leaves unmasked.
+        self.events.append({k: scrub(v) if isinstance(v, str) else v for k, v in data.items()})
 
     # -- the browser's side --------------------------------------------------------------------
 
@@ -256,6 +257,9 @@ class Dialpad:
     async def answer(self, sim: SimCall, answer: Answer) -> None:
         """Give the waiting call ``answer``; back at its next question or its end."""
         question = sim.question
+        if question is not None and not sim.answers.empty():
+            # Two tabs answered the same question: the first answer stands.
+            raise NotAsked("the call got an answer already: wait for its next question")
         if question is None or not isinstance(answer, ACCEPTS[question["kind"]]):
             waiting = question["kind"] if question is not None else "nothing (the app is busy)"
             raise NotAsked(f"the call is waiting for {waiting}")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flows.support_line import SupportLine
 from tests.driver import TOKEN, signed_headers
 from tests.test_serve_cli import IVRKIT, ROOT, free_port
 
@@ -185,7 +186,7 @@ def test_sign_in_traffic_map_dialpad_to_voicemail_and_the_call_list(server, brow
     page.get_by_role("link", name="support_line").click()
     page.wait_for_selector("svg.traffic")
     # Graphviz's drawing (CI) or the console's own: either way, every state with its counts
-    assert page.locator("svg.traffic g.node").count() == 15
+    assert page.locator("svg.traffic g.node").count() == len(SupportLine.states())
     drawing = page.locator("svg.traffic").inner_html()
     assert "welcome: 1 reached" in drawing
     assert "5550111" not in page.content()  # the number sales dials is masked too

@@ -323,6 +323,10 @@ class IvrApp:
         sid = hook.call_sid
 
         async def apply() -> Answer:
+            if hook.query.get(outbound.PLACED_MARK):
+                # A call ivrkit placed: Twilio may report busy or no-answer before
+                # place_call has stored the row, so wait for it as a first webhook does.
+                await outbound.wait_for_row(self.store, sid)
             answer = await self._apply_status(update)
             if answer is NO_CONTENT and answered_by in outbound.ANSWERED_BY:
                 # An outbound call's status says who answered (AMD): kept in call.data.

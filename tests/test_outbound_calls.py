@@ -93,7 +93,7 @@ async def test_a_person_hears_the_reminder_and_confirms(database_url, twilio_api
         # end-of-greeting detection (the flow declares on_machine).
         form = twilio_api.calls[sid].form
         assert form["Url"] == [f"{BASE}/voice/appointment_reminder?placed=1"]
-        assert form["StatusCallback"] == [f"{BASE}/voice/appointment_reminder/status"]
+        assert form["StatusCallback"] == [f"{BASE}/voice/appointment_reminder/status?placed=1"]
         assert form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
         assert form["MachineDetection"] == ["DetectMessageEnd"]
         outcome = await call_outcome(app.state.ivr.store, sid)

@@ -312,3 +312,23 @@ async def test_a_repeated_amd_callback_moves_the_call_once(serve):
         assert (row.state, row.step) == ("leave_message>hangup", 2)  # moved once, not twice
         kinds = [e.kind for e in await app.state.ivr.store.call_events(call.sid)]
         assert kinds == ["placed", "start", "amd", "amd"]
+
+
+@pytest.mark.parametrize("final", ["busy", "no-answer", "failed"])
+async def test_a_final_status_before_the_placed_row_is_kept_once_the_row_arrives(serve, final):
+    """Twilio (or the simulator at full speed) may report busy before place_call has
+    stored the row: the callback, marked placed=1 like the Url, waits for it."""
+    async with serve([AppointmentReminder]) as (app, client):
+        call = outbound_call(client)
+        status_url = f"{BASE}/voice/appointment_reminder/status?placed=1"
+
+        async def row_a_moment_later() -> None:
+            await asyncio.sleep(0.2)
+            assert await prepare(app, call, appointment=WHEN)
+
+        storing = asyncio.create_task(row_a_moment_later())
+        answer = await call.post(status_url, CallStatus=final, CallDuration="0")
+        await storing
+        assert answer.status == 204
+        outcome = await call_outcome(app.state.ivr.store, call.sid)
+        assert (outcome.status, outcome.data["appointment"]) == (final, WHEN)

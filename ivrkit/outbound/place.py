@@ -208,7 +208,7 @@ def call_parameters(
         "from_": from_,
         "url": f"{root}?{urlencode(query)}",
         "method": "POST",
-        "status_callback": f"{root}/status",
+        "status_callback": f"{root}/status?{PLACED_MARK}=1",
         "status_callback_method": "POST",
         "status_callback_event": list(STATUS_EVENTS),
     }

@@ -60,6 +60,9 @@ class Metrics(CallObserver):
 
     def __init__(self, flows: Iterable[type[Flow]]) -> None:
         self.states = {flow.name: frozenset(flow.states()) for flow in flows}
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        """(flow, endpoint, result, cause) -> the counter and histogram they label:
+        looking a child up by its labels costs more than counting."""
         # Each app its own registry (tests build many apps in one process); with several
         # workers the values go to files, and a scrape reads them all (registry()).
         self.own = CollectorRegistry(auto_describe=True)
@@ -126,10 +129,17 @@ class Metrics(CallObserver):
 
     def webhook(self, note: Note, seconds: float) -> None:
         """Count one answered webhook from its note."""
-        flow = self.flow_label(note.flow)
-        endpoint = note.endpoint if note.endpoint in ENDPOINTS else OTHER
-        self.webhooks.labels(flow, endpoint, note.result, note.cause).inc()
-        self.webhook_seconds.labels(endpoint).observe(seconds)
+        flow = self.flow_label(note.flow)  # first: a URL's name must not grow the memo
+        key = (flow, note.endpoint, note.result, note.cause)
+        children = self._children.get(key)
+        if children is None:  # every part of the key is from a bounded set: so is the memo
+            endpoint = note.endpoint if note.endpoint in ENDPOINTS else OTHER
+            children = self._children[key] = (
+                self.webhooks.labels(flow, endpoint, note.result, note.cause),
+                self.webhook_seconds.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if note.started:
             self.calls_started.labels(flow).inc()
             self.in_progress.labels(flow).inc()
@@ -212,25 +222,26 @@ class TimedSession:
     """A store session whose entry (the call's lock and row) and exit (the commit) are
     timed into ``ivrkit_store_seconds``."""
 
-    __slots__ = ("inner", "histogram")
+    __slots__ = ("inner", "load", "save")
 
-    def __init__(self, inner: Any, histogram: Histogram) -> None:
+    def __init__(self, inner: Any, load: Any, save: Any) -> None:
         self.inner = inner
-        self.histogram = histogram
+        self.load = load
+        self.save = save
 
     async def __aenter__(self) -> Any:
         started = time.perf_counter()
         try:
             return await self.inner.__aenter__()
         finally:
-            self.histogram.labels("load").observe(time.perf_counter() - started)
+            self.load.observe(time.perf_counter() - started)
 
     async def __aexit__(self, *exc: Any) -> Any:
         started = time.perf_counter()
         try:
             return await self.inner.__aexit__(*exc)
         finally:
-            self.histogram.labels("save").observe(time.perf_counter() - started)
+            self.save.observe(time.perf_counter() - started)
 
 
 class TimedStore:
@@ -239,17 +250,19 @@ class TimedStore:
 
     def __init__(self, store: Any, metrics: Metrics) -> None:
         self._store = store
-        self._histogram = metrics.store_seconds
+        self._load = metrics.store_seconds.labels("load")
+        self._save = metrics.store_seconds.labels("save")
+        self._status = metrics.store_seconds.labels("status")
 
     def session(self, call_sid: str) -> TimedSession:
-        return TimedSession(self._store.session(call_sid), self._histogram)
+        return TimedSession(self._store.session(call_sid), self._load, self._save)
 
     async def record_status(self, update: Any) -> Any:
         started = time.perf_counter()
         try:
             return await self._store.record_status(update)
         finally:
-            self._histogram.labels("status").observe(time.perf_counter() - started)
+            self._status.observe(time.perf_counter() - started)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchmarks.store_audit import audit_postgres, audit_sqlite, empty_postgres  # noqa: E402
 from benchmarks.support_walk import (  # noqa: E402
+    BENCH_SECRET_KEY,
     STEPS,
     TOKEN,
     CallPlan,
@@ -165,6 +166,7 @@ def main() -> int:
     failures += report(wrong_answers(plan, answers, bare=True), len(answers))
 
     os.environ["TWILIO_AUTH_TOKEN"] = TOKEN
+    os.environ.setdefault("IVRKIT_SECRET_KEY", BENCH_SECRET_KEY)  # support_line's assistant
     workdir = Path(tempfile.mkdtemp(prefix="ivrkit-hot-"))
     url = args.database
     if url == "sqlite":

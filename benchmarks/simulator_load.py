@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from webhook_throughput import (  # noqa: E402
+    BENCH_SECRET_KEY,
     ROOT,
     TOKEN,
     free_port,
@@ -95,6 +96,7 @@ def main() -> int:
         **os.environ,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "IVRKIT_LOG_LEVEL": "warning",
+        "IVRKIT_SECRET_KEY": os.environ.get("IVRKIT_SECRET_KEY", BENCH_SECRET_KEY),
         "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'simload.db'}",
     }
     ivr = measure(

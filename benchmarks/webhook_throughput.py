@@ -65,6 +65,7 @@ from benchmarks.store_audit import (  # noqa: E402
     empty_postgres,
 )
 from benchmarks.support_walk import (  # noqa: E402
+    BENCH_SECRET_KEY,
     STEPS,
     TOKEN,
     CallPlan,
@@ -292,6 +293,8 @@ def server_command(
         "TWILIO_AUTH_TOKEN": token,
         "IVRKIT_DATABASE_URL": database,
         "IVRKIT_LOG_LEVEL": target.log_level,
+        # support_line's assistant keeps the account number encrypted: a key of its own.
+        "IVRKIT_SECRET_KEY": os.environ.get("IVRKIT_SECRET_KEY", BENCH_SECRET_KEY),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if target.metrics:

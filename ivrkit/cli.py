@@ -172,7 +172,7 @@ def _serve_metrics(settings: Settings) -> None:
     """Metrics for every worker: values in files of one folder (prometheus_client's
     multiprocess mode), emptied now so an earlier run's counts do not add up with these;
     the workers learn the folder, and that metrics are on, from the environment."""
-    from ivrkit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+    from ivrkit.metrics_folder import MULTIPROC_ENV, prepare_multiprocess_dir
 
     folder = prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV))
     os.environ[MULTIPROC_ENV] = folder

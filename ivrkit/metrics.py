@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -34,13 +33,17 @@ from prometheus_client import (
 )
 
 from ivrkit import nodes as n
+from ivrkit.metrics_folder import (  # noqa: F401  (re-exported)
+    MULTIPROC_ENV,
+    multiprocess_dir,
+    prepare_multiprocess_dir,
+)
 from ivrkit.observers import GIVE_UP_TRIGGER, CallObserver
 from ivrkit.outcome import Note
 
 if TYPE_CHECKING:
     from ivrkit.flow import Flow
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -49,10 +52,6 @@ QUEUE_OUTCOMES = frozenset(n.QUEUE_RESULTS)
 ENDPOINTS = frozenset(
     {"incoming", "action", "status", "recording", "hold", "pay-status", "amd"}
 )
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class Metrics(CallObserver):
@@ -198,18 +197,6 @@ def scrape_registry() -> CollectorRegistry:
     shared = CollectorRegistry()
     multiprocess.MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
     return shared
-
-
-def prepare_multiprocess_dir(folder: str | None) -> str:
-    """The folder the workers write their values to, emptied of a previous run's files
-    (they would be added to this run's counts)."""
-    import tempfile
-
-    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="ivrkit-metrics-"))
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
-    return str(path)
 
 
 def process_exited() -> None:

@@ -346,3 +346,28 @@ def test_metrics_port(tmp_path: Any) -> None:
     assert value(found, "ivrkit_calls_started_total", flow="support_line") == 1
     assert value(found, "ivrkit_calls_ended_total", flow="support_line", status="completed") == 1
     assert_no_personal_data(text, [sid])
+
+
+def test_one_process_with_no_metrics_folder_given_still_counts(tmp_path: Any) -> None:
+    """`ivrkit serve --metrics` as a user types it: no PROMETHEUS_MULTIPROC_DIR in the
+    environment, one process. The folder serve makes must be known before prometheus_client
+    is first imported, or the app counts in memory while /metrics reads the empty folder."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process, output = start_server(["--port", str(port), "--metrics"], env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, output)
+        sid = walk_call(base, 1)
+        text = httpx.get(f"{base}/metrics").text
+    finally:
+        stop_server(process, output)
+    found = samples(text)
+    assert value(found, "ivrkit_calls_started_total", flow="support_line") == 1
+    assert value(found, "ivrkit_webhook_seconds_count", endpoint="status") == 1
+    assert_no_personal_data(text, [sid])

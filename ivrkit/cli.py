@@ -23,13 +23,13 @@ from ivrkit.errors import (
 )
 from ivrkit.flow import Flow
 from ivrkit.loader import load_flows
-from ivrkit.logs import JsonFormatter, formatter_config
+from ivrkit.logs import TEXT_FORMAT, JsonFormatter, formatter_config
 from ivrkit.runtime import FlowRegistry
 from ivrkit.sensitive import require_keys
 from ivrkit.validation import check_subflows
 
 FLOWS_ENV = "IVRKIT_FLOWS"
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT
 
 
 def serve_log_config(level: str, log_format: str = "text") -> dict[str, object]:

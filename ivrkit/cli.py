@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.public_url:
         os.environ["IVRKIT_PUBLIC_URL"] = settings.public_url
     if settings.metrics:
-        _serve_metrics(settings)
+        _serve_metrics(settings, args.workers)
 
     import uvicorn
 
@@ -168,15 +168,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_metrics(settings: Settings) -> None:
+def _serve_metrics(settings: Settings, workers: int) -> None:
     """Metrics for every worker: values in files of one folder (prometheus_client's
     multiprocess mode), emptied now so an earlier run's counts do not add up with these;
-    the workers learn the folder, and that metrics are on, from the environment."""
+    the workers learn the folder, and that metrics are on, from the environment.
+
+    One process serving its own ``/metrics`` keeps its values in memory instead: each
+    write to a file costs a webhook more than counting in memory, for nothing another
+    process would read."""
+    os.environ["IVRKIT_METRICS"] = "1"
+    if workers <= 1 and settings.metrics_port is None:
+        # Before prometheus_client is imported: it picks its mode from this at import.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
+        return
     from ivrkit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     folder = prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV))
     os.environ[MULTIPROC_ENV] = folder
-    os.environ["IVRKIT_METRICS"] = "1"
     if settings.metrics_port is None:
         print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
         return

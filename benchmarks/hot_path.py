@@ -13,6 +13,11 @@ script exits 1 otherwise. ``--database`` takes a PostgreSQL URL of a database th
 may empty.
 
     python benchmarks/hot_path.py [--calls 4000] [--database sqlite|URL] [--profile]
+        [--metrics [--multiprocess]] [--access-log]
+
+``--metrics`` turns metrics on (in memory, as ``ivrkit serve`` with one worker;
+``--multiprocess`` writes them to files as with several workers); ``--access-log`` logs at
+INFO as ``ivrkit serve`` does by default, to /dev/null: one access line per webhook.
 """
 
 from __future__ import annotations
@@ -152,6 +157,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--database", default="sqlite")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--metrics", action="store_true", help="metrics on")
+    parser.add_argument("--multiprocess", action="store_true", help="metrics in files")
+    parser.add_argument("--access-log", action="store_true", help="INFO lines to /dev/null")
     args = parser.parse_args()
     # A call's next webhook comes 4 waves of requests after its previous one.
     plan = CallPlan.make(args.calls, 1, 4 * args.concurrency)
@@ -175,6 +183,25 @@ def main() -> int:
         empty_postgres(url)
     os.environ["IVRKIT_DATABASE_URL"] = url
     os.environ["IVRKIT_PUBLIC_URL"] = BASE
+    if args.metrics:
+        os.environ["IVRKIT_METRICS"] = "1"
+        if args.multiprocess:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
+            (workdir / "metrics").mkdir()
+    if args.access_log:
+        import logging.config
+
+        from ivrkit.cli import serve_log_config
+
+        config = serve_log_config("info")
+        config["handlers"] = {  # type: ignore[index]
+            "stderr": {
+                "class": "logging.FileHandler",
+                "formatter": "ivrkit",
+                "filename": os.devnull,
+            }
+        }
+        logging.config.dictConfig(config)
     from ivrkit import create_app
     from ivrkit.loader import load_flows
 
@@ -191,10 +218,16 @@ def main() -> int:
                 profiler.disable()
 
     elapsed, statuses, answers = asyncio.run(with_lifespan(app, run))
-    print(
-        f"ivrkit ({url.split(':')[0]}): {elapsed / len(requests) * 1e6:7.1f} us CPU/request "
-        f"{statuses}"
+    options = ", ".join(
+        name
+        for name, on in [
+            ("metrics" + (" in files" if args.multiprocess else ""), args.metrics),
+            ("access line", args.access_log),
+        ]
+        if on
     )
+    label = url.split(":")[0] + (f", {options}" if options else "")
+    print(f"ivrkit ({label}): {elapsed / len(requests) * 1e6:7.1f} us CPU/request {statuses}")
     failures += report(wrong_answers(plan, answers, bare=False), len(answers))
     sent = dict.fromkeys(plan.sids, len(STEPS))
     apology = load_flows([ROOT / "flows" / "support_line.py"])[0].apology

@@ -23,13 +23,13 @@ from ivrkit.errors import (
 )
 from ivrkit.flow import Flow
 from ivrkit.loader import load_flows
-from ivrkit.logs import JsonFormatter, formatter_config
+from ivrkit.logs import TEXT_FORMAT, JsonFormatter, formatter_config
 from ivrkit.runtime import FlowRegistry
 from ivrkit.sensitive import require_keys
 from ivrkit.validation import check_subflows
 
 FLOWS_ENV = "IVRKIT_FLOWS"
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT
 
 
 def serve_log_config(level: str, log_format: str = "text") -> dict[str, object]:
@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.public_url:
         os.environ["IVRKIT_PUBLIC_URL"] = settings.public_url
     if settings.metrics:
-        _serve_metrics(settings)
+        _serve_metrics(settings, args.workers)
 
     import uvicorn
 
@@ -168,15 +168,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_metrics(settings: Settings) -> None:
+def _serve_metrics(settings: Settings, workers: int) -> None:
     """Metrics for every worker: values in files of one folder (prometheus_client's
     multiprocess mode), emptied now so an earlier run's counts do not add up with these;
-    the workers learn the folder, and that metrics are on, from the environment."""
+    the workers learn the folder, and that metrics are on, from the environment.
+
+    One process serving its own ``/metrics`` keeps its values in memory instead: each
+    write to a file costs a webhook more than counting in memory, for nothing another
+    process would read."""
+    os.environ["IVRKIT_METRICS"] = "1"
+    if workers <= 1 and settings.metrics_port is None:
+        # Before prometheus_client is imported: it picks its mode from this at import.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
+        return
     from ivrkit.metrics_folder import MULTIPROC_ENV, prepare_multiprocess_dir
 
     folder = prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV))
     os.environ[MULTIPROC_ENV] = folder
-    os.environ["IVRKIT_METRICS"] = "1"
     if settings.metrics_port is None:
         print(f"  metrics: http://{settings.host}:{settings.port}/metrics")
         return

@@ -13,24 +13,31 @@ Where the counts come from: the endpoint's :mod:`ivrkit.outcome` note (result, l
 call started or ended), the runtime's observer hook (no-input, no-match, give-up,
 transfers: counted when fired, so a webhook whose save then fails still counts them), and
 a thin wrapper around the store that times its load, save and status writes.
+
+What a webhook costs: one counter and one histogram written through children looked up
+once per label set (a child's lookup costs more than its count), a call started or ended
+one counter more; calls in progress are not written at all but derived at each scrape
+(started less ended, by flow), and the store's timings are two clock reads and two
+observations per session. In multiprocess mode every write is a write to a shared file,
+so ``ivrkit serve`` uses that mode only with ``--workers`` above 1 or ``--metrics-port``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ivrkit import nodes as n
 from ivrkit.metrics_folder import (  # noqa: F401  (re-exported)
@@ -49,9 +56,44 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 DIAL_OUTCOMES = frozenset(n.DIAL_STATUSES)
 QUEUE_OUTCOMES = frozenset(n.QUEUE_RESULTS)
-ENDPOINTS = frozenset(
-    {"incoming", "action", "status", "recording", "hold", "pay-status", "amd"}
-)
+ENDPOINTS = frozenset({"incoming", "action", "status", "recording", "hold", "pay-status", "amd"})
+
+
+IN_PROGRESS = "ivrkit_calls_in_progress"
+IN_PROGRESS_HELP = "Calls started and not yet ended (needs the status callback URL configured)"
+
+
+class WithCallsInProgress:
+    """A registry's metrics, and calls in progress derived from them: calls started less
+    calls ended, by flow (summed over every worker when the registry reads their files).
+
+    Derived at the scrape rather than kept as a gauge: a gauge is one more write on the
+    webhooks that start or end a call, and it says nothing the two counters do not."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        in_progress: dict[str, float] = {}
+        for family in self.source.collect():
+            yield family
+            sign = {"ivrkit_calls_started": 1, "ivrkit_calls_ended": -1}.get(family.name)
+            if sign is None:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    flow = sample.labels.get("flow", OTHER)
+                    in_progress[flow] = in_progress.get(flow, 0.0) + sign * sample.value
+        gauge = GaugeMetricFamily(IN_PROGRESS, IN_PROGRESS_HELP, labels=["flow"])
+        for flow in sorted(in_progress):
+            gauge.add_metric([flow], in_progress[flow])
+        yield gauge
+
+
+def _scrape(source: CollectorRegistry) -> CollectorRegistry:
+    scrape = CollectorRegistry()
+    scrape.register(WithCallsInProgress(source))
+    return scrape
 
 
 class Metrics(CallObserver):
@@ -62,6 +104,10 @@ class Metrics(CallObserver):
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
         """(flow, endpoint, result, cause) -> the counter and histogram they label:
         looking a child up by its labels costs more than counting."""
+        self._started: dict[str, Any] = {}
+        """flow -> its calls started counter."""
+        self._ended: dict[tuple[str, str], Any] = {}
+        """(flow, final status) -> its calls ended counter (statuses: Twilio's few)."""
         # Each app its own registry (tests build many apps in one process); with several
         # workers the values go to files, and a scrape reads them all (registry()).
         self.own = CollectorRegistry(auto_describe=True)
@@ -93,13 +139,7 @@ class Metrics(CallObserver):
             ["flow", "status"],
             registry=r,
         )
-        self.in_progress = Gauge(
-            "ivrkit_calls_in_progress",
-            "Calls started and not yet ended (needs the status callback URL configured)",
-            ["flow"],
-            registry=r,
-            multiprocess_mode="sum",  # a call may start in one worker and end in another
-        )
+        # Calls in progress: derived at the scrape (WithCallsInProgress).
         self.no_input = Counter(
             "ivrkit_no_input", "Prompts met with silence", ["flow", "state"], registry=r
         )
@@ -140,11 +180,15 @@ class Metrics(CallObserver):
         children[0].inc()
         children[1].observe(seconds)
         if note.started:
-            self.calls_started.labels(flow).inc()
-            self.in_progress.labels(flow).inc()
+            started = self._started.get(flow)
+            if started is None:
+                started = self._started[flow] = self.calls_started.labels(flow)
+            started.inc()
         if note.ended:
-            self.calls_ended.labels(flow, note.ended).inc()
-            self.in_progress.labels(flow).dec()
+            ended = self._ended.get((flow, note.ended))
+            if ended is None:  # the status was validated against Twilio's set: bounded
+                ended = self._ended[flow, note.ended] = self.calls_ended.labels(flow, note.ended)
+            ended.inc()
 
     # -- the runtime's observer hook -------------------------------------------------------
 
@@ -180,10 +224,10 @@ class Metrics(CallObserver):
         """What a scrape reads: this process's registry, or every worker's files."""
         folder = multiprocess_dir()
         if folder is None:
-            return self.own
+            return _scrape(self.own)
         shared = CollectorRegistry()
         multiprocess.MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
-        return shared
+        return _scrape(shared)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry()), CONTENT_TYPE_LATEST
@@ -196,7 +240,7 @@ def scrape_registry() -> CollectorRegistry:
         raise RuntimeError(f"{MULTIPROC_ENV} is not set: the metrics port reads the workers' files")
     shared = CollectorRegistry()
     multiprocess.MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
-    return shared
+    return _scrape(shared)
 
 
 def process_exited() -> None:

@@ -326,7 +326,7 @@ def main() -> int:
         "--reuse",
         action="store_true",
         help="time the data already loaded (the --keep folder's file, the --postgres "
-        "tables) instead of generating it again; generates what is missing",
+        "tables) instead of generating it again, when it holds --events events",
     )
     args = parser.parse_args()
     from ivrkit.store.schema import CALL_COLUMNS as names
@@ -345,7 +345,7 @@ def main() -> int:
     summary: dict[str, Any] = {}
     for name, url in targets:
         loaded = asyncio.run(event_count(url)) if args.reuse else 0
-        if loaded:
+        if loaded == args.events:  # another count: a test run emptied it, or other data
             print(f"{name}: reusing the {loaded:,} events already loaded")
         else:
             if generated is None:

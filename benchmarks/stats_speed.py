@@ -13,7 +13,8 @@ What it times. The `ivrkit stats` command as a user runs it (a subprocess, text 
 wall clock, --rounds times per backend, plus one run with a flow and a period.
 
     python benchmarks/stats_speed.py [--events 1000000] [--rounds 3]
-        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench] [--keep DIR]
+        [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/ivrkit_bench]
+        [--keep DIR] [--reuse]
 
 --postgres names a database the script may empty (it drops ivrkit's tables there).
 """
@@ -272,6 +273,24 @@ async def load_postgres(
         await conn.close()
 
 
+async def event_count(url: str) -> int:
+    """Events already in the database at ``url`` (0 when it has no ivrkit tables yet)."""
+    from sqlalchemy import func, inspect, select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ivrkit.store.schema import events
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            present = await conn.run_sync(lambda sync: inspect(sync).has_table(events.name))
+            if not present:
+                return 0
+            return int((await conn.execute(select(func.count()).select_from(events))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
 def _pg_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
@@ -303,6 +322,12 @@ def main() -> int:
     parser.add_argument("--walks", type=int, default=400)
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--keep", default=None, help="folder for the SQLite file (kept)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the data already loaded (the --keep folder's file, the --postgres "
+        "tables) instead of generating it again, when it holds --events events",
+    )
     args = parser.parse_args()
     from ivrkit.store.schema import CALL_COLUMNS as names
 
@@ -312,28 +337,35 @@ def main() -> int:
         "(1 min average: other work on the machine slows every figure below), "
         f"Python {platform.python_version()}"
     )
-    started = time.perf_counter()
-    rows, walks = asyncio.run(templates(args.walks, seed=7))
-    call_rows, event_rows = copies(rows, walks, args.events, seed=11)
-    print(
-        f"walked {len(rows)} calls, copied to {len(call_rows):,} calls and "
-        f"{len(event_rows):,} events in {time.perf_counter() - started:.1f} s"
-    )
     folder = Path(args.keep or tempfile.mkdtemp(prefix="ivrkit-stats-"))
     targets = [("sqlite", f"sqlite+aiosqlite:///{folder / 'stats.db'}")]
     if args.postgres:
         targets.append(("postgresql", args.postgres))
+    generated: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
     summary: dict[str, Any] = {}
     for name, url in targets:
-        if name == "sqlite" and (folder / "stats.db").exists():
-            (folder / "stats.db").unlink()
-        asyncio.run(create_schema(url))
-        started = time.perf_counter()
-        if name == "sqlite":
-            load_sqlite(folder / "stats.db", call_rows, event_rows)
+        loaded = asyncio.run(event_count(url)) if args.reuse else 0
+        if loaded == args.events:  # another count: a test run emptied it, or other data
+            print(f"{name}: reusing the {loaded:,} events already loaded")
         else:
-            asyncio.run(load_postgres(url, call_rows, event_rows))
-        print(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
+            if generated is None:
+                started = time.perf_counter()
+                rows, walks = asyncio.run(templates(args.walks, seed=7))
+                generated = copies(rows, walks, args.events, seed=11)
+                print(
+                    f"walked {len(rows)} calls, copied to {len(generated[0]):,} calls and "
+                    f"{len(generated[1]):,} events in {time.perf_counter() - started:.1f} s"
+                )
+            call_rows, event_rows = generated
+            if name == "sqlite" and (folder / "stats.db").exists():
+                (folder / "stats.db").unlink()
+            asyncio.run(create_schema(url))
+            started = time.perf_counter()
+            if name == "sqlite":
+                load_sqlite(folder / "stats.db", call_rows, event_rows)
+            else:
+                asyncio.run(load_postgres(url, call_rows, event_rows))
+            print(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
         runs = []
         for _ in range(args.rounds):
             elapsed, out = timed_stats(url)

@@ -78,6 +78,19 @@ class Dialect:
         start = self.find(text, left) + len(left)
         return func.substr(text, start, self.find(text, right) - start)
 
+    def bytewise(self, key: Any) -> Any:
+        """``key`` compared byte by byte, for grouping and partitioning only.
+
+        PostgreSQL sorts and hashes text in the database's collation (``strcoll`` for
+        ``C.UTF-8`` or ``en_US``), which made the report's sorts by CallSid, path and
+        state 40 % of its time; with ``COLLATE "C"`` it compares bytes. The groups are
+        the same (equal texts are equal bytes in a deterministic collation) and no row
+        order of the report depends on it (``assemble`` sorts). SQLite already compares
+        bytes (BINARY)."""
+        if self.sqlite:
+            return key
+        return key.collate("C")
+
     def seconds(self, later: Any, earlier: Any) -> ColumnElement[float]:
         if self.sqlite:
             return (func.julianday(later) - func.julianday(earlier)) * 86400.0
@@ -157,7 +170,11 @@ class FunnelQueries:
         order of its funnel index (r0003_ops), so grouping and windows need no sort."""
         if self.d.sqlite:
             return (events.c.call_created, events.c.call_sid)
-        return (events.c.call_sid,)
+        return (self.d.bytewise(events.c.call_sid),)
+
+    def _call_sid(self) -> Any:
+        """The CallSid as :meth:`_call_key` groups it (so a grouped query may select it)."""
+        return self.d.bytewise(events.c.call_sid).label("call_sid")
 
     def paths(self) -> Any:
         """Per call, every transition it fired, as one text (NULL when it fired none):
@@ -171,7 +188,7 @@ class FunnelQueries:
             # million rows; the order of a path's transitions changes none of the counts.
             joined = func.string_agg(fired, literal("; "))
         return (
-            select(events.c.call_sid, joined.label("path"))
+            select(self._call_sid(), joined.label("path"))
             .where(events.c.kind.in_(ANSWERED), *_window(self.d, self.since, self.until))
             .group_by(*self._call_key())
             .subquery("paths")
@@ -184,7 +201,9 @@ class FunnelQueries:
         whether our answer ended it); the ending is then worked out once per group, not
         once per call (its tests read the whole path)."""
         paths = self.paths()
-        path = func.coalesce(paths.c.path, "").label("path")
+        path = self.d.bytewise(func.coalesce(paths.c.path, "")).label("path")
+        flow = self.d.bytewise(calls.c.flow).label("flow")
+        state = self.d.bytewise(calls.c.state).label("state")
         ended = case((calls.c.status.in_(FINAL), 1), else_=0).label("ended")
         ivr_ended = case(
             (
@@ -197,12 +216,12 @@ class FunnelQueries:
             else_=0,
         ).label("ivr_ended")
         alike = (
-            select(path, calls.c.flow, calls.c.state, ended, ivr_ended, func.count().label("n"))
+            select(path, flow, state, ended, ivr_ended, func.count().label("n"))
             # From the paths, each call's row found by its key: cheaper than indexing
             # the paths (long texts) to find them from the calls.
             .select_from(paths.join(calls, calls.c.call_sid == paths.c.call_sid))
             .where(*_call_window(self.since, self.until))
-            .group_by(path, calls.c.flow, calls.c.state, ended, ivr_ended)
+            .group_by(path, flow, state, ended, ivr_ended)
         )
         if self.flow is not None:
             alike = alike.where(or_(_in_flow(path, self.flow), calls.c.flow == self.flow))
@@ -318,7 +337,7 @@ class FunnelQueries:
         webhook to its end."""
         d = self.d
         ends = (
-            select(events.c.call_sid, func.max(events.c.at).label("last"))
+            select(self._call_sid(), func.max(events.c.at).label("last"))
             .where(events.c.kind.in_(ANSWERED), *_window(d, self.since, self.until))
             .group_by(*self._call_key())
             .subquery("ends")
@@ -338,12 +357,14 @@ class FunnelQueries:
     def times(self) -> Select[Any]:
         """PostgreSQL: (flow, state, median, p90) of the visits, in one statement."""
         v = self.visits().subquery("visits")
+        flow = self.d.bytewise(v.c.flow).label("flow")
+        state = self.d.bytewise(v.c.state).label("state")
         return select(
-            v.c.flow,
-            v.c.state,
+            flow,
+            state,
             func.percentile_cont(0.5).within_group(v.c.spent),
             func.percentile_cont(0.9).within_group(v.c.spent),
-        ).group_by(v.c.flow, v.c.state)
+        ).group_by(flow, state)
 
 
 VISITS = Table(

@@ -246,7 +246,9 @@ async def test_a_cancelled_place_call_still_stores_the_row_of_the_call_it_placed
     async with reminder_line(database_url, twilio_api) as app:
         placing = asyncio.create_task(place(app, twilio_api))
         while not twilio_api.calls:  # Twilio has the request: the call exists
-            await asyncio.sleep(0.001)
+            # One loop turn at a time (not a timed sleep): the cancel must land while
+            # place_call still awaits the answer or the row, however loaded the machine.
+            await asyncio.sleep(0)
         placing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await placing

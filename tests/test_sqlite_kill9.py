@@ -32,6 +32,8 @@ NEXT = {
     "Dial": {"DialCallStatus": "completed", "DialCallDuration": "5"},
     "Record": {"RecordingUrl": "https://api.twilio.com/r/RE1", "RecordingDuration": "3"},
     "Enqueue": {"QueueResult": "hangup", "QueueTime": "5"},
+    # support_line's assistant: the caller hung up during the agent session.
+    "Connect": {"SessionId": "VX" + "0" * 32, "SessionStatus": "completed", "SessionDuration": "5"},
 }
 
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
-import httpx
 import pytest
 
 from simulator.callees import Callee, CalleeModel
 from simulator.caller import Press
 from simulator.pytest_plugin import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-from tests.test_serve_cli import IVRKIT, ROOT, free_port
+from tests.test_serve_cli import IVRKIT, ROOT, free_port, start_serve
 
 PATIENT = "+14155550142"
 CLINIC = "+14155550100"
@@ -33,25 +31,7 @@ def reminder_server(tmp_path, twilio_api_server):
         "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'reminders.db'}",
         "IVRKIT_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
-    process = subprocess.Popen(
-        [*IVRKIT, "serve", "flows/appointment_reminder.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.communicate()[0]}")
+    process, base = start_serve(["flows/appointment_reminder.py", "--port", str(port)], env, port)
     yield base, env
     process.terminate()
     output = process.communicate(timeout=10)[0]

@@ -9,6 +9,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,16 +26,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
-    }
+
+def start_serve(args: list[str], env: dict[str, str], port: int) -> tuple[Any, str]:
+    """`ivrkit serve ARGS` in a process of its own, once its /healthz answers: (process, base
+    URL). A server that does not come up within 20 s fails the test with its output."""
     process = subprocess.Popen(
-        [*IVRKIT, "serve", "flows/support_line.py", "--port", str(port)],
+        [*IVRKIT, "serve", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -46,12 +43,22 @@ def server(tmp_path):
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
+                return process, base
         except httpx.TransportError:
             time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start: {process.communicate()[0]}")
+    process.kill()
+    pytest.fail(f"server did not start: {process.communicate()[0]}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "IVRKIT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+    }
+    process, base = start_serve(["flows/support_line.py", "--port", str(port)], env, port)
     yield base, process
     process.terminate()
     process.wait(timeout=10)

@@ -208,20 +208,20 @@ class CampaignStore:
 
     async def stop_campaign(self, campaign_id: int, reason: str, now: datetime) -> None:
         """Stop every runner of the campaign (they check before each claim)."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(campaigns)
-                .where(campaigns.c.id == campaign_id)
-                .values(state="stopped", stop_reason=reason, updated_at=_to_utc_naive(now))
-            )
+        await self._set_state(campaign_id, "stopped", reason, now)
 
     async def reopen_campaign(self, campaign_id: int, now: datetime) -> None:
         """Let a stopped campaign (e.g. after fixed credentials) run again."""
+        await self._set_state(campaign_id, "running", None, now)
+
+    async def _set_state(
+        self, campaign_id: int, state: str, reason: str | None, now: datetime
+    ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(campaigns)
                 .where(campaigns.c.id == campaign_id)
-                .values(state="running", stop_reason=None, updated_at=_to_utc_naive(now))
+                .values(state=state, stop_reason=reason, updated_at=_to_utc_naive(now))
             )
 
     # -- runners ---------------------------------------------------------------------
